@@ -1,0 +1,137 @@
+//! What an endpoint (one container interface on one network) is, and the
+//! rules an attach request must satisfy.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidRequest;
+use crate::ids::{EndpointName, IfName, Mac, NetworkName, Tenant};
+use crate::net::parse_ip;
+use crate::network::validate_labels;
+
+/// The interface name inside the container when the request names none.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+/// An attach request, as the client wrote it.
+#[derive(Debug, Clone, Default)]
+pub struct AttachEndpoint {
+    /// Owner; empty for the default tenant.
+    pub tenant: String,
+    /// Network name.
+    pub network: String,
+    /// Endpoint name, unique per network.
+    pub name: String,
+    /// Path of the container's network namespace file.
+    pub netns: String,
+    /// Interface name inside the namespace; empty for `eth0`.
+    pub ifname: String,
+    /// Static addresses, at most one per family.
+    pub ips: Vec<String>,
+    /// MAC address; empty for the Docker-style default.
+    pub mac: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A validated attach request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    /// Owner.
+    pub tenant: Tenant,
+    /// Network name.
+    pub network: NetworkName,
+    /// Endpoint name.
+    pub name: EndpointName,
+    /// Network namespace file.
+    pub netns: PathBuf,
+    /// Interface name inside the namespace.
+    pub ifname: IfName,
+    /// Static addresses asked for.
+    pub ips: Vec<IpAddr>,
+    /// MAC asked for.
+    pub mac: Option<Mac>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl AttachEndpoint {
+    /// Check every rule that needs no other state and build the spec.
+    pub fn validate(&self) -> Result<EndpointSpec, InvalidRequest> {
+        let tenant = Tenant::parse("tenant", &self.tenant)?;
+        let network = NetworkName::parse("network", &self.network)?;
+        let name = EndpointName::parse("name", &self.name)?;
+        if self.netns.is_empty() {
+            return Err(InvalidRequest::new("netns", "a network namespace path is required"));
+        }
+        let netns = PathBuf::from(&self.netns);
+        if !netns.is_absolute() {
+            return Err(InvalidRequest::new("netns", format!("{:?} must be an absolute path", self.netns)));
+        }
+        let ifname = if self.ifname.is_empty() { DEFAULT_IFNAME } else { &self.ifname };
+        let ifname = IfName::parse("ifname", ifname)?;
+        if ifname.as_str() == "lo" {
+            return Err(InvalidRequest::new("ifname", "\"lo\" is the namespace's loopback interface"));
+        }
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for (i, s) in self.ips.iter().enumerate() {
+            let ip = parse_ip(&format!("ips[{i}]"), s)?;
+            if ips.iter().any(|p| p.is_ipv4() == ip.is_ipv4()) {
+                return Err(InvalidRequest::new(format!("ips[{i}]"), format!("{ip}: at most one address per family")));
+            }
+            ips.push(ip);
+        }
+        let mac = if self.mac.is_empty() { None } else { Some(Mac::parse("mac", &self.mac)?) };
+        validate_labels(&self.labels)?;
+        Ok(EndpointSpec { tenant, network, name, netns, ifname, ips, mac, labels: self.labels.clone() })
+    }
+}
+
+/// Where an endpoint is in its life. An endpoint is recorded `Pending`
+/// before its kernel objects are made, and `Ready` once they exist; a
+/// `Pending` record found at start-up was never acknowledged and is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndpointState {
+    /// Intent recorded, kernel objects not (fully) made.
+    Pending,
+    /// Attached and acknowledged.
+    Ready,
+}
+
+/// An endpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Unique id (32 hex digits).
+    pub id: String,
+    /// Id of the network it is attached to.
+    pub network_id: String,
+    /// The validated request.
+    pub spec: EndpointSpec,
+    /// The host end of the veth pair (a port of the bridge).
+    pub host_ifname: IfName,
+    /// MAC of the container end.
+    pub mac: Mac,
+    /// Addresses with the subnet's prefix length.
+    pub addresses: Vec<IpNet>,
+    /// Lifecycle state.
+    pub state: EndpointState,
+}
+
+impl Endpoint {
+    /// The host-side veth name: `veth` and 11 hex digits of the id.
+    pub fn host_ifname_for(id: &str) -> Result<IfName, InvalidRequest> {
+        IfName::parse("ifname", &format!("veth{}", &id[..id.len().min(11)]))
+    }
+    /// A temporary name for the container end while it is still in the host
+    /// namespace, before it is moved and renamed.
+    pub fn peer_tmp_ifname_for(id: &str) -> Result<IfName, InvalidRequest> {
+        IfName::parse("ifname", &format!("vtmp{}", &id[..id.len().min(11)]))
+    }
+}
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;

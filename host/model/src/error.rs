@@ -1,0 +1,48 @@
+//! Errors the controller reports to clients. Each variant maps to exactly one
+//! gRPC status code (in `weft-grpc`), and each message names the object and
+//! the rule that was broken.
+
+use thiserror::Error;
+
+/// A request field that broke a rule. Rendered as `field: reason`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidRequest {
+    /// The request field (or field path), e.g. `subnets[0]`.
+    pub field: String,
+    /// What is wrong with it, naming the value and the rule.
+    pub reason: String,
+}
+
+impl InvalidRequest {
+    /// Build an error for `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// Every error the controller returns to a client.
+#[derive(Debug, Clone, Error)]
+pub enum ControlError {
+    /// Bad input; nothing was changed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    /// The named object does not exist (for this tenant).
+    #[error("{0}")]
+    NotFound(String),
+    /// An object with that identity already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but the current state forbids it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A pool or quota is used up.
+    #[error("{0}")]
+    Exhausted(String),
+    /// A decision component failed (trap, deadline, bad answer); rolled back.
+    #[error("{0}")]
+    Plugin(String),
+    /// The kernel or the store failed; the operation was rolled back.
+    #[error("{0}")]
+    Internal(String),
+}

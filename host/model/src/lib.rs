@@ -1,0 +1,14 @@
+//! weft's domain model: the types every other crate speaks, the rules that
+//! make a request valid, and the traits behind which decisions (IPAM, ...)
+//! are made. It does no I/O so it can be tested in isolation and shared by
+//! the planner, the daemon and the gRPC edge alike.
+
+pub mod error;
+pub mod ids;
+pub mod ipam;
+pub mod net;
+pub mod network;
+pub mod endpoint;
+
+pub use error::{ControlError, InvalidRequest};
+pub use ids::{EndpointName, IfName, Mac, NetworkName, Tenant};

@@ -1,0 +1,288 @@
+//! What a network is, and the rules a request to create one must satisfy.
+//! Rules that need other networks (name unique per tenant, no overlap) are
+//! checked by the controller with [`conflicts_with`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidRequest;
+use crate::ids::{IfName, NetworkName, Tenant};
+use crate::net::{is_usable, overlaps, parse_cidr, parse_ip, usable_range};
+
+/// The default IPAM component, a built-in addressed by its folder name.
+pub const DEFAULT_IPAM: &str = "ipam-default";
+/// Driver names weft implements.
+pub const DRIVERS: &[&str] = &["bridge"];
+/// Network options (`--opt KEY=VALUE`) weft understands.
+pub const KNOWN_OPTIONS: &[&str] = &["mtu", "bridge_name"];
+/// Smallest MTU Linux accepts for IPv4 (RFC 791); IPv6 needs 1280 (RFC 8200).
+pub const MIN_MTU_V4: u32 = 68;
+/// Smallest MTU for a network with an IPv6 subnet.
+pub const MIN_MTU_V6: u32 = 1280;
+/// Largest MTU a bridge accepts.
+pub const MAX_MTU: u32 = 65535;
+
+/// One subnet of a create request, as the client wrote it.
+#[derive(Debug, Clone, Default)]
+pub struct SubnetRequest {
+    /// CIDR, e.g. `10.89.0.0/24`.
+    pub subnet: String,
+    /// Gateway address; empty for the first usable address.
+    pub gateway: String,
+    /// A narrower CIDR to allocate endpoints from; empty for the whole subnet.
+    pub ip_range: String,
+}
+
+/// A create-network request, as the client wrote it.
+#[derive(Debug, Clone, Default)]
+pub struct CreateNetwork {
+    /// Owner; empty for the default tenant.
+    pub tenant: String,
+    /// Network name.
+    pub name: String,
+    /// Driver; empty for `bridge`.
+    pub driver: String,
+    /// One IPv4 and/or one IPv6 subnet.
+    pub subnets: Vec<SubnetRequest>,
+    /// No masquerade and no route out.
+    pub internal: bool,
+    /// Driver options (`mtu`, `bridge_name`).
+    pub options: BTreeMap<String, String>,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+    /// IPAM component name; empty for [`DEFAULT_IPAM`].
+    pub ipam: String,
+}
+
+/// One validated subnet of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    /// The prefix.
+    pub subnet: IpNet,
+    /// Gateway address, held by the bridge.
+    pub gateway: IpAddr,
+    /// Where endpoint addresses come from, if narrower than the subnet.
+    pub ip_range: Option<IpNet>,
+}
+
+impl Subnet {
+    /// The gateway with the subnet's prefix length (as put on the bridge).
+    pub fn gateway_cidr(&self) -> IpNet {
+        IpNet::new(self.gateway, self.subnet.prefix_len()).unwrap_or(self.subnet)
+    }
+}
+
+/// A validated network definition: everything but the identity the
+/// controller assigns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Owner.
+    pub tenant: Tenant,
+    /// Name, unique per tenant.
+    pub name: NetworkName,
+    /// Driver (`bridge`).
+    pub driver: String,
+    /// Subnets, at most one per family.
+    pub subnets: Vec<Subnet>,
+    /// Internal network: no egress.
+    pub internal: bool,
+    /// MTU of the bridge and its veths, if set.
+    pub mtu: Option<u32>,
+    /// Bridge name asked for; derived from the id when absent.
+    pub bridge_name: Option<IfName>,
+    /// Options as given (validated).
+    pub options: BTreeMap<String, String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// IPAM component bound to the network.
+    pub ipam: String,
+}
+
+/// A network as stored: the spec plus its identity and derived names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Unique id (32 hex digits).
+    pub id: String,
+    /// The validated definition.
+    pub spec: NetworkSpec,
+    /// The Linux bridge's name.
+    pub bridge: IfName,
+}
+
+impl Network {
+    /// Give a validated spec its identity; the bridge is named `br-` and the
+    /// first 12 hex digits of the id unless the spec names one (as Docker does).
+    pub fn new(id: String, spec: NetworkSpec) -> Result<Network, InvalidRequest> {
+        let bridge = match &spec.bridge_name {
+            Some(b) => b.clone(),
+            None => IfName::parse("options.bridge_name", &format!("br-{}", &id[..id.len().min(12)]))?,
+        };
+        Ok(Network { id, spec, bridge })
+    }
+}
+
+fn validate_label_map(field: &str, m: &BTreeMap<String, String>) -> Result<(), InvalidRequest> {
+    for (k, v) in m {
+        if k.is_empty() || k.len() > 253 || !k.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
+            return Err(InvalidRequest::new(
+                format!("{field}[{k}]"),
+                format!("key {k:?} must be 1 to 253 printable characters without '='"),
+            ));
+        }
+        if v.len() > 4096 || v.chars().any(char::is_control) {
+            return Err(InvalidRequest::new(
+                format!("{field}[{k}]"),
+                "value must be at most 4096 characters without control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validate a label map (shared by networks and endpoints).
+pub fn validate_labels(m: &BTreeMap<String, String>) -> Result<(), InvalidRequest> {
+    validate_label_map("labels", m)
+}
+
+impl CreateNetwork {
+    /// Check every rule that needs no other state and build the spec.
+    pub fn validate(&self) -> Result<NetworkSpec, InvalidRequest> {
+        let tenant = Tenant::parse("tenant", &self.tenant)?;
+        let name = NetworkName::parse("name", &self.name)?;
+        let driver = if self.driver.is_empty() { "bridge".to_owned() } else { self.driver.clone() };
+        if !DRIVERS.contains(&driver.as_str()) {
+            return Err(InvalidRequest::new(
+                "driver",
+                format!("driver {driver:?} is not supported (supported: {})", DRIVERS.join(", ")),
+            ));
+        }
+        if self.subnets.is_empty() {
+            return Err(InvalidRequest::new("subnets", "at least one subnet is required"));
+        }
+        let mut subnets: Vec<Subnet> = Vec::new();
+        for (i, s) in self.subnets.iter().enumerate() {
+            let field = format!("subnets[{i}]");
+            let subnet = parse_cidr(&format!("{field}.subnet"), &s.subnet)?;
+            if let Some(prev) = subnets.iter().find(|p| p.subnet.network().is_ipv4() == subnet.network().is_ipv4()) {
+                return Err(InvalidRequest::new(
+                    format!("{field}.subnet"),
+                    format!(
+                        "{subnet}: only one subnet per address family is supported ({} already given)",
+                        prev.subnet
+                    ),
+                ));
+            }
+            let (first, _) = usable_range(&subnet);
+            if subnet.prefix_len() >= subnet.max_prefix_len() - 1 {
+                return Err(InvalidRequest::new(
+                    format!("{field}.subnet"),
+                    format!("{subnet}: too small for a gateway and an endpoint (prefix must be < /{})", subnet.max_prefix_len() - 1),
+                ));
+            }
+            let gateway = if s.gateway.is_empty() {
+                first
+            } else {
+                let g = parse_ip(&format!("{field}.gateway"), &s.gateway)?;
+                if !is_usable(&subnet, g) {
+                    return Err(InvalidRequest::new(
+                        format!("{field}.gateway"),
+                        format!("gateway {g} must be a usable address inside subnet {subnet}"),
+                    ));
+                }
+                g
+            };
+            let ip_range = if s.ip_range.is_empty() {
+                None
+            } else {
+                let r = parse_cidr(&format!("{field}.ip_range"), &s.ip_range)?;
+                if !subnet.contains(&r) {
+                    return Err(InvalidRequest::new(
+                        format!("{field}.ip_range"),
+                        format!("ip-range {r} must lie inside subnet {subnet}"),
+                    ));
+                }
+                Some(r)
+            };
+            subnets.push(Subnet { subnet, gateway, ip_range });
+        }
+        let mut mtu = None;
+        let mut bridge_name = None;
+        for (k, v) in &self.options {
+            let field = format!("options[{k}]");
+            match k.as_str() {
+                "mtu" => {
+                    let n: u32 = v.parse().map_err(|_| InvalidRequest::new(&field, format!("mtu {v:?} is not a number")))?;
+                    let min = if subnets.iter().any(|s| s.subnet.network().is_ipv6()) { MIN_MTU_V6 } else { MIN_MTU_V4 };
+                    if !(min..=MAX_MTU).contains(&n) {
+                        return Err(InvalidRequest::new(field, format!("mtu {n} must be between {min} and {MAX_MTU}")));
+                    }
+                    mtu = Some(n);
+                }
+                "bridge_name" => bridge_name = Some(IfName::parse(&field, v)?),
+                _ => {
+                    return Err(InvalidRequest::new(
+                        field,
+                        format!("unknown option {k:?} (known: {})", KNOWN_OPTIONS.join(", ")),
+                    ));
+                }
+            }
+        }
+        validate_label_map("labels", &self.labels)?;
+        let ipam = if self.ipam.is_empty() { DEFAULT_IPAM.to_owned() } else { self.ipam.clone() };
+        Ok(NetworkSpec {
+            tenant,
+            name,
+            driver,
+            subnets,
+            internal: self.internal,
+            mtu,
+            bridge_name,
+            options: self.options.clone(),
+            labels: self.labels.clone(),
+            ipam,
+        })
+    }
+}
+
+/// Why `spec` cannot coexist with `existing`: same name for the tenant,
+/// overlapping subnets (across all tenants: they share the host's routing
+/// table), or the same bridge name.
+pub fn conflicts_with(spec: &NetworkSpec, bridge: &IfName, existing: &Network) -> Option<InvalidOrExists> {
+    if existing.spec.tenant == spec.tenant && existing.spec.name == spec.name {
+        return Some(InvalidOrExists::Exists(format!(
+            "network {:?} already exists for tenant {:?}",
+            spec.name.as_str(),
+            spec.tenant.as_str()
+        )));
+    }
+    for (i, s) in spec.subnets.iter().enumerate() {
+        for e in &existing.spec.subnets {
+            if overlaps(&s.subnet, &e.subnet) {
+                return Some(InvalidOrExists::Invalid(InvalidRequest::new(
+                    format!("subnets[{i}].subnet"),
+                    format!("{} overlaps {} of an existing network", s.subnet, e.subnet),
+                )));
+            }
+        }
+    }
+    if &existing.bridge == bridge {
+        return Some(InvalidOrExists::Exists(format!("bridge {bridge} is already used by another network")));
+    }
+    None
+}
+
+/// The two ways a new network can clash with an existing one.
+#[derive(Debug, Clone)]
+pub enum InvalidOrExists {
+    /// A rule about the request (overlap).
+    Invalid(InvalidRequest),
+    /// An identity already taken (name, bridge).
+    Exists(String),
+}
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;

@@ -1,0 +1,131 @@
+//! The kernel operations a plan is made of. Each maps to one `ip` verb (or
+//! one nft transaction); `weft-kernel` is the only code that executes them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use weft_model::{IfName, Mac};
+
+/// The network namespace an op runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ns {
+    /// The namespace weftd runs in.
+    Host,
+    /// A container's namespace, by file path.
+    Path(PathBuf),
+}
+
+/// One kernel operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// `sysctl -w key=value` (key with `/` separators under /proc/sys).
+    Sysctl {
+        /// Path below /proc/sys.
+        key: String,
+        /// Value to write.
+        value: String,
+    },
+    /// `ip link add NAME type bridge [mtu N]` in the host namespace.
+    CreateBridge {
+        /// Bridge name.
+        name: IfName,
+        /// MTU.
+        mtu: Option<u32>,
+    },
+    /// `ip link add NAME type veth peer name PEER [mtu N]` in the host namespace.
+    CreateVeth {
+        /// Host end.
+        name: IfName,
+        /// Container end (temporary name).
+        peer: IfName,
+        /// MTU of both ends.
+        mtu: Option<u32>,
+    },
+    /// `ip addr add ADDR dev LINK` (no duplicate address detection).
+    AddAddress {
+        /// Namespace.
+        ns: Ns,
+        /// Link.
+        link: IfName,
+        /// Address with prefix length.
+        addr: IpNet,
+    },
+    /// `ip link set LINK master MASTER` in the host namespace.
+    SetMaster {
+        /// Port.
+        link: IfName,
+        /// Bridge.
+        master: IfName,
+    },
+    /// `ip link set LINK netns NETNS` from the host namespace.
+    MoveToNetns {
+        /// Link to move.
+        link: IfName,
+        /// Target namespace file.
+        netns: PathBuf,
+    },
+    /// `ip link set LINK name TO`.
+    Rename {
+        /// Namespace.
+        ns: Ns,
+        /// Current name.
+        link: IfName,
+        /// New name.
+        to: IfName,
+    },
+    /// `ip link set LINK address MAC`.
+    SetMac {
+        /// Namespace.
+        ns: Ns,
+        /// Link.
+        link: IfName,
+        /// Address.
+        mac: Mac,
+    },
+    /// `ip link set LINK up`.
+    LinkUp {
+        /// Namespace.
+        ns: Ns,
+        /// Link.
+        link: IfName,
+    },
+    /// `ip route add default via VIA dev DEV` (kept if a default exists).
+    AddDefaultRoute {
+        /// Namespace.
+        ns: Ns,
+        /// Gateway.
+        via: IpAddr,
+        /// Outgoing link.
+        dev: IfName,
+    },
+    /// `ip link del LINK` (absent is not an error).
+    DeleteLink {
+        /// Namespace.
+        ns: Ns,
+        /// Link.
+        link: IfName,
+    },
+    /// One atomic nftables transaction (`nft -f -`).
+    Nft {
+        /// The script.
+        script: String,
+    },
+}
+
+impl Op {
+    /// The namespace the op runs in.
+    pub fn ns(&self) -> Ns {
+        match self {
+            Op::AddAddress { ns, .. }
+            | Op::Rename { ns, .. }
+            | Op::SetMac { ns, .. }
+            | Op::LinkUp { ns, .. }
+            | Op::AddDefaultRoute { ns, .. }
+            | Op::DeleteLink { ns, .. } => ns.clone(),
+            _ => Ns::Host,
+        }
+    }
+}

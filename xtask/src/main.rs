@@ -1,0 +1,78 @@
+//! Project tasks that are not plain `cargo build`: the Wasm components in
+//! `policies/` are a separate workspace built for `wasm32-unknown-unknown`
+//! and turned into components here (no WASI imports, so the host grants
+//! nothing), and the full test suite needs them built first.
+//!
+//! `cargo xtask build-policies` — build every component into `target/modules/`.
+//! `cargo xtask test`           — build components and binaries, then run all tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The built-in components, by folder name under `policies/`.
+const COMPONENTS: &[&str] = &["ipam-default"];
+/// The core-wasm target the guests are compiled for.
+const GUEST_TARGET: &str = "wasm32-unknown-unknown";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root()?;
+    match args.first().map(String::as_str) {
+        Some("build-policies") => build_policies(&root),
+        Some("test") => {
+            build_policies(&root)?;
+            run(Command::new(cargo()).current_dir(&root).args(["build", "--workspace", "--bins"]))?;
+            let mut test = Command::new(cargo());
+            test.current_dir(&root).args(["test", "--workspace"]).args(&args[1..]);
+            run(&mut test)
+        }
+        _ => bail!("usage: cargo xtask build-policies | test [cargo test args]"),
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn build_policies(root: &Path) -> Result<()> {
+    let policies = root.join("policies");
+    run(Command::new(cargo())
+        .current_dir(&policies)
+        .args(["build", "--release", "--target", GUEST_TARGET]))
+    .context("building policies/ (is the target installed? `rustup target add wasm32-unknown-unknown`)")?;
+    let out = root.join("target").join("modules");
+    std::fs::create_dir_all(&out)?;
+    for name in COMPONENTS {
+        let core = policies
+            .join("target")
+            .join(GUEST_TARGET)
+            .join("release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let bytes = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
+        let component = wit_component::ComponentEncoder::default()
+            .module(&bytes)
+            .with_context(|| format!("{name}: decoding core module"))?
+            .validate(true)
+            .encode()
+            .with_context(|| format!("{name}: encoding component"))?;
+        let dest = out.join(format!("{name}.wasm"));
+        std::fs::write(&dest, &component)?;
+        println!("built {} ({} bytes)", dest.display(), component.len());
+    }
+    Ok(())
+}
