@@ -1,1 +1,101 @@
-//! placeholder
+//! The only weft code that touches the kernel. It executes the planner's
+//! [`Op`]s: links, addresses and routes through rtnetlink (one netlink
+//! socket per network namespace, opened inside it), sysctls through
+//! /proc/sys, and nftables transactions through `nft -f -` (one atomic
+//! transaction per script). It also observes what exists, for reconcile.
+
+mod error;
+mod netlink;
+mod netns;
+mod nft;
+
+use std::path::PathBuf;
+
+pub use error::KernelError;
+pub use netns::check_netns;
+use weft_plan::{Ns, ObservedLink, Op};
+
+use crate::netlink::Netlink;
+
+/// A failed [`Kernel::apply`]: how many ops of the plan were applied before
+/// the failing one (so the caller can undo them) and why it failed.
+#[derive(Debug)]
+pub struct ApplyError {
+    /// Number of ops applied successfully, from the start of the plan.
+    pub applied: usize,
+    /// The failure.
+    pub error: KernelError,
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// The kernel of the namespace weftd runs in, plus access to container
+/// namespaces by path.
+pub struct Kernel {
+    host: Netlink,
+}
+
+impl Kernel {
+    /// Open a netlink connection in the current network namespace. Must be
+    /// called inside a tokio runtime.
+    pub fn new() -> Result<Kernel, KernelError> {
+        Ok(Kernel { host: Netlink::open()? })
+    }
+
+    /// Execute `ops` in order. Consecutive ops in one container namespace
+    /// run together on a thread that has entered it.
+    pub async fn apply(&self, ops: &[Op]) -> Result<(), ApplyError> {
+        let mut i = 0;
+        while i < ops.len() {
+            match ops[i].ns() {
+                Ns::Host => {
+                    self.apply_host(&ops[i]).await.map_err(|error| ApplyError { applied: i, error })?;
+                    i += 1;
+                }
+                Ns::Path(path) => {
+                    let end = ops[i..]
+                        .iter()
+                        .position(|o| o.ns() != Ns::Path(path.clone()))
+                        .map_or(ops.len(), |p| i + p);
+                    let group = ops[i..end].to_vec();
+                    netns::run_in(path, group)
+                        .await
+                        .map_err(|(done, error)| ApplyError { applied: i + done, error })?;
+                    i = end;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_host(&self, op: &Op) -> Result<(), KernelError> {
+        match op {
+            Op::Sysctl { key, value } => write_sysctl(key, value),
+            Op::Nft { script } => nft::apply(script).await,
+            Op::MoveToNetns { link, netns } => self.host.move_to_netns(link, netns).await,
+            other => self.host.apply(other).await,
+        }
+    }
+
+    /// The bridge (or any link) `name` as it is now; None if it is missing.
+    pub async fn observe_link(&self, name: &weft_model::IfName) -> Result<Option<ObservedLink>, KernelError> {
+        self.host.observe(name).await
+    }
+
+    /// Whether a link called `name` exists in weftd's namespace.
+    pub async fn link_exists(&self, name: &weft_model::IfName) -> Result<bool, KernelError> {
+        Ok(self.host.index_of(name).await?.is_some())
+    }
+}
+
+fn write_sysctl(key: &str, value: &str) -> Result<(), KernelError> {
+    let path = PathBuf::from("/proc/sys").join(key);
+    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
+        return Ok(());
+    }
+    std::fs::write(&path, value).map_err(|e| KernelError::new("sysctl", key, e))
+}

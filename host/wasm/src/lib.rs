@@ -1,1 +1,136 @@
-//! placeholder
+//! The Wasm host: where weft runs the components that make its decisions.
+//!
+//! Threat model: a component is untrusted code from a tenant. It gets no WASI
+//! capability at all (no files, sockets, clocks, environment): the linker
+//! defines only the imports its world grants, so a component that imports
+//! anything else fails to link and is refused at load. Every call runs in a
+//! fresh store from a pre-instantiated template, with an epoch deadline, a
+//! memory cap and instance limits (see [`limits`]); a trap, a timeout or a
+//! wrong answer becomes an error for that one request, never a crash.
+
+mod convert;
+mod engine;
+mod ipam;
+pub mod limits;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wasmtime::Engine;
+
+/// Why a component could not be loaded or a call did not produce an answer.
+#[derive(Debug, Clone, Error)]
+pub enum PluginError {
+    /// The bytes are not a loadable component for the world asked for.
+    #[error("module {module}: cannot load: {reason}")]
+    Load {
+        /// Module name.
+        module: String,
+        /// Why.
+        reason: String,
+    },
+    /// The guest trapped (panic, out of bounds, memory cap, ...).
+    #[error("module {module}: trapped: {reason}")]
+    Trap {
+        /// Module name.
+        module: String,
+        /// The trap.
+        reason: String,
+    },
+    /// The guest ran past its deadline and was stopped.
+    #[error("module {module}: ran past its {ms} ms deadline and was stopped")]
+    Deadline {
+        /// Module name.
+        module: String,
+        /// The deadline.
+        ms: u64,
+    },
+    /// No module of that name is loaded.
+    #[error("module {0:?} is not loaded")]
+    Missing(String),
+}
+
+/// A loaded IPAM component.
+struct IpamModule {
+    digest: String,
+    pre: ipam::bindings::IpamPre<ipam::IpamState>,
+}
+
+/// The engine plus every loaded component, by name.
+pub struct WasmHost {
+    engine: Engine,
+    ipam: RwLock<HashMap<String, Arc<IpamModule>>>,
+}
+
+impl WasmHost {
+    /// Build the engine (pooling allocator, epoch interruption) and start its
+    /// epoch ticker.
+    pub fn new() -> Result<WasmHost, PluginError> {
+        let engine = engine::build().map_err(|e| PluginError::Load { module: "(engine)".into(), reason: e.to_string() })?;
+        engine::start_ticker(&engine);
+        Ok(WasmHost { engine, ipam: RwLock::new(HashMap::new()) })
+    }
+
+    /// Load every `*.wasm` in `dir` as a built-in, named by file stem. The
+    /// world is taken from the name's prefix (`ipam-*`). Returns the names.
+    pub fn load_builtin_dir(&self, dir: &Path) -> Result<Vec<String>, PluginError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| PluginError::Load {
+            module: dir.display().to_string(),
+            reason: format!("cannot read the built-in module directory ({e}); run `cargo xtask build-policies`"),
+        })?;
+        let mut names = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "wasm") {
+                continue;
+            }
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
+            let bytes = std::fs::read(&path)
+                .map_err(|e| PluginError::Load { module: name.clone(), reason: e.to_string() })?;
+            if name.starts_with("ipam-") {
+                self.load_ipam(&name, &bytes)?;
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Compile and link an IPAM component under `name`; returns its sha256.
+    pub fn load_ipam(&self, name: &str, bytes: &[u8]) -> Result<String, PluginError> {
+        let digest = hex(&Sha256::digest(bytes));
+        let pre = ipam::prepare(&self.engine, name, bytes)?;
+        let module = Arc::new(IpamModule { digest: digest.clone(), pre });
+        self.ipam.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), module);
+        Ok(digest)
+    }
+
+    /// Whether an IPAM module called `name` is loaded.
+    pub fn has_ipam(&self, name: &str) -> bool {
+        self.ipam.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+    }
+
+    /// The sha256 of the IPAM module called `name`.
+    pub fn ipam_digest(&self, name: &str) -> Option<String> {
+        self.ipam.read().unwrap_or_else(|p| p.into_inner()).get(name).map(|m| m.digest.clone())
+    }
+
+    fn ipam_module(&self, name: &str) -> Result<Arc<IpamModule>, PluginError> {
+        self.ipam
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PluginError::Missing(name.to_owned()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

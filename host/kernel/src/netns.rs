@@ -1,0 +1,70 @@
+//! Running netlink operations inside a container's network namespace. A
+//! netlink socket belongs to the namespace it was opened in, so a short-lived
+//! OS thread enters the namespace (`setns`), opens its own socket there, runs
+//! the ops on a current-thread runtime and exits. Pooled tokio threads never
+//! change namespace.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{CloneFlags, setns};
+use tokio::sync::oneshot;
+use weft_plan::Op;
+
+use crate::error::KernelError;
+use crate::netlink::Netlink;
+
+/// Check that `path` is a network namespace file, without changing anything.
+pub async fn check_netns(path: &Path) -> Result<(), KernelError> {
+    let path = path.to_path_buf();
+    on_ns_thread(path, |_| async {}).await
+}
+
+/// Run `ops` inside the namespace at `path`. On failure, returns how many
+/// ops succeeded and the error.
+pub async fn run_in(path: PathBuf, ops: Vec<Op>) -> Result<(), (usize, KernelError)> {
+    let result = on_ns_thread(path, move |nl| async move {
+        for (done, op) in ops.iter().enumerate() {
+            nl.apply(op).await.map_err(|e| (done, e))?;
+        }
+        Ok(())
+    })
+    .await;
+    match result {
+        Ok(inner) => inner,
+        Err(e) => Err((0, e)),
+    }
+}
+
+/// Enter the namespace at `path` on a fresh thread, open netlink there and
+/// run `f`. The thread exits afterwards, so the namespace switch never leaks.
+async fn on_ns_thread<F, Fut, T>(path: PathBuf, f: F) -> Result<T, KernelError>
+where
+    F: FnOnce(Netlink) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let shown = path.display().to_string();
+    std::thread::Builder::new()
+        .name("weft-netns".into())
+        .spawn(move || {
+            let run = || -> Result<T, KernelError> {
+                let file = File::open(&path).map_err(|e| KernelError::new("open netns", path.display(), e))?;
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    KernelError::new("setns", path.display(), format!("not a network namespace ({e})"))
+                })?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| KernelError::new("runtime", path.display(), e))?;
+                rt.block_on(async move {
+                    let nl = Netlink::open()?;
+                    Ok(f(nl).await)
+                })
+            };
+            let _ = tx.send(run());
+        })
+        .map_err(|e| KernelError::new("spawn netns thread", &shown, e))?;
+    rx.await.map_err(|_| KernelError::new("netns thread", &shown, "thread ended without answering"))?
+}

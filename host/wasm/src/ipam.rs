@@ -1,0 +1,113 @@
+//! The `weft:ipam` world on the host side: the lease view the guest imports,
+//! and one `allocate` call in a fresh, limited store.
+
+use std::net::IpAddr;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, PoolLeases};
+
+use crate::convert::{cidr, from_wit, to_wit};
+use crate::{PluginError, WasmHost, limits};
+
+/// Generated bindings for the `weft:ipam/ipam` world.
+pub mod bindings {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        path: ["../../wit/types", "../../wit/ipam"],
+        world: "weft:ipam/ipam",
+    });
+}
+
+use bindings::exports::weft::ipam::allocator;
+use bindings::weft::types::types::IpAddress;
+
+/// Store data for one IPAM call: the pool's leases (moved in for the call
+/// and handed back after) and the store's limits.
+pub struct IpamState {
+    leases: PoolLeases,
+    limits: StoreLimits,
+}
+
+impl bindings::weft::types::types::Host for IpamState {}
+
+impl bindings::weft::ipam::leases::Host for IpamState {
+    fn is_free(&mut self, address: IpAddress) -> bool {
+        self.leases.is_free(from_wit(address))
+    }
+    fn next_free(&mut self, first: IpAddress, last: IpAddress) -> Option<IpAddress> {
+        self.leases.next_free(from_wit(first), from_wit(last)).map(to_wit)
+    }
+    fn last_allocated(&mut self) -> Option<IpAddress> {
+        self.leases.last.map(to_wit)
+    }
+}
+
+/// Compile `bytes` and link it against the ipam world's imports only.
+pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::IpamPre<IpamState>, PluginError> {
+    let load = |reason: String| PluginError::Load { module: name.to_owned(), reason };
+    let component = Component::new(engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
+    let mut linker: Linker<IpamState> = Linker::new(engine);
+    bindings::Ipam::add_to_linker::<IpamState, HasSelf<IpamState>>(&mut linker, |s| s)
+        .map_err(|e| load(e.to_string()))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| load(format!("imports something the ipam world does not grant: {e:#}")))?;
+    bindings::IpamPre::new(pre).map_err(|e| load(format!("does not export the weft:ipam world: {e:#}")))
+}
+
+fn classify(module: &str, e: wasmtime::Error) -> PluginError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PluginError::Deadline { module: module.to_owned(), ms: limits::deadline_ms() },
+        _ => PluginError::Trap { module: module.to_owned(), reason: format!("{e:#}") },
+    }
+}
+
+impl Ipam for WasmHost {
+    fn allocate(
+        &self,
+        module: &str,
+        pool: &Pool,
+        request: &IpamRequest,
+        config: &[(String, String)],
+        leases: &mut PoolLeases,
+    ) -> Result<IpAddr, DecisionError> {
+        let failed = |e: PluginError| DecisionError::Failed { module: module.to_owned(), reason: e.to_string() };
+        let m = self.ipam_module(module).map_err(failed)?;
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(limits::MAX_MEMORY_BYTES)
+            .instances(limits::MAX_INSTANCES)
+            .tables(limits::MAX_TABLES)
+            .memories(limits::MAX_MEMORIES)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = IpamState { leases: std::mem::take(leases), limits };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
+        store.epoch_deadline_trap();
+
+        let wit_pool = allocator::Pool {
+            subnet: cidr(&pool.subnet),
+            range: pool.range.as_ref().map(cidr),
+            gateway: pool.gateway.map(to_wit),
+        };
+        let wit_req = allocator::Request {
+            network: request.network.clone(),
+            endpoint: request.endpoint.clone(),
+            static_address: request.static_address.map(to_wit),
+        };
+        let result = m
+            .pre
+            .instantiate(&mut store)
+            .and_then(|inst| inst.weft_ipam_allocator().call_allocate(&mut store, wit_pool, &wit_req, &config.to_vec()));
+        *leases = store.into_data().leases;
+        match result {
+            Ok(Ok(a)) => Ok(from_wit(a)),
+            Ok(Err(allocator::IpamError::Exhausted(m))) => Err(DecisionError::Exhausted(m)),
+            Ok(Err(allocator::IpamError::Conflict(m))) => Err(DecisionError::Conflict(m)),
+            Ok(Err(allocator::IpamError::Invalid(m))) => Err(DecisionError::Invalid(m)),
+            Err(e) => Err(failed(classify(module, e))),
+        }
+    }
+}

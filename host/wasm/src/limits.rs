@@ -1,0 +1,34 @@
+//! Every sandbox limit in one place, with the reason for its value.
+
+use std::time::Duration;
+
+/// How often the engine's epoch advances. Deadlines are counted in ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Ticks a single decision call may run: 50 × 2 ms = 100 ms. An IPAM call
+/// takes microseconds; anything near this is a runaway guest.
+pub const CALL_DEADLINE_TICKS: u64 = 50;
+/// Linear memory a guest may grow to. Decision components need little; a
+/// guest that grows past this traps instead of taking host memory.
+pub const MAX_MEMORY_BYTES: usize = 64 << 20;
+/// Wasm stack per call; deep recursion traps instead of overflowing.
+pub const MAX_WASM_STACK: usize = 512 << 10;
+/// Instances, tables and memories one store may create (a component is a
+/// handful of core instances).
+pub const MAX_INSTANCES: usize = 32;
+/// Tables per store.
+pub const MAX_TABLES: usize = 32;
+/// Memories per store.
+pub const MAX_MEMORIES: usize = 8;
+/// Concurrent component instances across the pooling allocator.
+pub const POOL_COMPONENT_INSTANCES: u32 = 256;
+/// Concurrent core instances across the pool.
+pub const POOL_CORE_INSTANCES: u32 = 1024;
+/// Concurrent linear memories across the pool.
+pub const POOL_MEMORIES: u32 = 512;
+/// Concurrent tables across the pool.
+pub const POOL_TABLES: u32 = 1024;
+
+/// The deadline in milliseconds, for messages.
+pub fn deadline_ms() -> u64 {
+    EPOCH_TICK.as_millis() as u64 * CALL_DEADLINE_TICKS
+}
