@@ -1,1 +1,270 @@
-fn main() {}
+//! weft: the command-line client for weftd, shaped like `docker network`.
+//! Tables by default, `-o json` on every read; errors print the daemon's
+//! message (which names the field and the rule) and exit non-zero.
+
+mod output;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use weft_grpc::client::{EndpointServiceClient, NetworkServiceClient, connect_unix};
+use weft_grpc::pb;
+
+/// weft — control container networks through weftd.
+#[derive(Parser)]
+#[command(name = "weft", version, about)]
+struct Cli {
+    /// weftd's Unix socket.
+    #[arg(long, global = true, env = "WEFT_SOCKET", default_value = "/run/weft/weft.sock")]
+    socket: PathBuf,
+    /// Tenant to act as (empty: default).
+    #[arg(long, global = true, env = "WEFT_TENANT", default_value = "")]
+    tenant: String,
+    /// Output format of reads.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage endpoints (container attachments).
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+}
+
+#[derive(Subcommand)]
+enum NetworkCmd {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show one network with its endpoints.
+    Inspect {
+        /// Network name.
+        name: String,
+    },
+    /// Remove networks (refused while endpoints are attached).
+    #[command(alias = "remove")]
+    Rm {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Network name.
+    name: String,
+    /// Subnet in CIDR form; give one IPv4 and/or one IPv6.
+    #[arg(long = "subnet", required = true)]
+    subnets: Vec<String>,
+    /// Gateway; applies to the subnet of the same family.
+    #[arg(long = "gateway")]
+    gateways: Vec<String>,
+    /// Range to allocate from; applies to the subnet of the same family.
+    #[arg(long = "ip-range")]
+    ip_ranges: Vec<String>,
+    /// Driver.
+    #[arg(long, default_value = "bridge")]
+    driver: String,
+    /// No egress: no masquerade, no default route.
+    #[arg(long)]
+    internal: bool,
+    /// Driver option KEY=VALUE (mtu, bridge_name).
+    #[arg(long = "opt", value_parser = parse_kv)]
+    opts: Vec<(String, String)>,
+    /// Label KEY=VALUE.
+    #[arg(long = "label", value_parser = parse_kv)]
+    labels: Vec<(String, String)>,
+    /// IPAM component.
+    #[arg(long, default_value = "")]
+    ipam: String,
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    /// Attach a network namespace to a network.
+    Attach {
+        /// Network name.
+        network: String,
+        /// Path of the namespace (/var/run/netns/NAME or /proc/PID/ns/net).
+        #[arg(long)]
+        netns: String,
+        /// Endpoint name.
+        #[arg(long)]
+        name: String,
+        /// Interface name inside the namespace.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Static address (one per family).
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+        /// MAC address.
+        #[arg(long, default_value = "")]
+        mac: String,
+        /// Label KEY=VALUE.
+        #[arg(long = "label", value_parser = parse_kv)]
+        labels: Vec<(String, String)>,
+    },
+    /// Detach an endpoint.
+    Detach {
+        /// Network name.
+        network: String,
+        /// Endpoint name.
+        name: String,
+    },
+    /// List endpoints.
+    #[command(alias = "list")]
+    Ls {
+        /// Only this network's endpoints.
+        #[arg(long, default_value = "")]
+        network: String,
+    },
+    /// Show one endpoint.
+    Inspect {
+        /// Network name.
+        network: String,
+        /// Endpoint name.
+        name: String,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+fn family_of(s: &str) -> Option<bool> {
+    let addr = s.split('/').next()?;
+    addr.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4())
+}
+
+fn subnets(a: &CreateArgs) -> Vec<pb::Subnet> {
+    a.subnets
+        .iter()
+        .map(|s| {
+            let fam = family_of(s);
+            let pick = |v: &Vec<String>| v.iter().find(|x| family_of(x) == fam).cloned().unwrap_or_default();
+            pb::Subnet { subnet: s.clone(), gateway: pick(&a.gateways), ip_range: pick(&a.ip_ranges) }
+        })
+        .collect()
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let channel = connect_unix(&cli.socket)
+        .await
+        .map_err(|e| format!("cannot reach weftd at {}: {e}", cli.socket.display()))?;
+    let status = |s: tonic::Status| format!("{} ({:?})", s.message(), s.code());
+    let tenant = cli.tenant.clone();
+    let json = cli.output == Format::Json;
+    match cli.cmd {
+        Cmd::Network(cmd) => {
+            let mut c = NetworkServiceClient::new(channel);
+            match cmd {
+                NetworkCmd::Create(a) => {
+                    let req = pb::CreateNetworkRequest {
+                        tenant,
+                        name: a.name.clone(),
+                        driver: a.driver.clone(),
+                        subnets: subnets(&a),
+                        internal: a.internal,
+                        options: a.opts.iter().cloned().collect::<HashMap<_, _>>(),
+                        labels: a.labels.iter().cloned().collect::<HashMap<_, _>>(),
+                        ipam: a.ipam.clone(),
+                    };
+                    let n = c.create_network(req).await.map_err(status)?.into_inner();
+                    if json { output::print_json(&output::network_json(&n)) } else { println!("{}", n.id) }
+                }
+                NetworkCmd::Ls => {
+                    let l = c.list_networks(pb::ListNetworksRequest { tenant }).await.map_err(status)?.into_inner();
+                    if json {
+                        output::print_json(&serde_json::Value::Array(l.networks.iter().map(output::network_json).collect()))
+                    } else {
+                        output::network_table(&l.networks)
+                    }
+                }
+                NetworkCmd::Inspect { name } => {
+                    let n = c.get_network(pb::GetNetworkRequest { tenant, name }).await.map_err(status)?.into_inner();
+                    if json { output::print_json(&output::network_json(&n)) } else { output::network_detail(&n) }
+                }
+                NetworkCmd::Rm { names } => {
+                    for name in names {
+                        c.delete_network(pb::DeleteNetworkRequest { tenant: tenant.clone(), name: name.clone() })
+                            .await
+                            .map_err(status)?;
+                        println!("{name}");
+                    }
+                }
+            }
+        }
+        Cmd::Endpoint(cmd) => {
+            let mut c = EndpointServiceClient::new(channel);
+            match cmd {
+                EndpointCmd::Attach { network, netns, name, ifname, ips, mac, labels } => {
+                    let req = pb::AttachEndpointRequest {
+                        tenant,
+                        network,
+                        name,
+                        netns,
+                        ifname,
+                        ips,
+                        mac,
+                        labels: labels.into_iter().collect(),
+                    };
+                    let e = c.attach_endpoint(req).await.map_err(status)?.into_inner();
+                    if json { output::print_json(&output::endpoint_json(&e)) } else { output::endpoint_table(&[e]) }
+                }
+                EndpointCmd::Detach { network, name } => {
+                    c.detach_endpoint(pb::DetachEndpointRequest { tenant, network, name: name.clone() })
+                        .await
+                        .map_err(status)?;
+                    println!("{name}");
+                }
+                EndpointCmd::Ls { network } => {
+                    let l = c.list_endpoints(pb::ListEndpointsRequest { tenant, network }).await.map_err(status)?.into_inner();
+                    if json {
+                        output::print_json(&serde_json::Value::Array(l.endpoints.iter().map(output::endpoint_json).collect()))
+                    } else {
+                        output::endpoint_table(&l.endpoints)
+                    }
+                }
+                EndpointCmd::Inspect { network, name } => {
+                    let e = c.get_endpoint(pb::GetEndpointRequest { tenant, network, name }).await.map_err(status)?.into_inner();
+                    if json { output::print_json(&output::endpoint_json(&e)) } else { output::endpoint_detail(&e) }
+                }
+            }
+        }
+    }
+    Ok(())
+}

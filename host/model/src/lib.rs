@@ -3,6 +3,7 @@
 //! are made. It does no I/O so it can be tested in isolation and shared by
 //! the planner, the daemon and the gRPC edge alike.
 
+pub mod api;
 pub mod error;
 pub mod ids;
 pub mod ipam;

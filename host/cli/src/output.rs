@@ -1,0 +1,151 @@
+//! Rendering API messages as tables and JSON.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use weft_grpc::pb;
+
+/// Print a JSON value, pretty.
+pub fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn sorted(m: &std::collections::HashMap<String, String>) -> BTreeMap<&String, &String> {
+    m.iter().collect()
+}
+
+/// A network as JSON (what `inspect -o json` prints).
+pub fn network_json(n: &pb::Network) -> Value {
+    json!({
+        "name": n.name,
+        "id": n.id,
+        "tenant": n.tenant,
+        "driver": n.driver,
+        "subnets": n.subnets.iter().map(|s| json!({
+            "subnet": s.subnet,
+            "gateway": s.gateway,
+            "ip_range": if s.ip_range.is_empty() { Value::Null } else { Value::from(s.ip_range.clone()) },
+        })).collect::<Vec<_>>(),
+        "gateways": n.subnets.iter().map(|s| s.gateway.clone()).collect::<Vec<_>>(),
+        "bridge": n.bridge,
+        "internal": n.internal,
+        "ipam": n.ipam,
+        "options": sorted(&n.options),
+        "labels": sorted(&n.labels),
+        "endpoints": n.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
+    })
+}
+
+/// An endpoint as JSON.
+pub fn endpoint_json(e: &pb::Endpoint) -> Value {
+    json!({
+        "name": e.name,
+        "id": e.id,
+        "tenant": e.tenant,
+        "network": e.network,
+        "netns": e.netns,
+        "ifname": e.ifname,
+        "mac": e.mac,
+        "addresses": e.addresses,
+        "gateways": e.gateways,
+        "host_ifname": e.host_ifname,
+        "labels": sorted(&e.labels),
+        "state": e.state,
+    })
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", s.join("   ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+/// `weft network ls`.
+pub fn network_table(ns: &[pb::Network]) {
+    table(
+        &["NAME", "ID", "DRIVER", "SUBNETS", "BRIDGE", "ENDPOINTS"],
+        ns.iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.id.chars().take(12).collect(),
+                    n.driver.clone(),
+                    n.subnets.iter().map(|s| s.subnet.clone()).collect::<Vec<_>>().join(","),
+                    n.bridge.clone(),
+                    n.endpoints.len().to_string(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// `weft network inspect`.
+pub fn network_detail(n: &pb::Network) {
+    println!("Name:      {}", n.name);
+    println!("ID:        {}", n.id);
+    println!("Tenant:    {}", n.tenant);
+    println!("Driver:    {}", n.driver);
+    println!("Bridge:    {}", n.bridge);
+    println!("Internal:  {}", n.internal);
+    println!("IPAM:      {}", n.ipam);
+    for s in &n.subnets {
+        let range = if s.ip_range.is_empty() { String::new() } else { format!("  range {}", s.ip_range) };
+        println!("Subnet:    {}  gateway {}{range}", s.subnet, s.gateway);
+    }
+    for (k, v) in sorted(&n.options) {
+        println!("Option:    {k}={v}");
+    }
+    for (k, v) in sorted(&n.labels) {
+        println!("Label:     {k}={v}");
+    }
+    println!();
+    endpoint_table(&n.endpoints);
+}
+
+/// `weft endpoint ls`.
+pub fn endpoint_table(es: &[pb::Endpoint]) {
+    table(
+        &["NAME", "NETWORK", "IFNAME", "MAC", "ADDRESSES", "NETNS", "STATE"],
+        es.iter()
+            .map(|e| {
+                vec![
+                    e.name.clone(),
+                    e.network.clone(),
+                    e.ifname.clone(),
+                    e.mac.clone(),
+                    e.addresses.join(","),
+                    e.netns.clone(),
+                    e.state.clone(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// `weft endpoint inspect`.
+pub fn endpoint_detail(e: &pb::Endpoint) {
+    println!("Name:       {}", e.name);
+    println!("ID:         {}", e.id);
+    println!("Tenant:     {}", e.tenant);
+    println!("Network:    {}", e.network);
+    println!("Netns:      {}", e.netns);
+    println!("Interface:  {} (host side {})", e.ifname, e.host_ifname);
+    println!("MAC:        {}", e.mac);
+    println!("Addresses:  {}", e.addresses.join(", "));
+    println!("Gateways:   {}", e.gateways.join(", "));
+    println!("State:      {}", e.state);
+    for (k, v) in sorted(&e.labels) {
+        println!("Label:      {k}={v}");
+    }
+}

@@ -1,0 +1,411 @@
+//! The controller: the path of every request. Validate (model) -> record
+//! intent (store) -> decide (Wasm) -> plan (pure) -> apply (kernel) ->
+//! record the result -> answer. A failure anywhere undoes what was applied,
+//! releases the lease and answers with a precise error.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::RwLock;
+use tracing::{info, warn};
+use weft_kernel::{ApplyError, Kernel, KernelError};
+use weft_model::api::{Controller, EndpointView, NetworkView, Ref};
+use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointState};
+use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, check_answer};
+use weft_model::network::{CreateNetwork, InvalidOrExists, Network, conflicts_with};
+use weft_model::{ControlError, EndpointName, InvalidRequest, Mac, NetworkName, Tenant};
+use weft_plan::{Op, nft, plan_endpoint, plan_endpoint_removal, plan_network, plan_network_removal, undo};
+use weft_store::{RedbStore, Store};
+use weft_wasm::WasmHost;
+
+use crate::config::Config;
+use crate::state::{State, pool_key};
+
+/// weftd's controller.
+pub struct Ctl {
+    pub(crate) state: Mutex<State>,
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) kernel: Kernel,
+    pub(crate) wasm: Arc<WasmHost>,
+    /// API operations hold it shared; a reconcile pass holds it exclusively,
+    /// so reconcile never races an attach or detach.
+    pub(crate) gate: RwLock<()>,
+    /// Serialises nftables transactions so the newest render always wins.
+    nft_lock: tokio::sync::Mutex<()>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ControlError {
+    ControlError::Internal(e.to_string())
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Ctl {
+    /// Open the store, load the built-in components, rebuild the in-memory
+    /// state and reconcile the kernel with it.
+    pub async fn start(cfg: &Config) -> anyhow::Result<Ctl> {
+        let store = RedbStore::open(&cfg.state_dir)?;
+        let wasm = Arc::new(WasmHost::new()?);
+        let dir = cfg.modules_dir();
+        let loaded = wasm.load_builtin_dir(&dir)?;
+        info!(dir = %dir.display(), modules = ?loaded, "built-in components loaded");
+        let ctl = Ctl {
+            state: Mutex::new(State::default()),
+            store: Box::new(store),
+            kernel: Kernel::new()?,
+            wasm,
+            gate: RwLock::new(()),
+            nft_lock: tokio::sync::Mutex::new(()),
+        };
+        ctl.load_state()?;
+        ctl.reconcile().await;
+        Ok(ctl)
+    }
+
+    fn load_state(&self) -> anyhow::Result<()> {
+        let snap = self.store.load()?;
+        let mut st = self.lock();
+        for n in snap.networks {
+            st.networks.insert(n.id.clone(), n);
+        }
+        for e in snap.endpoints {
+            st.insert_endpoint(e);
+        }
+        for (key, last) in snap.cursors {
+            st.leases.entry(key).or_default().last = Some(last);
+        }
+        info!(networks = st.networks.len(), endpoints = st.endpoints.len(), "state loaded");
+        Ok(())
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply the whole nftables table for the current networks, atomically.
+    pub(crate) async fn sync_nft(&self) -> Result<(), KernelError> {
+        let _g = self.nft_lock.lock().await;
+        let script = {
+            let st = self.lock();
+            if st.networks.is_empty() { nft::render_removal() } else { nft::render_ruleset(st.networks.values()) }
+        };
+        self.kernel.apply(&[Op::Nft { script }]).await.map_err(|e| e.error)
+    }
+
+    /// Apply `ops`; on failure undo the applied prefix and return the error.
+    pub(crate) async fn apply_or_undo(&self, ops: &[Op]) -> Result<(), KernelError> {
+        match self.kernel.apply(ops).await {
+            Ok(()) => Ok(()),
+            Err(ApplyError { applied, error }) => {
+                let back = undo(&ops[..applied]);
+                if let Err(e) = self.kernel.apply(&back).await {
+                    warn!(error = %e, "undo after a failed apply also failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn find_endpoint(st: &State, r: &Ref) -> Result<Endpoint, ControlError> {
+        let tenant = Tenant::parse("tenant", &r.tenant)?;
+        let network = NetworkName::parse("network", &r.network)?;
+        let name = EndpointName::parse("name", &r.name)?;
+        let net = st.network_by_name(&tenant, &network)?;
+        st.endpoints_of(&net.id).find(|e| e.spec.name == name).cloned().ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "endpoint {:?} not found on network {:?}",
+                name.as_str(),
+                network.as_str()
+            ))
+        })
+    }
+
+    /// Decide the endpoint's addresses (one IPAM call per pool) and record it
+    /// as pending in memory. Runs under the state lock, so concurrent
+    /// attaches never get the same address.
+    fn decide(&self, st: &mut State, req: &weft_model::endpoint::EndpointSpec) -> Result<Endpoint, ControlError> {
+        let net = st.network_by_name(&req.tenant, &req.network)?.clone();
+        if st.endpoints_of(&net.id).any(|e| e.spec.name == req.name) {
+            return Err(ControlError::AlreadyExists(format!(
+                "endpoint {:?} already exists on network {:?}",
+                req.name.as_str(),
+                req.network.as_str()
+            )));
+        }
+        if let Some(other) = st.endpoints.values().find(|e| e.spec.netns == req.netns && e.spec.ifname == req.ifname) {
+            return Err(ControlError::AlreadyExists(format!(
+                "interface {} in {} is already used by endpoint {:?}",
+                req.ifname,
+                req.netns.display(),
+                other.spec.name.as_str()
+            )));
+        }
+        for (i, ip) in req.ips.iter().enumerate() {
+            if !net.spec.subnets.iter().any(|s| s.subnet.contains(ip)) {
+                return Err(InvalidRequest::new(
+                    format!("ips[{i}]"),
+                    format!("{ip} is not inside any subnet of network {:?}", net.spec.name.as_str()),
+                )
+                .into());
+            }
+        }
+        let id = new_id();
+        let mut addresses = Vec::new();
+        for s in &net.spec.subnets {
+            let pool = Pool { subnet: s.subnet, range: s.ip_range, gateway: Some(s.gateway) };
+            let want = req.ips.iter().copied().find(|ip| ip.is_ipv4() == s.subnet.network().is_ipv4());
+            let ireq = IpamRequest { network: net.spec.name.to_string(), endpoint: req.name.to_string(), static_address: want };
+            let key = pool_key(&net.id, s.gateway);
+            let leases = st.leases.entry(key).or_default();
+            let decided = self.wasm.allocate(&net.spec.ipam, &pool, &ireq, &[], leases);
+            let addr = match decided {
+                Ok(a) => a,
+                Err(e) => {
+                    Self::release(st, &net.id, &addresses, &id);
+                    return Err(ipam_error(e, &net));
+                }
+            };
+            if let Err(why) = check_answer(&pool, &ireq, leases, addr) {
+                Self::release(st, &net.id, &addresses, &id);
+                return Err(ControlError::Plugin(format!("module {}: {why}; nothing was assigned", net.spec.ipam)));
+            }
+            leases.reserve(addr, &id);
+            addresses.push(ipnet::IpNet::new(addr, s.subnet.prefix_len()).map_err(internal)?);
+        }
+        let mac = req.mac.unwrap_or_else(|| default_mac(&addresses, &id));
+        let ep = Endpoint {
+            host_ifname: Endpoint::host_ifname_for(&id)?,
+            network_id: net.id.clone(),
+            id,
+            spec: req.clone(),
+            mac,
+            addresses,
+            state: EndpointState::Pending,
+        };
+        st.endpoints.insert(ep.id.clone(), ep.clone());
+        Ok(ep)
+    }
+
+    fn release(st: &mut State, network_id: &str, addrs: &[ipnet::IpNet], id: &str) {
+        for a in addrs {
+            if let Some(l) = st.leases.get_mut(&pool_key(network_id, a.addr())) {
+                l.release(a.addr(), id);
+            }
+        }
+    }
+
+    /// Forget a pending endpoint everywhere (memory, leases, store).
+    fn forget(&self, id: &str) {
+        self.lock().remove_endpoint(id);
+        if let Err(e) = self.store.delete_endpoint(id) {
+            warn!(endpoint = id, error = %e, "could not delete endpoint record during rollback");
+        }
+    }
+}
+
+fn ipam_error(e: DecisionError, net: &Network) -> ControlError {
+    match e {
+        DecisionError::Exhausted(m) => ControlError::Exhausted(format!("network {:?}: {m}", net.spec.name.as_str())),
+        DecisionError::Conflict(m) => ControlError::AlreadyExists(format!("network {:?}: {m}", net.spec.name.as_str())),
+        DecisionError::Invalid(m) => InvalidRequest::new("ips", m).into(),
+        e @ DecisionError::Failed { .. } => ControlError::Plugin(format!("{e}; nothing was assigned")),
+    }
+}
+
+/// Docker's default MAC (02:42 + IPv4); IPv6-only endpoints get 02:42 + id bytes.
+fn default_mac(addrs: &[ipnet::IpNet], id: &str) -> Mac {
+    if let Some(IpAddr::V4(v4)) = addrs.iter().map(|a| a.addr()).find(IpAddr::is_ipv4) {
+        return Mac::from_ipv4(v4);
+    }
+    let b = id.as_bytes();
+    let h = |i: usize| u8::from_str_radix(std::str::from_utf8(&b[i..i + 2]).unwrap_or("00"), 16).unwrap_or(0);
+    Mac([0x02, 0x42, h(0), h(2), h(4), h(6)])
+}
+
+impl Controller for Ctl {
+    async fn create_network(&self, req: CreateNetwork) -> Result<NetworkView, ControlError> {
+        let spec = req.validate()?;
+        if !self.wasm.has_ipam(&spec.ipam) {
+            return Err(ControlError::NotFound(format!("ipam module {:?} not found", spec.ipam)));
+        }
+        let _gate = self.gate.read().await;
+        let net = Network::new(new_id(), spec)?;
+        if self.kernel.link_exists(&net.bridge).await.map_err(internal)? {
+            return Err(ControlError::AlreadyExists(format!(
+                "a link named {} already exists on the host and is not weft's",
+                net.bridge
+            )));
+        }
+        {
+            let mut st = self.lock();
+            for other in st.networks.values() {
+                match conflicts_with(&net.spec, &net.bridge, other) {
+                    Some(InvalidOrExists::Invalid(e)) => return Err(e.into()),
+                    Some(InvalidOrExists::Exists(m)) => return Err(ControlError::AlreadyExists(m)),
+                    None => {}
+                }
+            }
+            st.networks.insert(net.id.clone(), net.clone());
+        }
+        let rollback = |this: &Self| {
+            this.lock().networks.remove(&net.id);
+            let _ = this.store.delete_network(&net.id);
+        };
+        if let Err(e) = self.store.put_network(&net) {
+            rollback(self);
+            return Err(internal(e));
+        }
+        let ops = plan_network(&net, None);
+        let applied = match self.apply_or_undo(&ops).await {
+            Ok(()) => self.sync_nft().await.map_err(|e| (e, true)),
+            Err(e) => Err((e, false)),
+        };
+        if let Err((e, bridge_made)) = applied {
+            rollback(self);
+            if bridge_made {
+                let _ = self.kernel.apply(&undo(&ops)).await;
+            }
+            if let Err(e2) = self.sync_nft().await {
+                warn!(error = %e2, "restoring nftables after a failed create");
+            }
+            return Err(internal(format!("creating network {:?}: {e}; rolled back", net.spec.name.as_str())));
+        }
+        info!(network = %net.spec.name, tenant = %net.spec.tenant, bridge = %net.bridge, "network created");
+        Ok(self.lock().network_view(&net))
+    }
+
+    async fn get_network(&self, r: Ref) -> Result<NetworkView, ControlError> {
+        let tenant = Tenant::parse("tenant", &r.tenant)?;
+        let name = NetworkName::parse("name", &r.network)?;
+        let st = self.lock();
+        let n = st.network_by_name(&tenant, &name)?;
+        Ok(st.network_view(n))
+    }
+
+    async fn list_networks(&self, tenant: String) -> Result<Vec<NetworkView>, ControlError> {
+        let tenant = Tenant::parse("tenant", &tenant)?;
+        let st = self.lock();
+        let mut v: Vec<NetworkView> =
+            st.networks.values().filter(|n| n.spec.tenant == tenant).map(|n| st.network_view(n)).collect();
+        v.sort_by(|a, b| a.network.spec.name.cmp(&b.network.spec.name));
+        Ok(v)
+    }
+
+    async fn delete_network(&self, r: Ref) -> Result<(), ControlError> {
+        let tenant = Tenant::parse("tenant", &r.tenant)?;
+        let name = NetworkName::parse("name", &r.network)?;
+        let _gate = self.gate.read().await;
+        let net = {
+            let mut st = self.lock();
+            let net = st.network_by_name(&tenant, &name)?.clone();
+            let attached: Vec<String> = st.endpoints_of(&net.id).map(|e| e.spec.name.to_string()).collect();
+            if !attached.is_empty() {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "network {:?} has {} endpoint(s) attached ({}); detach them first",
+                    name.as_str(),
+                    attached.len(),
+                    attached.join(", ")
+                )));
+            }
+            st.networks.remove(&net.id);
+            st.leases.retain(|k, _| !k.starts_with(&format!("{}/", net.id)));
+            net
+        };
+        let result = async {
+            self.sync_nft().await?;
+            self.kernel.apply(&plan_network_removal(&net)).await.map_err(|e| e.error)
+        }
+        .await;
+        if let Err(e) = result {
+            self.lock().networks.insert(net.id.clone(), net.clone());
+            let _ = self.sync_nft().await;
+            return Err(internal(format!("deleting network {:?}: {e}", name.as_str())));
+        }
+        self.store.delete_network(&net.id).map_err(internal)?;
+        info!(network = %name, tenant = %tenant, "network deleted");
+        Ok(())
+    }
+
+    async fn attach(&self, req: AttachEndpoint) -> Result<EndpointView, ControlError> {
+        let spec = req.validate()?;
+        weft_kernel::check_netns(&spec.netns).await.map_err(|e| {
+            ControlError::Invalid(InvalidRequest::new("netns", format!("{}: {}", spec.netns.display(), e.reason)))
+        })?;
+        let _gate = self.gate.read().await;
+        let (mut ep, net, cursors) = {
+            let mut st = self.lock();
+            let ep = self.decide(&mut st, &spec)?;
+            let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
+            let cursors: Vec<(String, IpAddr)> =
+                ep.addresses.iter().map(|a| (pool_key(&net.id, a.addr()), a.addr())).collect();
+            (ep, net, cursors)
+        };
+        if let Err(e) = self.store.put_endpoint(&ep, &cursors) {
+            self.lock().remove_endpoint(&ep.id);
+            return Err(internal(e));
+        }
+        let tmp = Endpoint::peer_tmp_ifname_for(&ep.id)?;
+        let ops = plan_endpoint(&net, &ep, &tmp);
+        if let Err(e) = self.apply_or_undo(&ops).await {
+            self.forget(&ep.id);
+            return Err(internal(format!("attaching endpoint {:?}: {e}; rolled back", ep.spec.name.as_str())));
+        }
+        ep.state = EndpointState::Ready;
+        if let Err(e) = self.store.put_endpoint(&ep, &[]) {
+            let _ = self.kernel.apply(&plan_endpoint_removal(&ep)).await;
+            self.forget(&ep.id);
+            return Err(internal(e));
+        }
+        let mut st = self.lock();
+        st.endpoints.insert(ep.id.clone(), ep.clone());
+        info!(endpoint = %ep.spec.name, network = %net.spec.name, addresses = ?ep.addresses, "attached");
+        Ok(st.endpoint_view(&ep))
+    }
+
+    async fn detach(&self, r: Ref) -> Result<(), ControlError> {
+        let _gate = self.gate.read().await;
+        let ep = Self::find_endpoint(&self.lock(), &r)?;
+        if ep.state == EndpointState::Pending {
+            return Err(ControlError::FailedPrecondition(format!(
+                "endpoint {:?} is still being attached",
+                ep.spec.name.as_str()
+            )));
+        }
+        self.kernel
+            .apply(&plan_endpoint_removal(&ep))
+            .await
+            .map_err(|e| internal(format!("detaching endpoint {:?}: {e}", ep.spec.name.as_str())))?;
+        self.store.delete_endpoint(&ep.id).map_err(internal)?;
+        self.lock().remove_endpoint(&ep.id);
+        info!(endpoint = %ep.spec.name, "detached");
+        Ok(())
+    }
+
+    async fn get_endpoint(&self, r: Ref) -> Result<EndpointView, ControlError> {
+        let st = self.lock();
+        let ep = Self::find_endpoint(&st, &r)?;
+        Ok(st.endpoint_view(&ep))
+    }
+
+    async fn list_endpoints(&self, r: Ref) -> Result<Vec<EndpointView>, ControlError> {
+        let tenant = Tenant::parse("tenant", &r.tenant)?;
+        let st = self.lock();
+        let filter = if r.network.is_empty() {
+            None
+        } else {
+            Some(st.network_by_name(&tenant, &NetworkName::parse("network", &r.network)?)?.id.clone())
+        };
+        let mut v: Vec<EndpointView> = st
+            .endpoints
+            .values()
+            .filter(|e| e.spec.tenant == tenant && filter.as_ref().is_none_or(|id| &e.network_id == id))
+            .map(|e| st.endpoint_view(e))
+            .collect();
+        v.sort_by(|a, b| {
+            (&a.endpoint.spec.network, &a.endpoint.spec.name).cmp(&(&b.endpoint.spec.network, &b.endpoint.spec.name))
+        });
+        Ok(v)
+    }
+}

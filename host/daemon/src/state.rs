@@ -1,0 +1,84 @@
+//! The controller's in-memory index of the desired state: networks,
+//! endpoints and per-pool leases. The store is the durable copy; this is
+//! rebuilt from it at start-up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use weft_model::api::{EndpointView, NetworkView};
+use weft_model::endpoint::Endpoint;
+use weft_model::ipam::PoolLeases;
+use weft_model::network::Network;
+use weft_model::{ControlError, NetworkName, Tenant};
+
+/// Networks, endpoints and leases by id.
+#[derive(Default)]
+pub struct State {
+    /// Networks by id.
+    pub networks: BTreeMap<String, Network>,
+    /// Endpoints by id.
+    pub endpoints: BTreeMap<String, Endpoint>,
+    /// Leases per pool, keyed by [`pool_key`].
+    pub leases: HashMap<String, PoolLeases>,
+}
+
+/// The key of a network's pool of one family (also the IPAM cursor's key).
+pub fn pool_key(network_id: &str, addr: IpAddr) -> String {
+    format!("{network_id}/{}", if addr.is_ipv4() { "v4" } else { "v6" })
+}
+
+impl State {
+    /// Record an endpoint and its leases.
+    pub fn insert_endpoint(&mut self, ep: Endpoint) {
+        for a in &ep.addresses {
+            self.leases.entry(pool_key(&ep.network_id, a.addr())).or_default().reserve(a.addr(), &ep.id);
+        }
+        self.endpoints.insert(ep.id.clone(), ep);
+    }
+
+    /// Forget an endpoint and release its leases.
+    pub fn remove_endpoint(&mut self, id: &str) -> Option<Endpoint> {
+        let ep = self.endpoints.remove(id)?;
+        for a in &ep.addresses {
+            if let Some(l) = self.leases.get_mut(&pool_key(&ep.network_id, a.addr())) {
+                l.release(a.addr(), id);
+            }
+        }
+        Some(ep)
+    }
+
+    /// The tenant's network called `name`.
+    pub fn network_by_name(&self, tenant: &Tenant, name: &NetworkName) -> Result<&Network, ControlError> {
+        self.networks
+            .values()
+            .find(|n| &n.spec.tenant == tenant && &n.spec.name == name)
+            .ok_or_else(|| ControlError::NotFound(format!("network {:?} not found for tenant {:?}", name.as_str(), tenant.as_str())))
+    }
+
+    /// Endpoints of a network.
+    pub fn endpoints_of<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.values().filter(move |e| e.network_id == network_id)
+    }
+
+    /// An endpoint with its gateways.
+    pub fn endpoint_view(&self, ep: &Endpoint) -> EndpointView {
+        let gateways = self
+            .networks
+            .get(&ep.network_id)
+            .map(|n| {
+                n.spec
+                    .subnets
+                    .iter()
+                    .filter(|s| ep.addresses.iter().any(|a| s.subnet.contains(&a.addr())))
+                    .map(|s| s.gateway)
+                    .collect()
+            })
+            .unwrap_or_default();
+        EndpointView { endpoint: ep.clone(), gateways }
+    }
+
+    /// A network with its endpoints.
+    pub fn network_view(&self, n: &Network) -> NetworkView {
+        NetworkView { network: n.clone(), endpoints: self.endpoints_of(&n.id).map(|e| self.endpoint_view(e)).collect() }
+    }
+}

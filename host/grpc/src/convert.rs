@@ -1,0 +1,95 @@
+//! Protobuf <-> model conversion. Requests become the model's raw request
+//! types (validation happens in the model); views become messages.
+
+use weft_model::api::{EndpointView, NetworkView, Ref};
+use weft_model::endpoint::{AttachEndpoint, EndpointState};
+use weft_model::network::{CreateNetwork, SubnetRequest};
+
+use crate::pb;
+
+/// Create request to model.
+pub fn create_network(r: pb::CreateNetworkRequest) -> CreateNetwork {
+    CreateNetwork {
+        tenant: r.tenant,
+        name: r.name,
+        driver: r.driver,
+        subnets: r
+            .subnets
+            .into_iter()
+            .map(|s| SubnetRequest { subnet: s.subnet, gateway: s.gateway, ip_range: s.ip_range })
+            .collect(),
+        internal: r.internal,
+        options: r.options.into_iter().collect(),
+        labels: r.labels.into_iter().collect(),
+        ipam: r.ipam,
+    }
+}
+
+/// Attach request to model.
+pub fn attach(r: pb::AttachEndpointRequest) -> AttachEndpoint {
+    AttachEndpoint {
+        tenant: r.tenant,
+        network: r.network,
+        name: r.name,
+        netns: r.netns,
+        ifname: r.ifname,
+        ips: r.ips,
+        mac: r.mac,
+        labels: r.labels.into_iter().collect(),
+    }
+}
+
+/// A reference by tenant / network / endpoint name.
+pub fn reference(tenant: String, network: String, name: String) -> Ref {
+    Ref { tenant, network, name }
+}
+
+/// Network view to message.
+pub fn network(v: NetworkView) -> pb::Network {
+    let n = v.network;
+    pb::Network {
+        id: n.id,
+        tenant: n.spec.tenant.to_string(),
+        name: n.spec.name.to_string(),
+        driver: n.spec.driver,
+        subnets: n
+            .spec
+            .subnets
+            .iter()
+            .map(|s| pb::Subnet {
+                subnet: s.subnet.to_string(),
+                gateway: s.gateway.to_string(),
+                ip_range: s.ip_range.map(|r| r.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        bridge: n.bridge.to_string(),
+        internal: n.spec.internal,
+        options: n.spec.options.into_iter().collect(),
+        labels: n.spec.labels.into_iter().collect(),
+        ipam: n.spec.ipam,
+        endpoints: v.endpoints.into_iter().map(endpoint).collect(),
+    }
+}
+
+/// Endpoint view to message.
+pub fn endpoint(v: EndpointView) -> pb::Endpoint {
+    let e = v.endpoint;
+    pb::Endpoint {
+        id: e.id,
+        tenant: e.spec.tenant.to_string(),
+        network: e.spec.network.to_string(),
+        name: e.spec.name.to_string(),
+        netns: e.spec.netns.display().to_string(),
+        ifname: e.spec.ifname.to_string(),
+        mac: e.mac.to_string(),
+        addresses: e.addresses.iter().map(ToString::to_string).collect(),
+        gateways: v.gateways.iter().map(ToString::to_string).collect(),
+        host_ifname: e.host_ifname.to_string(),
+        labels: e.spec.labels.into_iter().collect(),
+        state: match e.state {
+            EndpointState::Pending => "pending",
+            EndpointState::Ready => "ready",
+        }
+        .into(),
+    }
+}

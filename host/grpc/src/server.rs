@@ -1,0 +1,124 @@
+//! The tonic services and the Unix-socket server that hosts them, with
+//! grpc.health.v1 and server reflection (v1 and v1alpha, so grpcurl works).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::pb::endpoint_service_server::{EndpointService, EndpointServiceServer};
+use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
+use crate::status::to_status;
+use crate::{Controller, convert, pb};
+
+/// Both services over one controller.
+pub struct Api<C> {
+    ctl: Arc<C>,
+}
+
+impl<C> Clone for Api<C> {
+    fn clone(&self) -> Self {
+        Api { ctl: self.ctl.clone() }
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Controller> NetworkService for Api<C> {
+    async fn create_network(&self, r: Request<pb::CreateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
+        let v = self.ctl.create_network(convert::create_network(r.into_inner())).await.map_err(to_status)?;
+        Ok(Response::new(convert::network(v)))
+    }
+    async fn get_network(&self, r: Request<pb::GetNetworkRequest>) -> Result<Response<pb::Network>, Status> {
+        let r = r.into_inner();
+        let v = self.ctl.get_network(convert::reference(r.tenant, r.name, String::new())).await.map_err(to_status)?;
+        Ok(Response::new(convert::network(v)))
+    }
+    async fn list_networks(
+        &self,
+        r: Request<pb::ListNetworksRequest>,
+    ) -> Result<Response<pb::ListNetworksResponse>, Status> {
+        let v = self.ctl.list_networks(r.into_inner().tenant).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListNetworksResponse { networks: v.into_iter().map(convert::network).collect() }))
+    }
+    async fn delete_network(
+        &self,
+        r: Request<pb::DeleteNetworkRequest>,
+    ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
+        let r = r.into_inner();
+        self.ctl.delete_network(convert::reference(r.tenant, r.name, String::new())).await.map_err(to_status)?;
+        Ok(Response::new(pb::DeleteNetworkResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Controller> EndpointService for Api<C> {
+    async fn attach_endpoint(&self, r: Request<pb::AttachEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
+        let v = self.ctl.attach(convert::attach(r.into_inner())).await.map_err(to_status)?;
+        Ok(Response::new(convert::endpoint(v)))
+    }
+    async fn detach_endpoint(
+        &self,
+        r: Request<pb::DetachEndpointRequest>,
+    ) -> Result<Response<pb::DetachEndpointResponse>, Status> {
+        let r = r.into_inner();
+        self.ctl.detach(convert::reference(r.tenant, r.network, r.name)).await.map_err(to_status)?;
+        Ok(Response::new(pb::DetachEndpointResponse {}))
+    }
+    async fn get_endpoint(&self, r: Request<pb::GetEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
+        let r = r.into_inner();
+        let v = self.ctl.get_endpoint(convert::reference(r.tenant, r.network, r.name)).await.map_err(to_status)?;
+        Ok(Response::new(convert::endpoint(v)))
+    }
+    async fn list_endpoints(
+        &self,
+        r: Request<pb::ListEndpointsRequest>,
+    ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
+        let r = r.into_inner();
+        let v = self.ctl.list_endpoints(convert::reference(r.tenant, r.network, String::new())).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListEndpointsResponse { endpoints: v.into_iter().map(convert::endpoint).collect() }))
+    }
+}
+
+/// Serve the API on a Unix socket at `path` until `shutdown` resolves. The
+/// socket is made owner-only (operator access by file permission); a stale
+/// socket file from an earlier run is replaced.
+pub async fn serve_unix<C: Controller>(
+    ctl: Arc<C>,
+    path: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    }
+    let api = Api { ctl };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<NetworkServiceServer<Api<C>>>().await;
+    health.set_serving::<EndpointServiceServer<Api<C>>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    tonic::transport::Server::builder()
+        .add_service(NetworkServiceServer::new(api.clone()))
+        .add_service(EndpointServiceServer::new(api))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+use weft_model::endpoint::{AttachEndpoint, EndpointState};
+use weft_model::network::{CreateNetwork, SubnetRequest};
+use weft_model::Mac;
+
+use super::*;
+
+fn tmpdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("weft-store-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn round_trip_survives_reopen() {
+    let dir = tmpdir("rt");
+    let spec = CreateNetwork {
+        name: "n1".into(),
+        subnets: vec![SubnetRequest { subnet: "10.9.0.0/24".into(), ..Default::default() }],
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let net = Network::new("ab".repeat(16), spec).unwrap();
+    let ep = Endpoint {
+        id: "cd".repeat(16),
+        network_id: net.id.clone(),
+        spec: AttachEndpoint { network: "n1".into(), name: "e".into(), netns: "/x".into(), ..Default::default() }
+            .validate()
+            .unwrap(),
+        host_ifname: Endpoint::host_ifname_for(&"cd".repeat(16)).unwrap(),
+        mac: Mac([2, 0x42, 10, 9, 0, 2]),
+        addresses: vec!["10.9.0.2/24".parse().unwrap()],
+        state: EndpointState::Ready,
+    };
+    {
+        let s = RedbStore::open(&dir).unwrap();
+        s.put_network(&net).unwrap();
+        s.put_endpoint(&ep, &[(format!("{}/v4", net.id), "10.9.0.2".parse().unwrap())]).unwrap();
+    }
+    let s = RedbStore::open(&dir).unwrap();
+    let snap = s.load().unwrap();
+    assert_eq!(snap.networks, vec![net.clone()]);
+    assert_eq!(snap.endpoints, vec![ep.clone()]);
+    assert_eq!(snap.cursors.len(), 1);
+    s.delete_endpoint(&ep.id).unwrap();
+    s.delete_network(&net.id).unwrap();
+    let snap = s.load().unwrap();
+    assert!(snap.networks.is_empty() && snap.endpoints.is_empty() && snap.cursors.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
