@@ -1,1 +1,302 @@
-//! harness
+//! Test harness for weft's end-to-end tests. Each test gets its own "host"
+//! network namespace with its own weftd (own socket and state dir), so tests
+//! run in parallel and never touch the machine's root namespace. Namespaces
+//! are named `wt-<tag>-<pid>-<n>` and deleted on drop, also when a test
+//! fails. Traffic goes only between namespaces a test made.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sched::{CloneFlags, setns};
+use tonic::transport::Channel;
+use weft_grpc::client::{EndpointServiceClient, NetworkServiceClient, connect_unix};
+use weft_grpc::pb;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The directory holding weftd and weft (target/debug), found from the test
+/// binary's location (target/debug/deps/...).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    for b in ["weftd", "weft"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} missing: build the binaries first (`cargo build --workspace --bins`, or run `cargo xtask test`)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// Run a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Run a command in namespace `ns`, returning its output (not checked).
+pub fn in_ns(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
+}
+
+/// A network namespace made by the test and deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str, role: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("wt-{tag}-{}-{n}-{role}", std::process::id());
+        sh(&["ip", "netns", "add", &name]);
+        Netns { name }
+    }
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+    /// Run a command inside.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        in_ns(&self.name, args)
+    }
+    /// Names of the links inside.
+    pub fn links(&self) -> Vec<String> {
+        let out = self.exec(&["ip", "-j", "link", "show"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        v.as_array()
+            .map(|a| a.iter().filter_map(|l| l["ifname"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+    /// True if a ping to `addr` is answered within a few tries.
+    pub fn ping(&self, addr: &str) -> bool {
+        (0..3).any(|_| self.exec(&["ping", "-c", "1", "-W", "1", addr]).status.success())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Run `f` on a fresh thread that has entered namespace `ns` (sockets it
+/// opens live there).
+pub fn on_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap();
+        setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+/// A TCP server in `ns` on `addr` that accepts one connection, answers
+/// "hello" and returns the peer's address.
+pub fn tcp_server(ns: &str, addr: &str) -> std::thread::JoinHandle<Option<SocketAddr>> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = on_ns(ns, move || {
+        let l = TcpListener::bind(addr).unwrap();
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match l.accept() {
+                Ok((mut s, peer)) => {
+                    let _ = s.write_all(b"hello");
+                    return Some(peer);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        None
+    });
+    rx.recv().unwrap();
+    h
+}
+
+/// Connect from `ns` to `addr` over TCP and read the greeting.
+pub fn tcp_connect(ns: &str, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    on_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+        Ok(buf)
+    })
+    .join()
+    .unwrap()
+}
+
+/// A test host: a namespace running weftd with its own socket and state.
+pub struct Host {
+    pub ns: Netns,
+    pub dir: PathBuf,
+    pub tag: String,
+    weftd: Option<Child>,
+}
+
+impl Host {
+    pub fn new(tag: &str) -> Host {
+        let ns = Netns::new(tag, "host");
+        let dir = std::env::temp_dir().join(format!("weft-test-{}", ns.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = Host { ns, dir, tag: tag.to_owned(), weftd: None };
+        h.start();
+        h
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("weft.sock")
+    }
+
+    /// Start weftd inside the host namespace and wait for its socket.
+    pub fn start(&mut self) {
+        assert!(self.weftd.is_none(), "weftd already running");
+        let _ = std::fs::remove_file(self.socket());
+        let log = File::options().create(true).append(true).open(self.dir.join("weftd.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name])
+            .arg(bin_dir().join("weftd"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(["--reconcile-interval-secs", "0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.weftd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.socket().exists() {
+            if let Some(c) = self.weftd.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("weftd exited ({status}) at start:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "weftd did not open its socket:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop weftd with SIGTERM (kernel state is left in place).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.weftd.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("weftd.log")).unwrap_or_default()
+    }
+
+    /// A container namespace belonging to this test.
+    pub fn container(&self, role: &str) -> Netns {
+        Netns::new(&self.tag, role)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        connect_unix(self.socket()).await.unwrap()
+    }
+    pub async fn networks(&self) -> NetworkServiceClient<Channel> {
+        NetworkServiceClient::new(self.channel().await)
+    }
+    pub async fn endpoints(&self) -> EndpointServiceClient<Channel> {
+        EndpointServiceClient::new(self.channel().await)
+    }
+
+    /// Create a network with the given subnets.
+    pub async fn create_network(&self, name: &str, subnets: &[&str]) -> Result<pb::Network, tonic::Status> {
+        let req = pb::CreateNetworkRequest {
+            name: name.into(),
+            subnets: subnets.iter().map(|s| pb::Subnet { subnet: (*s).into(), ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        self.networks().await.create_network(req).await.map(|r| r.into_inner())
+    }
+
+    /// Attach namespace `ns` to `network` as `name`.
+    pub async fn attach(&self, network: &str, name: &str, ns: &Netns) -> Result<pb::Endpoint, tonic::Status> {
+        let req = pb::AttachEndpointRequest {
+            network: network.into(),
+            name: name.into(),
+            netns: ns.path(),
+            ..Default::default()
+        };
+        self.endpoints().await.attach_endpoint(req).await.map(|r| r.into_inner())
+    }
+
+    /// Link an "outside" namespace to the host namespace: host side
+    /// `198.18.<n>.1/24`, outside `198.18.<n>.2/24` (benchmark range, only
+    /// inside this test's namespaces). Returns the outside namespace.
+    pub fn outside(&self, n: u8) -> Netns {
+        let out = self.container("out");
+        let host_if = format!("wtup{n}");
+        sh(&["ip", "-n", &self.ns.name, "link", "add", &host_if, "type", "veth", "peer", "name", "wtdown", "netns", &out.name]);
+        sh(&["ip", "-n", &self.ns.name, "addr", "add", &format!("198.18.{n}.1/24"), "dev", &host_if]);
+        sh(&["ip", "-n", &self.ns.name, "link", "set", &host_if, "up"]);
+        sh(&["ip", "-n", &out.name, "addr", "add", &format!("198.18.{n}.2/24"), "dev", "wtdown"]);
+        sh(&["ip", "-n", &out.name, "link", "set", "wtdown", "up"]);
+        sh(&["ip", "-n", &out.name, "link", "set", "lo", "up"]);
+        out
+    }
+
+    /// Names of the links in the host namespace.
+    pub fn host_links(&self) -> Vec<String> {
+        self.ns.links()
+    }
+
+    /// The host namespace's nftables tables.
+    pub fn nft_tables(&self) -> String {
+        String::from_utf8_lossy(&self.ns.exec(&["nft", "list", "tables"]).stdout).into_owned()
+    }
+
+    /// Run the `weft` CLI against this host.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("weft")).env("WEFT_SOCKET", self.socket()).args(args).output().unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- weftd log ({}) ---\n{}", self.ns.name, self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The address part of "10.0.0.2/24".
+pub fn addr_of(cidr: &str) -> String {
+    cidr.split('/').next().unwrap().to_owned()
+}
+
+/// Whether `path` exists (helper for readability in tests).
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
