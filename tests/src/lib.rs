@@ -37,14 +37,25 @@ pub fn bin_dir() -> PathBuf {
 
 /// Run a command, panicking with its output if it fails.
 pub fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 /// Run a command in namespace `ns`, returning its output (not checked).
 pub fn in_ns(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// A network namespace made by the test and deleted on drop.
@@ -69,26 +80,40 @@ impl Netns {
     /// Names of the links inside.
     pub fn links(&self) -> Vec<String> {
         let out = self.exec(&["ip", "-j", "link", "show"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         v.as_array()
-            .map(|a| a.iter().filter_map(|l| l["ifname"].as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
     /// True if a ping to `addr` is answered within a few tries.
     pub fn ping(&self, addr: &str) -> bool {
-        (0..3).any(|_| self.exec(&["ping", "-c", "1", "-W", "1", addr]).status.success())
+        (0..3).any(|_| {
+            self.exec(&["ping", "-c", "1", "-W", "1", addr])
+                .status
+                .success()
+        })
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 /// Run `f` on a fresh thread that has entered namespace `ns` (sockets it
 /// opens live there).
-pub fn on_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+pub fn on_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = File::open(&path).unwrap();
@@ -126,7 +151,8 @@ pub fn tcp_server(ns: &str, addr: &str) -> std::thread::JoinHandle<Option<Socket
 pub fn tcp_connect(ns: &str, addr: &str) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
     on_ns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        let mut s =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
@@ -150,7 +176,12 @@ impl Host {
         let dir = std::env::temp_dir().join(format!("weft-test-{}", ns.name));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut h = Host { ns, dir, tag: tag.to_owned(), weftd: None };
+        let mut h = Host {
+            ns,
+            dir,
+            tag: tag.to_owned(),
+            weftd: None,
+        };
         h.start();
         h
     }
@@ -163,7 +194,11 @@ impl Host {
     pub fn start(&mut self) {
         assert!(self.weftd.is_none(), "weftd already running");
         let _ = std::fs::remove_file(self.socket());
-        let log = File::options().create(true).append(true).open(self.dir.join("weftd.log")).unwrap();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("weftd.log"))
+            .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns.name])
             .arg(bin_dir().join("weftd"))
@@ -185,7 +220,11 @@ impl Host {
             {
                 panic!("weftd exited ({status}) at start:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "weftd did not open its socket:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "weftd did not open its socket:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -230,24 +269,47 @@ impl Host {
     }
 
     /// Create a network with the given subnets.
-    pub async fn create_network(&self, name: &str, subnets: &[&str]) -> Result<pb::Network, tonic::Status> {
+    pub async fn create_network(
+        &self,
+        name: &str,
+        subnets: &[&str],
+    ) -> Result<pb::Network, tonic::Status> {
         let req = pb::CreateNetworkRequest {
             name: name.into(),
-            subnets: subnets.iter().map(|s| pb::Subnet { subnet: (*s).into(), ..Default::default() }).collect(),
+            subnets: subnets
+                .iter()
+                .map(|s| pb::Subnet {
+                    subnet: (*s).into(),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         };
-        self.networks().await.create_network(req).await.map(|r| r.into_inner())
+        self.networks()
+            .await
+            .create_network(req)
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// Attach namespace `ns` to `network` as `name`.
-    pub async fn attach(&self, network: &str, name: &str, ns: &Netns) -> Result<pb::Endpoint, tonic::Status> {
+    pub async fn attach(
+        &self,
+        network: &str,
+        name: &str,
+        ns: &Netns,
+    ) -> Result<pb::Endpoint, tonic::Status> {
         let req = pb::AttachEndpointRequest {
             network: network.into(),
             name: name.into(),
             netns: ns.path(),
             ..Default::default()
         };
-        self.endpoints().await.attach_endpoint(req).await.map(|r| r.into_inner())
+        self.endpoints()
+            .await
+            .attach_endpoint(req)
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// Link an "outside" namespace to the host namespace: host side
@@ -256,10 +318,42 @@ impl Host {
     pub fn outside(&self, n: u8) -> Netns {
         let out = self.container("out");
         let host_if = format!("wtup{n}");
-        sh(&["ip", "-n", &self.ns.name, "link", "add", &host_if, "type", "veth", "peer", "name", "wtdown", "netns", &out.name]);
-        sh(&["ip", "-n", &self.ns.name, "addr", "add", &format!("198.18.{n}.1/24"), "dev", &host_if]);
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns.name,
+            "link",
+            "add",
+            &host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wtdown",
+            "netns",
+            &out.name,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns.name,
+            "addr",
+            "add",
+            &format!("198.18.{n}.1/24"),
+            "dev",
+            &host_if,
+        ]);
         sh(&["ip", "-n", &self.ns.name, "link", "set", &host_if, "up"]);
-        sh(&["ip", "-n", &out.name, "addr", "add", &format!("198.18.{n}.2/24"), "dev", "wtdown"]);
+        sh(&[
+            "ip",
+            "-n",
+            &out.name,
+            "addr",
+            "add",
+            &format!("198.18.{n}.2/24"),
+            "dev",
+            "wtdown",
+        ]);
         sh(&["ip", "-n", &out.name, "link", "set", "wtdown", "up"]);
         sh(&["ip", "-n", &out.name, "link", "set", "lo", "up"]);
         out
@@ -277,7 +371,11 @@ impl Host {
 
     /// Run the `weft` CLI against this host.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin_dir().join("weft")).env("WEFT_SOCKET", self.socket()).args(args).output().unwrap()
+        Command::new(bin_dir().join("weft"))
+            .env("WEFT_SOCKET", self.socket())
+            .args(args)
+            .output()
+            .unwrap()
     }
 }
 

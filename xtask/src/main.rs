@@ -23,9 +23,13 @@ fn main() -> Result<()> {
         Some("build-policies") => build_policies(&root),
         Some("test") => {
             build_policies(&root)?;
-            run(Command::new(cargo()).current_dir(&root).args(["build", "--workspace", "--bins"]))?;
+            run(Command::new(cargo())
+                .current_dir(&root)
+                .args(["build", "--workspace", "--bins"]))?;
             let mut test = Command::new(cargo());
-            test.current_dir(&root).args(["test", "--workspace"]).args(&args[1..]);
+            test.current_dir(&root)
+                .args(["test", "--workspace"])
+                .args(&args[1..]);
             run(&mut test)
         }
         _ => bail!("usage: cargo xtask build-policies | test [cargo test args]"),
@@ -38,7 +42,10 @@ fn cargo() -> String {
 
 fn workspace_root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -51,10 +58,15 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 fn build_policies(root: &Path) -> Result<()> {
     let policies = root.join("policies");
-    run(Command::new(cargo())
-        .current_dir(&policies)
-        .args(["build", "--release", "--target", GUEST_TARGET]))
-    .context("building policies/ (is the target installed? `rustup target add wasm32-unknown-unknown`)")?;
+    run(Command::new(cargo()).current_dir(&policies).args([
+        "build",
+        "--release",
+        "--target",
+        GUEST_TARGET,
+    ]))
+    .context(
+        "building policies/ (is the target installed? `rustup target add wasm32-unknown-unknown`)",
+    )?;
     let out = root.join("target").join("modules");
     std::fs::create_dir_all(&out)?;
     for name in COMPONENTS {

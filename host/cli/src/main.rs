@@ -17,7 +17,12 @@ use weft_grpc::pb;
 #[command(name = "weft", version, about)]
 struct Cli {
     /// weftd's Unix socket.
-    #[arg(long, global = true, env = "WEFT_SOCKET", default_value = "/run/weft/weft.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_SOCKET",
+        default_value = "/run/weft/weft.sock"
+    )]
     socket: PathBuf,
     /// Tenant to act as (empty: default).
     #[arg(long, global = true, env = "WEFT_TENANT", default_value = "")]
@@ -163,8 +168,17 @@ fn subnets(a: &CreateArgs) -> Vec<pb::Subnet> {
         .iter()
         .map(|s| {
             let fam = family_of(s);
-            let pick = |v: &Vec<String>| v.iter().find(|x| family_of(x) == fam).cloned().unwrap_or_default();
-            pb::Subnet { subnet: s.clone(), gateway: pick(&a.gateways), ip_range: pick(&a.ip_ranges) }
+            let pick = |v: &Vec<String>| {
+                v.iter()
+                    .find(|x| family_of(x) == fam)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            pb::Subnet {
+                subnet: s.clone(),
+                gateway: pick(&a.gateways),
+                ip_range: pick(&a.ip_ranges),
+            }
         })
         .collect()
 }
@@ -204,25 +218,46 @@ async fn run(cli: Cli) -> Result<(), String> {
                         ipam: a.ipam.clone(),
                     };
                     let n = c.create_network(req).await.map_err(status)?.into_inner();
-                    if json { output::print_json(&output::network_json(&n)) } else { println!("{}", n.id) }
+                    if json {
+                        output::print_json(&output::network_json(&n))
+                    } else {
+                        println!("{}", n.id)
+                    }
                 }
                 NetworkCmd::Ls => {
-                    let l = c.list_networks(pb::ListNetworksRequest { tenant }).await.map_err(status)?.into_inner();
+                    let l = c
+                        .list_networks(pb::ListNetworksRequest { tenant })
+                        .await
+                        .map_err(status)?
+                        .into_inner();
                     if json {
-                        output::print_json(&serde_json::Value::Array(l.networks.iter().map(output::network_json).collect()))
+                        output::print_json(&serde_json::Value::Array(
+                            l.networks.iter().map(output::network_json).collect(),
+                        ))
                     } else {
                         output::network_table(&l.networks)
                     }
                 }
                 NetworkCmd::Inspect { name } => {
-                    let n = c.get_network(pb::GetNetworkRequest { tenant, name }).await.map_err(status)?.into_inner();
-                    if json { output::print_json(&output::network_json(&n)) } else { output::network_detail(&n) }
+                    let n = c
+                        .get_network(pb::GetNetworkRequest { tenant, name })
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    if json {
+                        output::print_json(&output::network_json(&n))
+                    } else {
+                        output::network_detail(&n)
+                    }
                 }
                 NetworkCmd::Rm { names } => {
                     for name in names {
-                        c.delete_network(pb::DeleteNetworkRequest { tenant: tenant.clone(), name: name.clone() })
-                            .await
-                            .map_err(status)?;
+                        c.delete_network(pb::DeleteNetworkRequest {
+                            tenant: tenant.clone(),
+                            name: name.clone(),
+                        })
+                        .await
+                        .map_err(status)?;
                         println!("{name}");
                     }
                 }
@@ -231,7 +266,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::Endpoint(cmd) => {
             let mut c = EndpointServiceClient::new(channel);
             match cmd {
-                EndpointCmd::Attach { network, netns, name, ifname, ips, mac, labels } => {
+                EndpointCmd::Attach {
+                    network,
+                    netns,
+                    name,
+                    ifname,
+                    ips,
+                    mac,
+                    labels,
+                } => {
                     let req = pb::AttachEndpointRequest {
                         tenant,
                         network,
@@ -243,25 +286,51 @@ async fn run(cli: Cli) -> Result<(), String> {
                         labels: labels.into_iter().collect(),
                     };
                     let e = c.attach_endpoint(req).await.map_err(status)?.into_inner();
-                    if json { output::print_json(&output::endpoint_json(&e)) } else { output::endpoint_table(&[e]) }
+                    if json {
+                        output::print_json(&output::endpoint_json(&e))
+                    } else {
+                        output::endpoint_table(&[e])
+                    }
                 }
                 EndpointCmd::Detach { network, name } => {
-                    c.detach_endpoint(pb::DetachEndpointRequest { tenant, network, name: name.clone() })
-                        .await
-                        .map_err(status)?;
+                    c.detach_endpoint(pb::DetachEndpointRequest {
+                        tenant,
+                        network,
+                        name: name.clone(),
+                    })
+                    .await
+                    .map_err(status)?;
                     println!("{name}");
                 }
                 EndpointCmd::Ls { network } => {
-                    let l = c.list_endpoints(pb::ListEndpointsRequest { tenant, network }).await.map_err(status)?.into_inner();
+                    let l = c
+                        .list_endpoints(pb::ListEndpointsRequest { tenant, network })
+                        .await
+                        .map_err(status)?
+                        .into_inner();
                     if json {
-                        output::print_json(&serde_json::Value::Array(l.endpoints.iter().map(output::endpoint_json).collect()))
+                        output::print_json(&serde_json::Value::Array(
+                            l.endpoints.iter().map(output::endpoint_json).collect(),
+                        ))
                     } else {
                         output::endpoint_table(&l.endpoints)
                     }
                 }
                 EndpointCmd::Inspect { network, name } => {
-                    let e = c.get_endpoint(pb::GetEndpointRequest { tenant, network, name }).await.map_err(status)?.into_inner();
-                    if json { output::print_json(&output::endpoint_json(&e)) } else { output::endpoint_detail(&e) }
+                    let e = c
+                        .get_endpoint(pb::GetEndpointRequest {
+                            tenant,
+                            network,
+                            name,
+                        })
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    if json {
+                        output::print_json(&output::endpoint_json(&e))
+                    } else {
+                        output::endpoint_detail(&e)
+                    }
                 }
             }
         }

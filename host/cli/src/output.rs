@@ -62,7 +62,11 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", s.join("   ").trim_end());
     };
     line(header.iter().map(|s| s.to_string()).collect());
@@ -81,7 +85,11 @@ pub fn network_table(ns: &[pb::Network]) {
                     n.name.clone(),
                     n.id.chars().take(12).collect(),
                     n.driver.clone(),
-                    n.subnets.iter().map(|s| s.subnet.clone()).collect::<Vec<_>>().join(","),
+                    n.subnets
+                        .iter()
+                        .map(|s| s.subnet.clone())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     n.bridge.clone(),
                     n.endpoints.len().to_string(),
                 ]
@@ -100,7 +108,11 @@ pub fn network_detail(n: &pb::Network) {
     println!("Internal:  {}", n.internal);
     println!("IPAM:      {}", n.ipam);
     for s in &n.subnets {
-        let range = if s.ip_range.is_empty() { String::new() } else { format!("  range {}", s.ip_range) };
+        let range = if s.ip_range.is_empty() {
+            String::new()
+        } else {
+            format!("  range {}", s.ip_range)
+        };
         println!("Subnet:    {}  gateway {}{range}", s.subnet, s.gateway);
     }
     for (k, v) in sorted(&n.options) {
@@ -116,7 +128,15 @@ pub fn network_detail(n: &pb::Network) {
 /// `weft endpoint ls`.
 pub fn endpoint_table(es: &[pb::Endpoint]) {
     table(
-        &["NAME", "NETWORK", "IFNAME", "MAC", "ADDRESSES", "NETNS", "STATE"],
+        &[
+            "NAME",
+            "NETWORK",
+            "IFNAME",
+            "MAC",
+            "ADDRESSES",
+            "NETNS",
+            "STATE",
+        ],
         es.iter()
             .map(|e| {
                 vec![

@@ -20,9 +20,15 @@ impl Ctl {
         let _gate = self.gate.write().await;
         let (networks, endpoints) = {
             let st = self.lock();
-            (st.networks.values().cloned().collect::<Vec<_>>(), st.endpoints.values().cloned().collect::<Vec<_>>())
+            (
+                st.networks.values().cloned().collect::<Vec<_>>(),
+                st.endpoints.values().cloned().collect::<Vec<_>>(),
+            )
         };
-        for ep in endpoints.iter().filter(|e| e.state == EndpointState::Pending) {
+        for ep in endpoints
+            .iter()
+            .filter(|e| e.state == EndpointState::Pending)
+        {
             warn!(endpoint = %ep.spec.name, "undoing an attach that never completed");
             if let Err(e) = self.kernel.apply(&plan_endpoint_removal(ep)).await {
                 warn!(endpoint = %ep.spec.name, error = %e, "removing half-made endpoint");
@@ -44,7 +50,10 @@ impl Ctl {
             if observed.is_none() {
                 warn!(network = %net.spec.name, bridge = %net.bridge, "bridge missing; re-creating");
             }
-            if let Err(e) = self.apply_or_undo(&plan_network(net, observed.as_ref())).await {
+            if let Err(e) = self
+                .apply_or_undo(&plan_network(net, observed.as_ref()))
+                .await
+            {
                 warn!(network = %net.spec.name, error = %e, "repairing bridge");
             }
         }
@@ -52,12 +61,20 @@ impl Ctl {
             warn!(error = %e, "applying nftables table");
         }
         for ep in endpoints.iter().filter(|e| e.state == EndpointState::Ready) {
-            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else { continue };
+            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
+                continue;
+            };
             match self.kernel.link_exists(&ep.host_ifname).await {
                 Ok(true) => {
                     let ops = [
-                        Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() },
-                        Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() },
+                        Op::SetMaster {
+                            link: ep.host_ifname.clone(),
+                            master: net.bridge.clone(),
+                        },
+                        Op::LinkUp {
+                            ns: Ns::Host,
+                            link: ep.host_ifname.clone(),
+                        },
                     ];
                     if let Err(e) = self.kernel.apply(&ops).await {
                         warn!(endpoint = %ep.spec.name, error = %e, "re-attaching veth to bridge");
@@ -80,7 +97,11 @@ impl Ctl {
                 Err(e) => warn!(endpoint = %ep.spec.name, error = %e, "observing veth"),
             }
         }
-        info!(networks = networks.len(), endpoints = endpoints.len(), "reconciled");
+        info!(
+            networks = networks.len(),
+            endpoints = endpoints.len(),
+            "reconciled"
+        );
     }
 }
 

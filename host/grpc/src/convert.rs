@@ -16,7 +16,11 @@ pub fn create_network(r: pb::CreateNetworkRequest) -> CreateNetwork {
         subnets: r
             .subnets
             .into_iter()
-            .map(|s| SubnetRequest { subnet: s.subnet, gateway: s.gateway, ip_range: s.ip_range })
+            .map(|s| SubnetRequest {
+                subnet: s.subnet,
+                gateway: s.gateway,
+                ip_range: s.ip_range,
+            })
             .collect(),
         internal: r.internal,
         options: r.options.into_iter().collect(),
@@ -41,7 +45,11 @@ pub fn attach(r: pb::AttachEndpointRequest) -> AttachEndpoint {
 
 /// A reference by tenant / network / endpoint name.
 pub fn reference(tenant: String, network: String, name: String) -> Ref {
-    Ref { tenant, network, name }
+    Ref {
+        tenant,
+        network,
+        name,
+    }
 }
 
 /// Network view to message.

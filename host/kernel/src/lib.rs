@@ -43,7 +43,9 @@ impl Kernel {
     /// Open a netlink connection in the current network namespace. Must be
     /// called inside a tokio runtime.
     pub fn new() -> Result<Kernel, KernelError> {
-        Ok(Kernel { host: Netlink::open()? })
+        Ok(Kernel {
+            host: Netlink::open()?,
+        })
     }
 
     /// Execute `ops` in order. Consecutive ops in one container namespace
@@ -53,7 +55,9 @@ impl Kernel {
         while i < ops.len() {
             match ops[i].ns() {
                 Ns::Host => {
-                    self.apply_host(&ops[i]).await.map_err(|error| ApplyError { applied: i, error })?;
+                    self.apply_host(&ops[i])
+                        .await
+                        .map_err(|error| ApplyError { applied: i, error })?;
                     i += 1;
                 }
                 Ns::Path(path) => {
@@ -64,7 +68,10 @@ impl Kernel {
                     let group = ops[i..end].to_vec();
                     netns::run_in(path, group)
                         .await
-                        .map_err(|(done, error)| ApplyError { applied: i + done, error })?;
+                        .map_err(|(done, error)| ApplyError {
+                            applied: i + done,
+                            error,
+                        })?;
                     i = end;
                 }
             }
@@ -82,7 +89,10 @@ impl Kernel {
     }
 
     /// The bridge (or any link) `name` as it is now; None if it is missing.
-    pub async fn observe_link(&self, name: &weft_model::IfName) -> Result<Option<ObservedLink>, KernelError> {
+    pub async fn observe_link(
+        &self,
+        name: &weft_model::IfName,
+    ) -> Result<Option<ObservedLink>, KernelError> {
         self.host.observe(name).await
     }
 

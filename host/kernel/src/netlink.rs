@@ -25,15 +25,20 @@ impl Netlink {
     /// Open a socket in the calling thread's namespace and drive it on the
     /// current tokio runtime.
     pub fn open() -> Result<Netlink, KernelError> {
-        let (conn, handle, _) =
-            rtnetlink::new_connection().map_err(|e| KernelError::new("netlink open", "route socket", e))?;
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| KernelError::new("netlink open", "route socket", e))?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
 
     /// Index of the link called `name`, if it exists.
     pub async fn index_of(&self, name: &IfName) -> Result<Option<u32>, KernelError> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match links.try_next().await {
             Ok(Some(msg)) => Ok(Some(msg.header.index)),
             Ok(None) => Ok(None),
@@ -45,14 +50,20 @@ impl Netlink {
     }
 
     async fn index(&self, name: &IfName) -> Result<u32, KernelError> {
-        self.index_of(name)
-            .await?
-            .ok_or_else(|| KernelError { errno: Some(libc::ENODEV), ..KernelError::new("link show", name, "no such interface") })
+        self.index_of(name).await?.ok_or_else(|| KernelError {
+            errno: Some(libc::ENODEV),
+            ..KernelError::new("link show", name, "no such interface")
+        })
     }
 
     /// The link `name` with its addresses and up flag, if it exists.
     pub async fn observe(&self, name: &IfName) -> Result<Option<ObservedLink>, KernelError> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         let msg = match links.try_next().await {
             Ok(Some(msg)) => msg,
             Ok(None) => return Ok(None),
@@ -62,9 +73,18 @@ impl Netlink {
             }
         };
         let up = msg.header.flags.contains(LinkFlags::Up);
-        let mut addrs = self.handle.address().get().set_link_index_filter(msg.header.index).execute();
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(msg.header.index)
+            .execute();
         let mut addresses = Vec::new();
-        while let Some(a) = addrs.try_next().await.map_err(|e| KernelError::netlink("addr show", name, e))? {
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(|e| KernelError::netlink("addr show", name, e))?
+        {
             for attr in &a.attributes {
                 if let AddressAttribute::Address(ip) = attr
                     && let Ok(net) = IpNet::new(*ip, a.header.prefix_len)
@@ -79,15 +99,19 @@ impl Netlink {
 
     /// Move `link` into the namespace whose file is `netns`.
     pub async fn move_to_netns(&self, link: &IfName, netns: &Path) -> Result<(), KernelError> {
-        let file = std::fs::File::open(netns).map_err(|e| KernelError::new("open netns", netns.display(), e))?;
+        let file = std::fs::File::open(netns)
+            .map_err(|e| KernelError::new("open netns", netns.display(), e))?;
         let index = self.index(link).await?;
-        let msg = LinkUnspec::new_with_index(index).setns_by_fd(file.as_raw_fd()).build();
-        self.handle
-            .link()
-            .change(msg)
-            .execute()
-            .await
-            .map_err(|e| KernelError::netlink("link set netns", format!("{link} -> {}", netns.display()), e))
+        let msg = LinkUnspec::new_with_index(index)
+            .setns_by_fd(file.as_raw_fd())
+            .build();
+        self.handle.link().change(msg).execute().await.map_err(|e| {
+            KernelError::netlink(
+                "link set netns",
+                format!("{link} -> {}", netns.display()),
+                e,
+            )
+        })
     }
 
     /// Execute one link/address/route op in this namespace.
@@ -112,10 +136,9 @@ impl Netlink {
                 if let Some(m) = mtu {
                     v = v.mtu(*m);
                 }
-                link.add(v.build())
-                    .execute()
-                    .await
-                    .map_err(|e| KernelError::netlink("link add type veth", format!("{name} peer {peer}"), e))?;
+                link.add(v.build()).execute().await.map_err(|e| {
+                    KernelError::netlink("link add type veth", format!("{name} peer {peer}"), e)
+                })?;
                 if let Some(m) = mtu {
                     let idx = self.index(peer).await?;
                     link.change(LinkUnspec::new_with_index(idx).mtu(*m).build())
@@ -127,10 +150,15 @@ impl Netlink {
             }
             Op::AddAddress { link: l, addr, .. } => {
                 let idx = self.index(l).await?;
-                let mut req = self.handle.address().add(idx, addr.addr(), addr.prefix_len());
+                let mut req = self
+                    .handle
+                    .address()
+                    .add(idx, addr.addr(), addr.prefix_len());
                 // No duplicate address detection: weft owns these addresses, and
                 // a tentative gateway would stall IPv6 for a second or more.
-                req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+                req.message_mut()
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
                 match req.execute().await {
                     Ok(()) => Ok(()),
                     Err(e) => {
@@ -145,7 +173,9 @@ impl Netlink {
                 link.change(LinkUnspec::new_with_index(idx).controller(midx).build())
                     .execute()
                     .await
-                    .map_err(|e| KernelError::netlink("link set master", format!("{l} master {master}"), e))
+                    .map_err(|e| {
+                        KernelError::netlink("link set master", format!("{l} master {master}"), e)
+                    })
             }
             Op::Rename { link: l, to, .. } => {
                 let idx = self.index(l).await?;
@@ -156,10 +186,14 @@ impl Netlink {
             }
             Op::SetMac { link: l, mac, .. } => {
                 let idx = self.index(l).await?;
-                link.change(LinkUnspec::new_with_index(idx).address(mac.0.to_vec()).build())
-                    .execute()
-                    .await
-                    .map_err(|e| KernelError::netlink("link set address", format!("{l} {mac}"), e))
+                link.change(
+                    LinkUnspec::new_with_index(idx)
+                        .address(mac.0.to_vec())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(|e| KernelError::netlink("link set address", format!("{l} {mac}"), e))
             }
             Op::LinkUp { link: l, .. } => {
                 let idx = self.index(l).await?;
@@ -185,13 +219,19 @@ impl Netlink {
                     Err(e) => {
                         // A default route already present (another network
                         // attached first) is kept: the first network owns it.
-                        let e = KernelError::netlink("route add default", format!("via {via} dev {dev}"), e);
+                        let e = KernelError::netlink(
+                            "route add default",
+                            format!("via {via} dev {dev}"),
+                            e,
+                        );
                         if e.is_exists() { Ok(()) } else { Err(e) }
                     }
                 }
             }
             Op::DeleteLink { link: l, .. } => {
-                let Some(idx) = self.index_of(l).await? else { return Ok(()) };
+                let Some(idx) = self.index_of(l).await? else {
+                    return Ok(());
+                };
                 match link.del(idx).execute().await {
                     Ok(()) => Ok(()),
                     Err(e) => {

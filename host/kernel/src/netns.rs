@@ -50,9 +50,14 @@ where
         .name("weft-netns".into())
         .spawn(move || {
             let run = || -> Result<T, KernelError> {
-                let file = File::open(&path).map_err(|e| KernelError::new("open netns", path.display(), e))?;
+                let file = File::open(&path)
+                    .map_err(|e| KernelError::new("open netns", path.display(), e))?;
                 setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    KernelError::new("setns", path.display(), format!("not a network namespace ({e})"))
+                    KernelError::new(
+                        "setns",
+                        path.display(),
+                        format!("not a network namespace ({e})"),
+                    )
                 })?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -66,5 +71,6 @@ where
             let _ = tx.send(run());
         })
         .map_err(|e| KernelError::new("spawn netns thread", &shown, e))?;
-    rx.await.map_err(|_| KernelError::new("netns thread", &shown, "thread ended without answering"))?
+    rx.await
+        .map_err(|_| KernelError::new("netns thread", &shown, "thread ended without answering"))?
 }

@@ -65,28 +65,57 @@ impl AttachEndpoint {
         let network = NetworkName::parse("network", &self.network)?;
         let name = EndpointName::parse("name", &self.name)?;
         if self.netns.is_empty() {
-            return Err(InvalidRequest::new("netns", "a network namespace path is required"));
+            return Err(InvalidRequest::new(
+                "netns",
+                "a network namespace path is required",
+            ));
         }
         let netns = PathBuf::from(&self.netns);
         if !netns.is_absolute() {
-            return Err(InvalidRequest::new("netns", format!("{:?} must be an absolute path", self.netns)));
+            return Err(InvalidRequest::new(
+                "netns",
+                format!("{:?} must be an absolute path", self.netns),
+            ));
         }
-        let ifname = if self.ifname.is_empty() { DEFAULT_IFNAME } else { &self.ifname };
+        let ifname = if self.ifname.is_empty() {
+            DEFAULT_IFNAME
+        } else {
+            &self.ifname
+        };
         let ifname = IfName::parse("ifname", ifname)?;
         if ifname.as_str() == "lo" {
-            return Err(InvalidRequest::new("ifname", "\"lo\" is the namespace's loopback interface"));
+            return Err(InvalidRequest::new(
+                "ifname",
+                "\"lo\" is the namespace's loopback interface",
+            ));
         }
         let mut ips: Vec<IpAddr> = Vec::new();
         for (i, s) in self.ips.iter().enumerate() {
             let ip = parse_ip(&format!("ips[{i}]"), s)?;
             if ips.iter().any(|p| p.is_ipv4() == ip.is_ipv4()) {
-                return Err(InvalidRequest::new(format!("ips[{i}]"), format!("{ip}: at most one address per family")));
+                return Err(InvalidRequest::new(
+                    format!("ips[{i}]"),
+                    format!("{ip}: at most one address per family"),
+                ));
             }
             ips.push(ip);
         }
-        let mac = if self.mac.is_empty() { None } else { Some(Mac::parse("mac", &self.mac)?) };
+        let mac = if self.mac.is_empty() {
+            None
+        } else {
+            Some(Mac::parse("mac", &self.mac)?)
+        };
         validate_labels(&self.labels)?;
-        Ok(EndpointSpec { tenant, network, name, netns, ifname, ips, mac, labels: self.labels.clone() })
+        Ok(EndpointSpec {
+            tenant,
+            network,
+            name,
+            netns,
+            ifname,
+            ips,
+            mac,
+            labels: self.labels.clone(),
+        })
     }
 }
 

@@ -34,6 +34,12 @@ fn defaults_and_rules() {
 #[test]
 fn derived_names_fit() {
     let id = "0123456789abcdef0123456789abcdef";
-    assert_eq!(Endpoint::host_ifname_for(id).unwrap().as_str(), "veth0123456789a");
-    assert_eq!(Endpoint::peer_tmp_ifname_for(id).unwrap().as_str(), "vtmp0123456789a");
+    assert_eq!(
+        Endpoint::host_ifname_for(id).unwrap().as_str(),
+        "veth0123456789a"
+    );
+    assert_eq!(
+        Endpoint::peer_tmp_ifname_for(id).unwrap().as_str(),
+        "vtmp0123456789a"
+    );
 }

@@ -17,7 +17,10 @@ pub struct InvalidRequest {
 impl InvalidRequest {
     /// Build an error for `field`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 

@@ -4,12 +4,12 @@
 //! the planner, the daemon and the gRPC edge alike.
 
 pub mod api;
+pub mod endpoint;
 pub mod error;
 pub mod ids;
 pub mod ipam;
 pub mod net;
 pub mod network;
-pub mod endpoint;
 
 pub use error::{ControlError, InvalidRequest};
 pub use ids::{EndpointName, IfName, Mac, NetworkName, Tenant};

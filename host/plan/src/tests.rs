@@ -11,13 +11,19 @@ use weft_model::{IfName, Mac};
 use super::*;
 
 fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
     assert_eq!(actual, want, "plan differs from {}", path.display());
 }
 
@@ -28,7 +34,13 @@ fn json(ops: &[Op]) -> String {
 fn network(name: &str, subnets: &[&str], internal: bool) -> Network {
     let req = CreateNetwork {
         name: name.into(),
-        subnets: subnets.iter().map(|s| SubnetRequest { subnet: (*s).into(), ..Default::default() }).collect(),
+        subnets: subnets
+            .iter()
+            .map(|s| SubnetRequest {
+                subnet: (*s).into(),
+                ..Default::default()
+            })
+            .collect(),
         internal,
         ..Default::default()
     };
@@ -65,11 +77,23 @@ fn new_dual_stack_network() {
 #[test]
 fn repair_network_missing_address() {
     let net = network("n1", &["10.89.0.0/24"], false);
-    let observed = ObservedLink { addresses: vec![], up: true };
-    golden("network_repair.json", &json(&plan_network(&net, Some(&observed))));
-    let converged = ObservedLink { addresses: vec!["10.89.0.1/24".parse().unwrap()], up: true };
+    let observed = ObservedLink {
+        addresses: vec![],
+        up: true,
+    };
+    golden(
+        "network_repair.json",
+        &json(&plan_network(&net, Some(&observed))),
+    );
+    let converged = ObservedLink {
+        addresses: vec!["10.89.0.1/24".parse().unwrap()],
+        up: true,
+    };
     let ops = plan_network(&net, Some(&converged));
-    assert!(ops.iter().all(|o| matches!(o, Op::Sysctl { .. })), "converged network plans only sysctls: {ops:?}");
+    assert!(
+        ops.iter().all(|o| matches!(o, Op::Sysctl { .. })),
+        "converged network plans only sysctls: {ops:?}"
+    );
 }
 
 #[test]
@@ -77,7 +101,10 @@ fn attach_endpoint_dual_stack() {
     let net = network("n1", &["10.89.0.0/24", "fd00:89::/64"], false);
     let ep = endpoint(&net, &["10.89.0.2/24", "fd00:89::2/64"]);
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
-    golden("endpoint_attach.json", &json(&plan_endpoint(&net, &ep, &tmp)));
+    golden(
+        "endpoint_attach.json",
+        &json(&plan_endpoint(&net, &ep, &tmp)),
+    );
 }
 
 #[test]
@@ -96,7 +123,13 @@ fn undo_deletes_what_was_created_in_reverse() {
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
     let ops = plan_endpoint(&net, &ep, &tmp);
     let undo_ops = undo(&ops[..3]);
-    assert_eq!(undo_ops, vec![Op::DeleteLink { ns: Ns::Host, link: ep.host_ifname.clone() }]);
+    assert_eq!(
+        undo_ops,
+        vec![Op::DeleteLink {
+            ns: Ns::Host,
+            link: ep.host_ifname.clone()
+        }]
+    );
     assert_eq!(plan_endpoint_removal(&ep), undo_ops);
     let created = plan_network(&net, None);
     assert_eq!(undo(&created), plan_network_removal(&net));
@@ -108,9 +141,26 @@ fn ruleset_is_fixed_and_sets_grow() {
     let a = network("a", &["10.89.0.0/24", "fd00:89::/64"], false);
     let b = network("b", &["10.90.0.0/24"], true);
     golden("ruleset_two_networks.nft", &nft::render_ruleset([&a, &b]));
-    let rules = |s: &str| s.lines().filter(|l| l.starts_with("\t\t") && !l.contains("type ") && !l.contains("elements") && !l.contains("flags")).count();
+    let rules = |s: &str| {
+        s.lines()
+            .filter(|l| {
+                l.starts_with("\t\t")
+                    && !l.contains("type ")
+                    && !l.contains("elements")
+                    && !l.contains("flags")
+            })
+            .count()
+    };
     let one = nft::render_ruleset([&a]);
-    let many: Vec<Network> = (0..50).map(|i| network(&format!("n{i}"), &[&format!("10.{}.0.0/24", 100 + i)], false)).collect();
+    let many: Vec<Network> = (0..50)
+        .map(|i| {
+            network(
+                &format!("n{i}"),
+                &[&format!("10.{}.0.0/24", 100 + i)],
+                false,
+            )
+        })
+        .collect();
     assert_eq!(rules(&one), rules(&nft::render_ruleset(many.iter())));
     assert_eq!(rules(&nft::render_ruleset(std::iter::empty())), rules(&one));
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what weft needs on a fresh Debian machine (run as root):
+# kernel tools (iproute2, nftables, ping), protoc for the gRPC API, and the
+# Rust target the Wasm components are built for. Idempotent and quick when
+# everything is already there.
+set -euo pipefail
+export PATH="$HOME/.cargo/bin:$PATH"
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v ping >/dev/null || need+=(iputils-ping)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  echo "setup: adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+echo "setup: ok"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite (run as root: the end-to-end tests make network
+# namespaces). Formatting, lints, the Wasm components, unit tests (model,
+# plan golden files, store, Wasm host, guest arithmetic) and the end-to-end
+# tests that run weftd in namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+scripts/setup.sh
+cargo fmt --all -- --check
+(cd policies && cargo fmt --all -- --check)
+cargo xtask build-policies
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+(cd policies && cargo test --quiet)
+cargo xtask test
