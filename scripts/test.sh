@@ -11,5 +11,5 @@ cargo fmt --all -- --check
 (cd policies && cargo fmt --all -- --check)
 cargo xtask build-policies
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-(cd policies && cargo test --quiet)
+(cd policies && cargo test --lib --quiet)
 cargo xtask test

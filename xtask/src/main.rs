@@ -28,9 +28,9 @@ fn main() -> Result<()> {
                 .args(["build", "--workspace", "--bins"]))?;
             let mut test = Command::new(cargo());
             test.current_dir(&root)
-                .args(["test", "--workspace"])
+                .args(["test", "--workspace", "--all-targets"])
                 .args(&args[1..]);
-            run(&mut test)
+            run_tests(&mut test)
         }
         _ => bail!("usage: cargo xtask build-policies | test [cargo test args]"),
     }
@@ -52,6 +52,43 @@ fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Run `cargo test`, echoing its output, and close with one summary line
+/// over every test binary (`tests: N passed, N failed`).
+fn run_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let mut words = part.split_whitespace().rev();
+                    let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
     }
     Ok(())
 }

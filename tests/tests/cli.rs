@@ -1,0 +1,133 @@
+//! The `weft` CLI against a real weftd: the commands of the core slice,
+//! `-o json`, the WEFT_SOCKET variable, and errors printed with the daemon's
+//! message and a non-zero exit.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use weft_tests::Host;
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "weft failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn network_and_endpoint_commands() {
+    let host = Host::new("cli");
+    let c1 = host.container("c1");
+    ok(host.cli(&[
+        "network",
+        "create",
+        "web",
+        "--subnet",
+        "10.88.0.0/24",
+        "--subnet",
+        "fd00:88::/64",
+        "--gateway",
+        "10.88.0.254",
+        "--ip-range",
+        "10.88.0.128/25",
+        "--opt",
+        "mtu=1400",
+        "--label",
+        "team=a",
+    ]));
+    let table = ok(host.cli(&["network", "ls"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains("web") && table.contains("10.88.0.0/24,fd00:88::/64"),
+        "{table}"
+    );
+
+    let ep: Value = serde_json::from_str(&ok(host.cli(&[
+        "endpoint",
+        "attach",
+        "web",
+        "--netns",
+        &c1.path(),
+        "--name",
+        "c1",
+        "--label",
+        "app=x",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        ep["addresses"][0], "10.88.0.129/24",
+        "allocated from the ip-range"
+    );
+    assert_eq!(ep["gateways"][0], "10.88.0.254");
+    let mtu = String::from_utf8_lossy(&c1.exec(&["cat", "/sys/class/net/eth0/mtu"]).stdout)
+        .trim()
+        .to_owned();
+    assert_eq!(mtu, "1400");
+
+    let net: Value =
+        serde_json::from_str(&ok(host.cli(&["network", "inspect", "web", "-o", "json"]))).unwrap();
+    for key in [
+        "name",
+        "id",
+        "tenant",
+        "driver",
+        "subnets",
+        "gateways",
+        "bridge",
+        "options",
+        "labels",
+        "endpoints",
+    ] {
+        assert!(!net[key].is_null(), "inspect lacks {key}: {net}");
+    }
+    assert_eq!(net["tenant"], "default");
+    assert_eq!(net["driver"], "bridge");
+    assert_eq!(net["options"]["mtu"], "1400");
+    assert_eq!(net["labels"]["team"], "a");
+    let e = &net["endpoints"][0];
+    assert_eq!(e["name"], "c1");
+    assert_eq!(e["netns"], c1.path());
+    assert_eq!(e["ifname"], "eth0");
+    assert_eq!(e["mac"], "02:42:0a:58:00:81");
+    assert_eq!(e["addresses"].as_array().unwrap().len(), 2);
+
+    let list: Value =
+        serde_json::from_str(&ok(host.cli(&["endpoint", "ls", "-o", "json"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(ok(host.cli(&["endpoint", "inspect", "web", "c1"])).contains("02:42:0a:58:00:81"));
+
+    // Errors: the daemon's message, non-zero exit, nothing changed.
+    let out = host.cli(&["network", "create", "bad", "--subnet", "10.0.0.0/33"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32"),
+        "{err}"
+    );
+    let out = host.cli(&["network", "rm", "web"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("detach them first"));
+
+    ok(host.cli(&["endpoint", "detach", "web", "c1"]));
+    ok(host.cli(&["network", "rm", "web"]));
+    let list: Value =
+        serde_json::from_str(&ok(host.cli(&["network", "ls", "-o", "json"]))).unwrap();
+    assert_eq!(list, Value::Array(vec![]));
+}
+
+#[test]
+fn unreachable_daemon_is_a_clear_error() {
+    let out = std::process::Command::new(weft_tests::bin_dir().join("weft"))
+        .env("WEFT_SOCKET", "/nonexistent/weft.sock")
+        .args(["network", "ls"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot reach weftd at /nonexistent/weft.sock")
+    );
+}
