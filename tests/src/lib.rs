@@ -37,25 +37,14 @@ pub fn bin_dir() -> PathBuf {
 
 /// Run a command, panicking with its output if it fails.
 pub fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
 /// Run a command in namespace `ns`, returning its output (not checked).
 pub fn in_ns(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
 }
 
 /// A network namespace made by the test and deleted on drop.
@@ -80,40 +69,26 @@ impl Netns {
     /// Names of the links inside.
     pub fn links(&self) -> Vec<String> {
         let out = self.exec(&["ip", "-j", "link", "show"]);
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|l| l["ifname"].as_str().map(str::to_owned)).collect())
             .unwrap_or_default()
     }
     /// True if a ping to `addr` is answered within a few tries.
     pub fn ping(&self, addr: &str) -> bool {
-        (0..3).any(|_| {
-            self.exec(&["ping", "-c", "1", "-W", "1", addr])
-                .status
-                .success()
-        })
+        (0..3).any(|_| self.exec(&["ping", "-c", "1", "-W", "1", addr]).status.success())
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
 /// Run `f` on a fresh thread that has entered namespace `ns` (sockets it
 /// opens live there).
-pub fn on_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
+pub fn on_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = File::open(&path).unwrap();
@@ -151,8 +126,7 @@ pub fn tcp_server(ns: &str, addr: &str) -> std::thread::JoinHandle<Option<Socket
 pub fn tcp_connect(ns: &str, addr: &str) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
     on_ns(ns, move || {
-        let mut s =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
@@ -176,12 +150,7 @@ impl Host {
         let dir = std::env::temp_dir().join(format!("weft-test-{}", ns.name));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut h = Host {
-            ns,
-            dir,
-            tag: tag.to_owned(),
-            weftd: None,
-        };
+        let mut h = Host { ns, dir, tag: tag.to_owned(), weftd: None };
         h.start();
         h
     }
@@ -194,11 +163,7 @@ impl Host {
     pub fn start(&mut self) {
         assert!(self.weftd.is_none(), "weftd already running");
         let _ = std::fs::remove_file(self.socket());
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("weftd.log"))
-            .unwrap();
+        let log = File::options().create(true).append(true).open(self.dir.join("weftd.log")).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns.name])
             .arg(bin_dir().join("weftd"))
@@ -220,11 +185,7 @@ impl Host {
             {
                 panic!("weftd exited ({status}) at start:\n{}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "weftd did not open its socket:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "weftd did not open its socket:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -269,55 +230,37 @@ impl Host {
     }
 
     /// Create a network with the given subnets.
-    pub async fn create_network(
-        &self,
-        name: &str,
-        subnets: &[&str],
-    ) -> Result<pb::Network, tonic::Status> {
+    pub async fn create_network(&self, name: &str, subnets: &[&str]) -> Result<pb::Network, tonic::Status> {
         let req = pb::CreateNetworkRequest {
             name: name.into(),
-            subnets: subnets
-                .iter()
-                .map(|s| pb::Subnet {
-                    subnet: (*s).into(),
-                    ..Default::default()
-                })
-                .collect(),
+            subnets: subnets.iter().map(|s| pb::Subnet { subnet: (*s).into(), ..Default::default() }).collect(),
             ..Default::default()
         };
-        self.networks()
-            .await
-            .create_network(req)
-            .await
-            .map(|r| r.into_inner())
+        self.networks().await.create_network(req).await.map(|r| r.into_inner())
     }
 
     /// Attach namespace `ns` to `network` as `name`.
-    pub async fn attach(
-        &self,
-        network: &str,
-        name: &str,
-        ns: &Netns,
-    ) -> Result<pb::Endpoint, tonic::Status> {
+    pub async fn attach(&self, network: &str, name: &str, ns: &Netns) -> Result<pb::Endpoint, tonic::Status> {
         let req = pb::AttachEndpointRequest {
             network: network.into(),
             name: name.into(),
             netns: ns.path(),
             ..Default::default()
         };
-        self.endpoints()
-            .await
-            .attach_endpoint(req)
-            .await
-            .map(|r| r.into_inner())
+        self.endpoints().await.attach_endpoint(req).await.map(|r| r.into_inner())
     }
 
     /// Link an "outside" namespace to the host namespace: host side
-    /// `198.18.<n>.1/24`, outside `198.18.<n>.2/24` (benchmark range, only
-    /// inside this test's namespaces). Returns the outside namespace.
+    /// `198.18.<n>.1/24` and `fd00:198:<n>::1/64`, outside `.2` and `::2`
+    /// (only inside this test's namespaces). Returns the outside namespace.
     pub fn outside(&self, n: u8) -> Netns {
         let out = self.container("out");
         let host_if = format!("wtup{n}");
+        // New links skip IPv6 duplicate address detection, so the first
+        // packets are not held back by tentative addresses.
+        for ns in [&self.ns.name, &out.name] {
+            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+        }
         sh(&[
             "ip",
             "-n",
@@ -333,29 +276,14 @@ impl Host {
             "netns",
             &out.name,
         ]);
-        sh(&[
-            "ip",
-            "-n",
-            &self.ns.name,
-            "addr",
-            "add",
-            &format!("198.18.{n}.1/24"),
-            "dev",
-            &host_if,
-        ]);
+        sh(&["ip", "-n", &self.ns.name, "addr", "add", &format!("198.18.{n}.1/24"), "dev", &host_if]);
         sh(&["ip", "-n", &self.ns.name, "link", "set", &host_if, "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            &out.name,
-            "addr",
-            "add",
-            &format!("198.18.{n}.2/24"),
-            "dev",
-            "wtdown",
-        ]);
+        sh(&["ip", "-n", &out.name, "addr", "add", &format!("198.18.{n}.2/24"), "dev", "wtdown"]);
         sh(&["ip", "-n", &out.name, "link", "set", "wtdown", "up"]);
         sh(&["ip", "-n", &out.name, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", &self.ns.name, "addr", "add", &format!("fd00:198:{n}::1/64"), "dev", &host_if, "nodad"]);
+        sh(&["ip", "-n", &out.name, "addr", "add", &format!("fd00:198:{n}::2/64"), "dev", "wtdown", "nodad"]);
+        sh(&["ip", "-n", &self.ns.name, "link", "set", "lo", "up"]);
         out
     }
 
@@ -371,11 +299,7 @@ impl Host {
 
     /// Run the `weft` CLI against this host.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin_dir().join("weft"))
-            .env("WEFT_SOCKET", self.socket())
-            .args(args)
-            .output()
-            .unwrap()
+        Command::new(bin_dir().join("weft")).env("WEFT_SOCKET", self.socket()).args(args).output().unwrap()
     }
 }
 
@@ -397,4 +321,90 @@ pub fn addr_of(cidr: &str) -> String {
 /// Whether `path` exists (helper for readability in tests).
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// A TCP and UDP server in a namespace that answers "hello" to every
+/// connection or datagram and records who connected, until dropped.
+pub struct Server {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peers: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Listen on `addr` (TCP and UDP) inside `ns`; `[::]:PORT` serves both
+    /// families.
+    pub fn start(ns: &str, addr: &str) -> Server {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let addr: SocketAddr = addr.parse().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s1, p1, t1) = (stop.clone(), peers.clone(), tx.clone());
+        let tcp = on_ns(ns, move || {
+            let l = TcpListener::bind(addr).unwrap();
+            l.set_nonblocking(true).unwrap();
+            t1.send(()).unwrap();
+            while !s1.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut s, peer)) => {
+                        p1.lock().unwrap().push(peer);
+                        let _ = s.write_all(b"hello");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let (s2, p2) = (stop.clone(), peers.clone());
+        let udp = on_ns(ns, move || {
+            let u = std::net::UdpSocket::bind(addr).unwrap();
+            u.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 512];
+            while !s2.load(Ordering::SeqCst) {
+                if let Ok((_, peer)) = u.recv_from(&mut buf) {
+                    p2.lock().unwrap().push(peer);
+                    let _ = u.send_to(b"hello", peer);
+                }
+            }
+        });
+        rx.recv().unwrap();
+        rx.recv().unwrap();
+        Server { stop, peers, threads: vec![tcp, udp] }
+    }
+
+    /// The address of the most recent client.
+    pub fn last_peer(&self) -> Option<std::net::IpAddr> {
+        self.peers.lock().unwrap().last().map(|p| p.ip().to_canonical())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Send one UDP datagram from `ns` to `addr` and wait for the answer.
+pub fn udp_query(ns: &str, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    on_ns(ns, move || {
+        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+        let u = std::net::UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        u.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..4 {
+            u.send_to(b"ping", addr).map_err(|e| e.to_string())?;
+            if let Ok((n, _)) = u.recv_from(&mut buf) {
+                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        Err("no answer".into())
+    })
+    .join()
+    .unwrap()
 }

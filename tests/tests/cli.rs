@@ -7,11 +7,7 @@ use serde_json::Value;
 use weft_tests::Host;
 
 fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "weft failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "weft failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -38,10 +34,7 @@ fn network_and_endpoint_commands() {
     ]));
     let table = ok(host.cli(&["network", "ls"]));
     assert!(table.starts_with("NAME"), "{table}");
-    assert!(
-        table.contains("web") && table.contains("10.88.0.0/24,fd00:88::/64"),
-        "{table}"
-    );
+    assert!(table.contains("web") && table.contains("10.88.0.0/24,fd00:88::/64"), "{table}");
 
     let ep: Value = serde_json::from_str(&ok(host.cli(&[
         "endpoint",
@@ -57,30 +50,13 @@ fn network_and_endpoint_commands() {
         "json",
     ])))
     .unwrap();
-    assert_eq!(
-        ep["addresses"][0], "10.88.0.129/24",
-        "allocated from the ip-range"
-    );
+    assert_eq!(ep["addresses"][0], "10.88.0.129/24", "allocated from the ip-range");
     assert_eq!(ep["gateways"][0], "10.88.0.254");
-    let mtu = String::from_utf8_lossy(&c1.exec(&["cat", "/sys/class/net/eth0/mtu"]).stdout)
-        .trim()
-        .to_owned();
+    let mtu = String::from_utf8_lossy(&c1.exec(&["cat", "/sys/class/net/eth0/mtu"]).stdout).trim().to_owned();
     assert_eq!(mtu, "1400");
 
-    let net: Value =
-        serde_json::from_str(&ok(host.cli(&["network", "inspect", "web", "-o", "json"]))).unwrap();
-    for key in [
-        "name",
-        "id",
-        "tenant",
-        "driver",
-        "subnets",
-        "gateways",
-        "bridge",
-        "options",
-        "labels",
-        "endpoints",
-    ] {
+    let net: Value = serde_json::from_str(&ok(host.cli(&["network", "inspect", "web", "-o", "json"]))).unwrap();
+    for key in ["name", "id", "tenant", "driver", "subnets", "gateways", "bridge", "options", "labels", "endpoints"] {
         assert!(!net[key].is_null(), "inspect lacks {key}: {net}");
     }
     assert_eq!(net["tenant"], "default");
@@ -94,8 +70,7 @@ fn network_and_endpoint_commands() {
     assert_eq!(e["mac"], "02:42:0a:58:00:81");
     assert_eq!(e["addresses"].as_array().unwrap().len(), 2);
 
-    let list: Value =
-        serde_json::from_str(&ok(host.cli(&["endpoint", "ls", "-o", "json"]))).unwrap();
+    let list: Value = serde_json::from_str(&ok(host.cli(&["endpoint", "ls", "-o", "json"]))).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert!(ok(host.cli(&["endpoint", "inspect", "web", "c1"])).contains("02:42:0a:58:00:81"));
 
@@ -103,18 +78,14 @@ fn network_and_endpoint_commands() {
     let out = host.cli(&["network", "create", "bad", "--subnet", "10.0.0.0/33"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32"),
-        "{err}"
-    );
+    assert!(err.contains("subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32"), "{err}");
     let out = host.cli(&["network", "rm", "web"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("detach them first"));
 
     ok(host.cli(&["endpoint", "detach", "web", "c1"]));
     ok(host.cli(&["network", "rm", "web"]));
-    let list: Value =
-        serde_json::from_str(&ok(host.cli(&["network", "ls", "-o", "json"]))).unwrap();
+    let list: Value = serde_json::from_str(&ok(host.cli(&["network", "ls", "-o", "json"]))).unwrap();
     assert_eq!(list, Value::Array(vec![]));
 }
 
@@ -126,8 +97,5 @@ fn unreachable_daemon_is_a_clear_error() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("cannot reach weftd at /nonexistent/weft.sock")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach weftd at /nonexistent/weft.sock"));
 }

@@ -13,32 +13,22 @@ use weft_tests::{Host, addr_of, tcp_connect, tcp_server};
 async fn endpoints_talk_and_egress_is_masqueraded() {
     let host = Host::new("talk");
     let out = host.outside(1);
-    host.create_network("n1", &["10.91.0.0/24", "fd00:91::/64"])
-        .await
-        .unwrap();
+    host.create_network("n1", &["10.91.0.0/24", "fd00:91::/64"]).await.unwrap();
     let c1 = host.container("c1");
     let c2 = host.container("c2");
     let e1 = host.attach("n1", "c1", &c1).await.unwrap();
     let e2 = host.attach("n1", "c2", &c2).await.unwrap();
     assert_eq!(e1.addresses, ["10.91.0.2/24", "fd00:91::2/64"]);
-    assert_eq!(
-        e1.mac, "02:42:0a:5b:00:02",
-        "Docker-style MAC from the IPv4 address"
-    );
+    assert_eq!(e1.mac, "02:42:0a:5b:00:02", "Docker-style MAC from the IPv4 address");
     assert_eq!(e2.addresses[0], "10.91.0.3/24");
 
     // Inside the container: eth0 with the MAC and address, lo up, default route.
-    let show = String::from_utf8_lossy(&c1.exec(&["ip", "-j", "addr", "show", "eth0"]).stdout)
-        .into_owned();
-    assert!(
-        show.contains("02:42:0a:5b:00:02") && show.contains("10.91.0.2"),
-        "{show}"
-    );
+    let show = String::from_utf8_lossy(&c1.exec(&["ip", "-j", "addr", "show", "eth0"]).stdout).into_owned();
+    assert!(show.contains("02:42:0a:5b:00:02") && show.contains("10.91.0.2"), "{show}");
     let routes = String::from_utf8_lossy(&c1.exec(&["ip", "route"]).stdout).into_owned();
-    assert!(
-        routes.contains("default via 10.91.0.1 dev eth0"),
-        "{routes}"
-    );
+    assert!(routes.contains("default via 10.91.0.1 dev eth0"), "{routes}");
+    let dad = c1.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/accept_dad"]);
+    assert_eq!(String::from_utf8_lossy(&dad.stdout).trim(), "0", "sysctl written inside the container's namespace");
 
     // TCP between the two endpoints, IPv4 and IPv6, addresses preserved.
     let srv = tcp_server(&c1.name, "0.0.0.0:8080");
@@ -51,21 +41,12 @@ async fn endpoints_talk_and_egress_is_masqueraded() {
     // Egress: the outside sees the host's address, not the container's.
     let srv = tcp_server(&out.name, "198.18.1.2:9000");
     assert_eq!(tcp_connect(&c1.name, "198.18.1.2:9000").unwrap(), "hello");
-    assert_eq!(
-        srv.join().unwrap().unwrap().ip().to_string(),
-        "198.18.1.1",
-        "masqueraded to the host address"
-    );
+    assert_eq!(srv.join().unwrap().unwrap().ip().to_string(), "198.18.1.1", "masqueraded to the host address");
 
     // The outside cannot open connections to the container directly.
-    host.ns
-        .exec(&["ip", "route", "add", "10.91.0.0/24", "dev", "lo"]);
     out.exec(&["ip", "route", "add", "10.91.0.0/24", "via", "198.18.1.1"]);
     let _srv = tcp_server(&c1.name, "0.0.0.0:8082");
-    assert!(
-        tcp_connect(&out.name, "10.91.0.2:8082").is_err(),
-        "unsolicited inbound traffic must be dropped"
-    );
+    assert!(tcp_connect(&out.name, "10.91.0.2:8082").is_err(), "unsolicited inbound traffic must be dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,10 +55,7 @@ async fn internal_network_has_no_way_out() {
     let out = host.outside(2);
     let req = pb::CreateNetworkRequest {
         name: "priv".into(),
-        subnets: vec![pb::Subnet {
-            subnet: "10.92.0.0/24".into(),
-            ..Default::default()
-        }],
+        subnets: vec![pb::Subnet { subnet: "10.92.0.0/24".into(), ..Default::default() }],
         internal: true,
         ..Default::default()
     };
@@ -86,22 +64,13 @@ async fn internal_network_has_no_way_out() {
     let c2 = host.container("c2");
     host.attach("priv", "c1", &c1).await.unwrap();
     host.attach("priv", "c2", &c2).await.unwrap();
-    assert!(
-        c2.ping("10.92.0.2"),
-        "endpoints of an internal network still talk"
-    );
+    assert!(c2.ping("10.92.0.2"), "endpoints of an internal network still talk");
     let routes = String::from_utf8_lossy(&c1.exec(&["ip", "route"]).stdout).into_owned();
-    assert!(
-        !routes.contains("default"),
-        "no default route on an internal network: {routes}"
-    );
+    assert!(!routes.contains("default"), "no default route on an internal network: {routes}");
     // Even with a route added by hand, the firewall keeps traffic in.
     c1.exec(&["ip", "route", "add", "default", "via", "10.92.0.1"]);
     let _srv = tcp_server(&out.name, "198.18.2.2:9000");
-    assert!(
-        tcp_connect(&c1.name, "198.18.2.2:9000").is_err(),
-        "internal network reached the outside"
-    );
+    assert!(tcp_connect(&c1.name, "198.18.2.2:9000").is_err(), "internal network reached the outside");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,26 +85,12 @@ async fn detach_and_rm_leave_nothing_behind() {
     assert!(host.nft_tables().contains("inet weft"));
 
     let mut eps = host.endpoints().await;
-    eps.detach_endpoint(pb::DetachEndpointRequest {
-        network: "n1".into(),
-        name: "c1".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert!(
-        !host.host_links().contains(&ep.host_ifname),
-        "host veth gone"
-    );
-    assert!(
-        !c1.links().contains(&"eth0".to_string()),
-        "container interface gone"
-    );
-    let listed = eps
-        .list_endpoints(pb::ListEndpointsRequest::default())
+    eps.detach_endpoint(pb::DetachEndpointRequest { network: "n1".into(), name: "c1".into(), ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
+    assert!(!host.host_links().contains(&ep.host_ifname), "host veth gone");
+    assert!(!c1.links().contains(&"eth0".to_string()), "container interface gone");
+    let listed = eps.list_endpoints(pb::ListEndpointsRequest::default()).await.unwrap().into_inner();
     assert!(listed.endpoints.is_empty());
     // The lease was released: a static request for the same address succeeds.
     let req = pb::AttachEndpointRequest {
@@ -146,34 +101,18 @@ async fn detach_and_rm_leave_nothing_behind() {
         ..Default::default()
     };
     eps.attach_endpoint(req).await.unwrap();
-    eps.detach_endpoint(pb::DetachEndpointRequest {
-        network: "n1".into(),
-        name: "again".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    eps.detach_endpoint(pb::DetachEndpointRequest { network: "n1".into(), name: "again".into(), ..Default::default() })
+        .await
+        .unwrap();
 
     host.networks()
         .await
-        .delete_network(pb::DeleteNetworkRequest {
-            name: "n1".into(),
-            ..Default::default()
-        })
+        .delete_network(pb::DeleteNetworkRequest { name: "n1".into(), ..Default::default() })
         .await
         .unwrap();
     assert_eq!(host.host_links(), before, "bridge gone, nothing else left");
-    assert!(
-        !host.nft_tables().contains("weft"),
-        "weft's table is removed with the last network"
-    );
-    let nets = host
-        .networks()
-        .await
-        .list_networks(pb::ListNetworksRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(!host.nft_tables().contains("weft"), "weft's table is removed with the last network");
+    let nets = host.networks().await.list_networks(pb::ListNetworksRequest::default()).await.unwrap().into_inner();
     assert!(nets.networks.is_empty());
 }
 
@@ -187,24 +126,15 @@ async fn restart_repairs_a_deleted_bridge_and_table() {
     host.attach("n1", "c2", &c2).await.unwrap();
 
     host.stop();
-    assert!(
-        c2.ping("10.94.0.2"),
-        "containers keep networking while weftd is down"
-    );
+    assert!(c2.ping("10.94.0.2"), "containers keep networking while weftd is down");
     host.ns.exec(&["ip", "link", "del", &net.bridge]);
     host.ns.exec(&["nft", "delete", "table", "inet", "weft"]);
     assert!(!c2.ping("10.94.0.2"), "deleting the bridge cut the network");
 
     host.start();
-    assert!(
-        c2.ping("10.94.0.2"),
-        "reconcile re-created the bridge and re-attached the veths"
-    );
+    assert!(c2.ping("10.94.0.2"), "reconcile re-created the bridge and re-attached the veths");
     assert!(c2.ping("10.94.0.1"), "gateway address is back");
-    assert!(
-        host.nft_tables().contains("inet weft"),
-        "nft table re-created"
-    );
+    assert!(host.nft_tables().contains("inet weft"), "nft table re-created");
     let srv = tcp_server(&c1.name, "0.0.0.0:8080");
     assert_eq!(tcp_connect(&c2.name, "10.94.0.2:8080").unwrap(), "hello");
     srv.join().unwrap();
@@ -212,10 +142,7 @@ async fn restart_repairs_a_deleted_bridge_and_table() {
     let n = host
         .networks()
         .await
-        .get_network(pb::GetNetworkRequest {
-            name: "n1".into(),
-            ..Default::default()
-        })
+        .get_network(pb::GetNetworkRequest { name: "n1".into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -246,28 +173,16 @@ async fn hundred_parallel_attaches_get_distinct_addresses() {
     let mut by_index = Vec::new();
     for t in futures::future::join_all(tasks).await {
         let ep = t.unwrap().unwrap();
-        assert!(
-            addrs.insert(ep.addresses[0].clone()),
-            "duplicate address {}",
-            ep.addresses[0]
-        );
+        assert!(addrs.insert(ep.addresses[0].clone()), "duplicate address {}", ep.addresses[0]);
         by_index.push(ep);
     }
     assert_eq!(addrs.len(), 100);
     // The kernel agrees: each namespace holds the address it was given.
     for (c, ep) in containers.iter().zip(&by_index).step_by(17) {
-        let show = String::from_utf8_lossy(&c.exec(&["ip", "-o", "addr", "show", "eth0"]).stdout)
-            .into_owned();
-        assert!(
-            show.contains(&ep.addresses[0]),
-            "{show} lacks {}",
-            ep.addresses[0]
-        );
+        let show = String::from_utf8_lossy(&c.exec(&["ip", "-o", "addr", "show", "eth0"]).stdout).into_owned();
+        assert!(show.contains(&ep.addresses[0]), "{show} lacks {}", ep.addresses[0]);
     }
-    assert!(
-        containers[99].ping(&addr_of(&by_index[0].addresses[0])),
-        "first and last endpoint talk"
-    );
+    assert!(containers[99].ping(&addr_of(&by_index[0].addresses[0])), "first and last endpoint talk");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,73 +190,35 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
     let host = Host::new("bad");
     host.create_network("n1", &["10.96.0.0/29"]).await.unwrap();
     let links_before = host.host_links();
-    let nft_before = String::from_utf8_lossy(
-        &host
-            .ns
-            .exec(&["nft", "list", "table", "inet", "weft"])
-            .stdout,
-    )
-    .into_owned();
+    let nft_before =
+        String::from_utf8_lossy(&host.ns.exec(&["nft", "list", "table", "inet", "weft"]).stdout).into_owned();
 
     let code = |r: Result<pb::Network, tonic::Status>| r.map(|_| ()).unwrap_err();
     let e = code(host.create_network("x", &["10.0.0.0/33"]).await);
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(
-        e.message(),
-        "subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32"
-    );
+    assert_eq!(e.message(), "subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32");
     let e = code(host.create_network("x", &["10.96.0.0/24"]).await);
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("overlaps"), "{}", e.message());
-    assert_eq!(
-        code(host.create_network("n1", &["10.97.0.0/24"]).await).code(),
-        Code::AlreadyExists
-    );
+    assert_eq!(code(host.create_network("n1", &["10.97.0.0/24"]).await).code(), Code::AlreadyExists);
     let bad_gw = pb::CreateNetworkRequest {
         name: "gw".into(),
-        subnets: vec![pb::Subnet {
-            subnet: "10.98.0.0/24".into(),
-            gateway: "10.99.0.1".into(),
-            ..Default::default()
-        }],
+        subnets: vec![pb::Subnet { subnet: "10.98.0.0/24".into(), gateway: "10.99.0.1".into(), ..Default::default() }],
         ..Default::default()
     };
-    let e = host
-        .networks()
-        .await
-        .create_network(bad_gw)
-        .await
-        .unwrap_err();
+    let e = host.networks().await.create_network(bad_gw).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message().starts_with("subnets[0].gateway"),
-        "{}",
-        e.message()
-    );
+    assert!(e.message().starts_with("subnets[0].gateway"), "{}", e.message());
     let bad_ipam = pb::CreateNetworkRequest {
         name: "m".into(),
-        subnets: vec![pb::Subnet {
-            subnet: "10.98.0.0/24".into(),
-            ..Default::default()
-        }],
+        subnets: vec![pb::Subnet { subnet: "10.98.0.0/24".into(), ..Default::default() }],
         ipam: "no-such-module".into(),
         ..Default::default()
     };
-    assert_eq!(
-        host.networks()
-            .await
-            .create_network(bad_ipam)
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
+    assert_eq!(host.networks().await.create_network(bad_ipam).await.unwrap_err().code(), Code::NotFound);
 
     let c = host.container("c");
-    assert_eq!(
-        host.attach("nope", "a", &c).await.unwrap_err().code(),
-        Code::NotFound
-    );
+    assert_eq!(host.attach("nope", "a", &c).await.unwrap_err().code(), Code::NotFound);
     let mut eps = host.endpoints().await;
     let not_ns = pb::AttachEndpointRequest {
         network: "n1".into(),
@@ -351,11 +228,7 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
     };
     let e = eps.attach_endpoint(not_ns).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message().starts_with("netns: /etc/hostname"),
-        "{}",
-        e.message()
-    );
+    assert!(e.message().starts_with("netns: /etc/hostname"), "{}", e.message());
     let bad_ip = pb::AttachEndpointRequest {
         network: "n1".into(),
         name: "a".into(),
@@ -363,10 +236,7 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
         ips: vec!["10.1.2.3".into()],
         ..Default::default()
     };
-    assert_eq!(
-        eps.attach_endpoint(bad_ip).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    assert_eq!(eps.attach_endpoint(bad_ip).await.unwrap_err().code(), Code::InvalidArgument);
 
     // /29: gateway .1, endpoints .2 to .6; the sixth attach exhausts the pool.
     let cs: Vec<_> = (0..6).map(|i| host.container(&format!("x{i}"))).collect();
@@ -375,10 +245,7 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
     }
     let e = host.attach("n1", "x5", &cs[5]).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
-    assert_eq!(
-        host.attach("n1", "x0", &cs[5]).await.unwrap_err().code(),
-        Code::AlreadyExists
-    );
+    assert_eq!(host.attach("n1", "x0", &cs[5]).await.unwrap_err().code(), Code::AlreadyExists);
     let taken = pb::AttachEndpointRequest {
         network: "n1".into(),
         name: "y".into(),
@@ -386,52 +253,27 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
         ips: vec!["10.96.0.2".into()],
         ..Default::default()
     };
-    assert_eq!(
-        eps.attach_endpoint(taken).await.unwrap_err().code(),
-        Code::AlreadyExists
-    );
+    assert_eq!(eps.attach_endpoint(taken).await.unwrap_err().code(), Code::AlreadyExists);
     let e = host
         .networks()
         .await
-        .delete_network(pb::DeleteNetworkRequest {
-            name: "n1".into(),
-            ..Default::default()
-        })
+        .delete_network(pb::DeleteNetworkRequest { name: "n1".into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
 
     // Nothing changed by the refused requests: same networks, 5 endpoints,
     // only their veths were added, same firewall.
-    let nets = host
-        .networks()
-        .await
-        .list_networks(pb::ListNetworksRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let nets = host.networks().await.list_networks(pb::ListNetworksRequest::default()).await.unwrap().into_inner();
     assert_eq!(nets.networks.len(), 1);
     assert_eq!(nets.networks[0].endpoints.len(), 5);
-    let added: Vec<_> = host
-        .host_links()
-        .into_iter()
-        .filter(|l| !links_before.contains(l))
-        .collect();
+    let added: Vec<_> = host.host_links().into_iter().filter(|l| !links_before.contains(l)).collect();
     assert_eq!(added.len(), 5, "{added:?}");
     assert!(added.iter().all(|l| l.starts_with("veth")));
-    let nft_after = String::from_utf8_lossy(
-        &host
-            .ns
-            .exec(&["nft", "list", "table", "inet", "weft"])
-            .stdout,
-    )
-    .into_owned();
+    let nft_after =
+        String::from_utf8_lossy(&host.ns.exec(&["nft", "list", "table", "inet", "weft"]).stdout).into_owned();
     assert_eq!(nft_before, nft_after);
-    assert!(
-        cs[5].links() == ["lo"],
-        "refused attach left nothing in the namespace: {:?}",
-        cs[5].links()
-    );
+    assert!(cs[5].links() == ["lo"], "refused attach left nothing in the namespace: {:?}", cs[5].links());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,31 +284,15 @@ async fn attach_failing_halfway_is_rolled_back() {
     let c = host.container("c");
     // Something already called eth0 in the namespace makes the rename fail
     // after the veth pair was made and moved.
-    assert!(
-        c.exec(&[
-            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"
-        ])
-        .status
-        .success()
-    );
+    assert!(c.exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]).status.success());
     let e = host.attach("n1", "a", &c).await.unwrap_err();
     assert_eq!(e.code(), Code::Internal, "{}", e.message());
     assert!(e.message().contains("rolled back"), "{}", e.message());
     assert_eq!(host.host_links(), links_before, "no veth left on the host");
     let mut inside = c.links();
     inside.sort();
-    assert_eq!(
-        inside,
-        ["eth0", "eth0p", "lo"],
-        "only what the test made remains in the namespace"
-    );
-    let eps = host
-        .endpoints()
-        .await
-        .list_endpoints(pb::ListEndpointsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    assert_eq!(inside, ["eth0", "eth0p", "lo"], "only what the test made remains in the namespace");
+    let eps = host.endpoints().await.list_endpoints(pb::ListEndpointsRequest::default()).await.unwrap().into_inner();
     assert!(eps.endpoints.is_empty(), "no endpoint record");
     // The lease was released: the address is free for a static request.
     let c2 = host.container("c2");
@@ -485,16 +311,11 @@ async fn health_and_reflection_are_served() {
     let host = Host::new("health");
     let mut h = tonic_health::pb::health_client::HealthClient::new(host.channel().await);
     let r = h
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "weft.v1.NetworkService".into(),
-        })
+        .check(tonic_health::pb::HealthCheckRequest { service: "weft.v1.NetworkService".into() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        r.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,21 +331,41 @@ async fn reflection_lists_the_services() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
     let resp = stream.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
         panic!("unexpected {resp:?}")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in [
-        "weft.v1.NetworkService",
-        "weft.v1.EndpointService",
-        "grpc.health.v1.Health",
-    ] {
+    for want in ["weft.v1.NetworkService", "weft.v1.EndpointService", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_by_proc_pid_ns_path() {
+    let host = Host::new("procns");
+    host.create_network("n1", &["10.87.0.0/24"]).await.unwrap();
+    // A "container" that is only a process in its own network namespace.
+    let mut child = std::process::Command::new("unshare").args(["--net", "sleep", "60"]).spawn().unwrap();
+    let pid = child.id();
+    let path = format!("/proc/{pid}/ns/net");
+    // Wait until unshare has switched namespace (the link differs from ours).
+    for _ in 0..100 {
+        if std::fs::read_link(&path).ok() != std::fs::read_link("/proc/self/ns/net").ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let req =
+        pb::AttachEndpointRequest { network: "n1".into(), name: "proc".into(), netns: path, ..Default::default() };
+    let attached = host.endpoints().await.attach_endpoint(req).await;
+    let ping = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "ping", "-c", "1", "-W", "2", "10.87.0.1"])
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(attached.unwrap().into_inner().addresses, ["10.87.0.2/24"]);
+    assert!(ping.status.success(), "the process reaches its gateway");
 }

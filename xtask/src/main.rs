@@ -23,13 +23,9 @@ fn main() -> Result<()> {
         Some("build-policies") => build_policies(&root),
         Some("test") => {
             build_policies(&root)?;
-            run(Command::new(cargo())
-                .current_dir(&root)
-                .args(["build", "--workspace", "--bins"]))?;
+            run(Command::new(cargo()).current_dir(&root).args(["build", "--workspace", "--bins"]))?;
             let mut test = Command::new(cargo());
-            test.current_dir(&root)
-                .args(["test", "--workspace", "--all-targets"])
-                .args(&args[1..]);
+            test.current_dir(&root).args(["test", "--workspace", "--all-targets"]).args(&args[1..]);
             run_tests(&mut test)
         }
         _ => bail!("usage: cargo xtask build-policies | test [cargo test args]"),
@@ -42,10 +38,7 @@ fn cargo() -> String {
 
 fn workspace_root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
+    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -60,10 +53,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 /// over every test binary (`tests: N passed, N failed`).
 fn run_tests(cmd: &mut Command) -> Result<()> {
     use std::io::{BufRead, BufReader};
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawning {cmd:?}"))?;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("spawning {cmd:?}"))?;
     let (mut passed, mut failed) = (0u64, 0u64);
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines() {
@@ -95,23 +85,13 @@ fn run_tests(cmd: &mut Command) -> Result<()> {
 
 fn build_policies(root: &Path) -> Result<()> {
     let policies = root.join("policies");
-    run(Command::new(cargo()).current_dir(&policies).args([
-        "build",
-        "--release",
-        "--target",
-        GUEST_TARGET,
-    ]))
-    .context(
-        "building policies/ (is the target installed? `rustup target add wasm32-unknown-unknown`)",
-    )?;
+    run(Command::new(cargo()).current_dir(&policies).args(["build", "--release", "--target", GUEST_TARGET]))
+        .context("building policies/ (is the target installed? `rustup target add wasm32-unknown-unknown`)")?;
     let out = root.join("target").join("modules");
     std::fs::create_dir_all(&out)?;
     for name in COMPONENTS {
-        let core = policies
-            .join("target")
-            .join(GUEST_TARGET)
-            .join("release")
-            .join(format!("{}.wasm", name.replace('-', "_")));
+        let core =
+            policies.join("target").join(GUEST_TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
         let bytes = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
         let component = wit_component::ComponentEncoder::default()
             .module(&bytes)

@@ -17,12 +17,7 @@ use weft_grpc::pb;
 #[command(name = "weft", version, about)]
 struct Cli {
     /// weftd's Unix socket.
-    #[arg(
-        long,
-        global = true,
-        env = "WEFT_SOCKET",
-        default_value = "/run/weft/weft.sock"
-    )]
+    #[arg(long, global = true, env = "WEFT_SOCKET", default_value = "/run/weft/weft.sock")]
     socket: PathBuf,
     /// Tenant to act as (empty: default).
     #[arg(long, global = true, env = "WEFT_TENANT", default_value = "")]
@@ -128,6 +123,9 @@ enum EndpointCmd {
         /// Label KEY=VALUE.
         #[arg(long = "label", value_parser = parse_kv)]
         labels: Vec<(String, String)>,
+        /// Publish a port: [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|udp|sctp].
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
     },
     /// Detach an endpoint.
     Detach {
@@ -153,9 +151,7 @@ enum EndpointCmd {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
 fn family_of(s: &str) -> Option<bool> {
@@ -168,17 +164,8 @@ fn subnets(a: &CreateArgs) -> Vec<pb::Subnet> {
         .iter()
         .map(|s| {
             let fam = family_of(s);
-            let pick = |v: &Vec<String>| {
-                v.iter()
-                    .find(|x| family_of(x) == fam)
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            pb::Subnet {
-                subnet: s.clone(),
-                gateway: pick(&a.gateways),
-                ip_range: pick(&a.ip_ranges),
-            }
+            let pick = |v: &Vec<String>| v.iter().find(|x| family_of(x) == fam).cloned().unwrap_or_default();
+            pb::Subnet { subnet: s.clone(), gateway: pick(&a.gateways), ip_range: pick(&a.ip_ranges) }
         })
         .collect()
 }
@@ -196,9 +183,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let channel = connect_unix(&cli.socket)
-        .await
-        .map_err(|e| format!("cannot reach weftd at {}: {e}", cli.socket.display()))?;
+    let channel =
+        connect_unix(&cli.socket).await.map_err(|e| format!("cannot reach weftd at {}: {e}", cli.socket.display()))?;
     let status = |s: tonic::Status| format!("{} ({:?})", s.message(), s.code());
     let tenant = cli.tenant.clone();
     let json = cli.output == Format::Json;
@@ -218,18 +204,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                         ipam: a.ipam.clone(),
                     };
                     let n = c.create_network(req).await.map_err(status)?.into_inner();
-                    if json {
-                        output::print_json(&output::network_json(&n))
-                    } else {
-                        println!("{}", n.id)
-                    }
+                    if json { output::print_json(&output::network_json(&n)) } else { println!("{}", n.id) }
                 }
                 NetworkCmd::Ls => {
-                    let l = c
-                        .list_networks(pb::ListNetworksRequest { tenant })
-                        .await
-                        .map_err(status)?
-                        .into_inner();
+                    let l = c.list_networks(pb::ListNetworksRequest { tenant }).await.map_err(status)?.into_inner();
                     if json {
                         output::print_json(&serde_json::Value::Array(
                             l.networks.iter().map(output::network_json).collect(),
@@ -239,25 +217,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                     }
                 }
                 NetworkCmd::Inspect { name } => {
-                    let n = c
-                        .get_network(pb::GetNetworkRequest { tenant, name })
-                        .await
-                        .map_err(status)?
-                        .into_inner();
-                    if json {
-                        output::print_json(&output::network_json(&n))
-                    } else {
-                        output::network_detail(&n)
-                    }
+                    let n = c.get_network(pb::GetNetworkRequest { tenant, name }).await.map_err(status)?.into_inner();
+                    if json { output::print_json(&output::network_json(&n)) } else { output::network_detail(&n) }
                 }
                 NetworkCmd::Rm { names } => {
                     for name in names {
-                        c.delete_network(pb::DeleteNetworkRequest {
-                            tenant: tenant.clone(),
-                            name: name.clone(),
-                        })
-                        .await
-                        .map_err(status)?;
+                        c.delete_network(pb::DeleteNetworkRequest { tenant: tenant.clone(), name: name.clone() })
+                            .await
+                            .map_err(status)?;
                         println!("{name}");
                     }
                 }
@@ -266,15 +233,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::Endpoint(cmd) => {
             let mut c = EndpointServiceClient::new(channel);
             match cmd {
-                EndpointCmd::Attach {
-                    network,
-                    netns,
-                    name,
-                    ifname,
-                    ips,
-                    mac,
-                    labels,
-                } => {
+                EndpointCmd::Attach { network, netns, name, ifname, ips, mac, labels, publish } => {
                     let req = pb::AttachEndpointRequest {
                         tenant,
                         network,
@@ -284,22 +243,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                         ips,
                         mac,
                         labels: labels.into_iter().collect(),
+                        publish,
                     };
                     let e = c.attach_endpoint(req).await.map_err(status)?.into_inner();
-                    if json {
-                        output::print_json(&output::endpoint_json(&e))
-                    } else {
-                        output::endpoint_table(&[e])
-                    }
+                    if json { output::print_json(&output::endpoint_json(&e)) } else { output::endpoint_table(&[e]) }
                 }
                 EndpointCmd::Detach { network, name } => {
-                    c.detach_endpoint(pb::DetachEndpointRequest {
-                        tenant,
-                        network,
-                        name: name.clone(),
-                    })
-                    .await
-                    .map_err(status)?;
+                    c.detach_endpoint(pb::DetachEndpointRequest { tenant, network, name: name.clone() })
+                        .await
+                        .map_err(status)?;
                     println!("{name}");
                 }
                 EndpointCmd::Ls { network } => {
@@ -318,19 +270,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 EndpointCmd::Inspect { network, name } => {
                     let e = c
-                        .get_endpoint(pb::GetEndpointRequest {
-                            tenant,
-                            network,
-                            name,
-                        })
+                        .get_endpoint(pb::GetEndpointRequest { tenant, network, name })
                         .await
                         .map_err(status)?
                         .into_inner();
-                    if json {
-                        output::print_json(&output::endpoint_json(&e))
-                    } else {
-                        output::endpoint_detail(&e)
-                    }
+                    if json { output::print_json(&output::endpoint_json(&e)) } else { output::endpoint_detail(&e) }
                 }
             }
         }

@@ -50,6 +50,7 @@ pub fn endpoint_json(e: &pb::Endpoint) -> Value {
         "gateways": e.gateways,
         "host_ifname": e.host_ifname,
         "labels": sorted(&e.labels),
+        "publish": e.publish,
         "state": e.state,
     })
 }
@@ -62,11 +63,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", s.join("   ").trim_end());
     };
     line(header.iter().map(|s| s.to_string()).collect());
@@ -85,11 +82,7 @@ pub fn network_table(ns: &[pb::Network]) {
                     n.name.clone(),
                     n.id.chars().take(12).collect(),
                     n.driver.clone(),
-                    n.subnets
-                        .iter()
-                        .map(|s| s.subnet.clone())
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    n.subnets.iter().map(|s| s.subnet.clone()).collect::<Vec<_>>().join(","),
                     n.bridge.clone(),
                     n.endpoints.len().to_string(),
                 ]
@@ -108,11 +101,7 @@ pub fn network_detail(n: &pb::Network) {
     println!("Internal:  {}", n.internal);
     println!("IPAM:      {}", n.ipam);
     for s in &n.subnets {
-        let range = if s.ip_range.is_empty() {
-            String::new()
-        } else {
-            format!("  range {}", s.ip_range)
-        };
+        let range = if s.ip_range.is_empty() { String::new() } else { format!("  range {}", s.ip_range) };
         println!("Subnet:    {}  gateway {}{range}", s.subnet, s.gateway);
     }
     for (k, v) in sorted(&n.options) {
@@ -128,15 +117,7 @@ pub fn network_detail(n: &pb::Network) {
 /// `weft endpoint ls`.
 pub fn endpoint_table(es: &[pb::Endpoint]) {
     table(
-        &[
-            "NAME",
-            "NETWORK",
-            "IFNAME",
-            "MAC",
-            "ADDRESSES",
-            "NETNS",
-            "STATE",
-        ],
+        &["NAME", "NETWORK", "IFNAME", "MAC", "ADDRESSES", "PORTS", "NETNS", "STATE"],
         es.iter()
             .map(|e| {
                 vec![
@@ -145,6 +126,7 @@ pub fn endpoint_table(es: &[pb::Endpoint]) {
                     e.ifname.clone(),
                     e.mac.clone(),
                     e.addresses.join(","),
+                    e.publish.join(","),
                     e.netns.clone(),
                     e.state.clone(),
                 ]
@@ -165,6 +147,9 @@ pub fn endpoint_detail(e: &pb::Endpoint) {
     println!("Addresses:  {}", e.addresses.join(", "));
     println!("Gateways:   {}", e.gateways.join(", "));
     println!("State:      {}", e.state);
+    for p in &e.publish {
+        println!("Publish:    {p}");
+    }
     for (k, v) in sorted(&e.labels) {
         println!("Label:      {k}={v}");
     }

@@ -43,7 +43,6 @@ impl Config {
 
     /// The periodic reconcile interval, if enabled.
     pub fn reconcile_interval(&self) -> Option<Duration> {
-        (self.reconcile_interval_secs > 0)
-            .then(|| Duration::from_secs(self.reconcile_interval_secs))
+        (self.reconcile_interval_secs > 0).then(|| Duration::from_secs(self.reconcile_interval_secs))
     }
 }

@@ -14,9 +14,7 @@ use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointState};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, check_answer};
 use weft_model::network::{CreateNetwork, InvalidOrExists, Network, conflicts_with};
 use weft_model::{ControlError, EndpointName, InvalidRequest, Mac, NetworkName, Tenant};
-use weft_plan::{
-    Op, nft, plan_endpoint, plan_endpoint_removal, plan_network, plan_network_removal, undo,
-};
+use weft_plan::{Op, nft, plan_endpoint, plan_endpoint_removal, plan_network, plan_network_removal, undo};
 use weft_store::{RedbStore, Store};
 use weft_wasm::WasmHost;
 
@@ -78,11 +76,7 @@ impl Ctl {
         for (key, last) in snap.cursors {
             st.leases.entry(key).or_default().last = Some(last);
         }
-        info!(
-            networks = st.networks.len(),
-            endpoints = st.endpoints.len(),
-            "state loaded"
-        );
+        info!(networks = st.networks.len(), endpoints = st.endpoints.len(), "state loaded");
         Ok(())
     }
 
@@ -98,20 +92,29 @@ impl Ctl {
             if st.networks.is_empty() {
                 nft::render_removal()
             } else {
-                nft::render_ruleset(st.networks.values())
+                nft::render_ruleset(st.networks.values(), st.endpoints.values())
             }
         };
-        self.kernel
-            .apply(&[Op::Nft { script }])
-            .await
-            .map_err(|e| e.error)
+        self.kernel.apply(&[Op::Nft { script }]).await.map_err(|e| e.error)
     }
 
     /// Apply `ops`; on failure undo the applied prefix and return the error.
+    /// nftables ops (a plan's last) run under the nft lock, so an endpoint's
+    /// element change never interleaves with a whole-table render.
     pub(crate) async fn apply_or_undo(&self, ops: &[Op]) -> Result<(), KernelError> {
-        match self.kernel.apply(ops).await {
+        let split = ops.iter().position(|o| matches!(o, Op::Nft { .. })).unwrap_or(ops.len());
+        let (links, firewall) = ops.split_at(split);
+        let result = match self.kernel.apply(links).await {
+            Err(ApplyError { applied, error }) => Err((applied, error)),
+            Ok(()) if firewall.is_empty() => Ok(()),
+            Ok(()) => {
+                let _g = self.nft_lock.lock().await;
+                self.kernel.apply(firewall).await.map_err(|e| (links.len(), e.error))
+            }
+        };
+        match result {
             Ok(()) => Ok(()),
-            Err(ApplyError { applied, error }) => {
+            Err((applied, error)) => {
                 let back = undo(&ops[..applied]);
                 if let Err(e) = self.kernel.apply(&back).await {
                     warn!(error = %e, "undo after a failed apply also failed");
@@ -126,26 +129,15 @@ impl Ctl {
         let network = NetworkName::parse("network", &r.network)?;
         let name = EndpointName::parse("name", &r.name)?;
         let net = st.network_by_name(&tenant, &network)?;
-        st.endpoints_of(&net.id)
-            .find(|e| e.spec.name == name)
-            .cloned()
-            .ok_or_else(|| {
-                ControlError::NotFound(format!(
-                    "endpoint {:?} not found on network {:?}",
-                    name.as_str(),
-                    network.as_str()
-                ))
-            })
+        st.endpoints_of(&net.id).find(|e| e.spec.name == name).cloned().ok_or_else(|| {
+            ControlError::NotFound(format!("endpoint {:?} not found on network {:?}", name.as_str(), network.as_str()))
+        })
     }
 
     /// Decide the endpoint's addresses (one IPAM call per pool) and record it
     /// as pending in memory. Runs under the state lock, so concurrent
     /// attaches never get the same address.
-    fn decide(
-        &self,
-        st: &mut State,
-        req: &weft_model::endpoint::EndpointSpec,
-    ) -> Result<Endpoint, ControlError> {
+    fn decide(&self, st: &mut State, req: &weft_model::endpoint::EndpointSpec) -> Result<Endpoint, ControlError> {
         let net = st.network_by_name(&req.tenant, &req.network)?.clone();
         if st.endpoints_of(&net.id).any(|e| e.spec.name == req.name) {
             return Err(ControlError::AlreadyExists(format!(
@@ -154,11 +146,7 @@ impl Ctl {
                 req.network.as_str()
             )));
         }
-        if let Some(other) = st
-            .endpoints
-            .values()
-            .find(|e| e.spec.netns == req.netns && e.spec.ifname == req.ifname)
-        {
+        if let Some(other) = st.endpoints.values().find(|e| e.spec.netns == req.netns && e.spec.ifname == req.ifname) {
             return Err(ControlError::AlreadyExists(format!(
                 "interface {} in {} is already used by endpoint {:?}",
                 req.ifname,
@@ -166,14 +154,29 @@ impl Ctl {
                 other.spec.name.as_str()
             )));
         }
+        for (i, m) in req.publish.iter().enumerate() {
+            if let Some(h) = m.host_ip
+                && !net.spec.subnets.iter().any(|s| s.subnet.network().is_ipv4() == h.is_ipv4())
+            {
+                return Err(InvalidRequest::new(
+                    format!("publish[{i}]"),
+                    format!("{m}: network {:?} has no subnet of the host IP's family", net.spec.name.as_str()),
+                )
+                .into());
+            }
+            if let Some(holder) = st.endpoints.values().find(|e| e.spec.publish.iter().any(|o| o.clashes_with(m))) {
+                let network = st.networks.get(&holder.network_id).map(|n| n.spec.name.to_string()).unwrap_or_default();
+                return Err(ControlError::AlreadyExists(format!(
+                    "port {m} is already published by endpoint {:?} on network {network:?}",
+                    holder.spec.name.as_str()
+                )));
+            }
+        }
         for (i, ip) in req.ips.iter().enumerate() {
             if !net.spec.subnets.iter().any(|s| s.subnet.contains(ip)) {
                 return Err(InvalidRequest::new(
                     format!("ips[{i}]"),
-                    format!(
-                        "{ip} is not inside any subnet of network {:?}",
-                        net.spec.name.as_str()
-                    ),
+                    format!("{ip} is not inside any subnet of network {:?}", net.spec.name.as_str()),
                 )
                 .into());
             }
@@ -181,16 +184,8 @@ impl Ctl {
         let id = new_id();
         let mut addresses = Vec::new();
         for s in &net.spec.subnets {
-            let pool = Pool {
-                subnet: s.subnet,
-                range: s.ip_range,
-                gateway: Some(s.gateway),
-            };
-            let want = req
-                .ips
-                .iter()
-                .copied()
-                .find(|ip| ip.is_ipv4() == s.subnet.network().is_ipv4());
+            let pool = Pool { subnet: s.subnet, range: s.ip_range, gateway: Some(s.gateway) };
+            let want = req.ips.iter().copied().find(|ip| ip.is_ipv4() == s.subnet.network().is_ipv4());
             let ireq = IpamRequest {
                 network: net.spec.name.to_string(),
                 endpoint: req.name.to_string(),
@@ -198,9 +193,7 @@ impl Ctl {
             };
             let key = pool_key(&net.id, s.gateway);
             let leases = st.leases.entry(key).or_default();
-            let decided = self
-                .wasm
-                .allocate(&net.spec.ipam, &pool, &ireq, &[], leases);
+            let decided = self.wasm.allocate(&net.spec.ipam, &pool, &ireq, &[], leases);
             let addr = match decided {
                 Ok(a) => a,
                 Err(e) => {
@@ -210,10 +203,7 @@ impl Ctl {
             };
             if let Err(why) = check_answer(&pool, &ireq, leases, addr) {
                 Self::release(st, &net.id, &addresses, &id);
-                return Err(ControlError::Plugin(format!(
-                    "module {}: {why}; nothing was assigned",
-                    net.spec.ipam
-                )));
+                return Err(ControlError::Plugin(format!("module {}: {why}; nothing was assigned", net.spec.ipam)));
             }
             leases.reserve(addr, &id);
             addresses.push(ipnet::IpNet::new(addr, s.subnet.prefix_len()).map_err(internal)?);
@@ -251,16 +241,10 @@ impl Ctl {
 
 fn ipam_error(e: DecisionError, net: &Network) -> ControlError {
     match e {
-        DecisionError::Exhausted(m) => {
-            ControlError::Exhausted(format!("network {:?}: {m}", net.spec.name.as_str()))
-        }
-        DecisionError::Conflict(m) => {
-            ControlError::AlreadyExists(format!("network {:?}: {m}", net.spec.name.as_str()))
-        }
+        DecisionError::Exhausted(m) => ControlError::Exhausted(format!("network {:?}: {m}", net.spec.name.as_str())),
+        DecisionError::Conflict(m) => ControlError::AlreadyExists(format!("network {:?}: {m}", net.spec.name.as_str())),
         DecisionError::Invalid(m) => InvalidRequest::new("ips", m).into(),
-        e @ DecisionError::Failed { .. } => {
-            ControlError::Plugin(format!("{e}; nothing was assigned"))
-        }
+        e @ DecisionError::Failed { .. } => ControlError::Plugin(format!("{e}; nothing was assigned")),
     }
 }
 
@@ -270,9 +254,7 @@ fn default_mac(addrs: &[ipnet::IpNet], id: &str) -> Mac {
         return Mac::from_ipv4(v4);
     }
     let b = id.as_bytes();
-    let h = |i: usize| {
-        u8::from_str_radix(std::str::from_utf8(&b[i..i + 2]).unwrap_or("00"), 16).unwrap_or(0)
-    };
+    let h = |i: usize| u8::from_str_radix(std::str::from_utf8(&b[i..i + 2]).unwrap_or("00"), 16).unwrap_or(0);
     Mac([0x02, 0x42, h(0), h(2), h(4), h(6)])
 }
 
@@ -280,19 +262,11 @@ impl Controller for Ctl {
     async fn create_network(&self, req: CreateNetwork) -> Result<NetworkView, ControlError> {
         let spec = req.validate()?;
         if !self.wasm.has_ipam(&spec.ipam) {
-            return Err(ControlError::NotFound(format!(
-                "ipam module {:?} not found",
-                spec.ipam
-            )));
+            return Err(ControlError::NotFound(format!("ipam module {:?} not found", spec.ipam)));
         }
         let _gate = self.gate.read().await;
         let net = Network::new(new_id(), spec)?;
-        if self
-            .kernel
-            .link_exists(&net.bridge)
-            .await
-            .map_err(internal)?
-        {
+        if self.kernel.link_exists(&net.bridge).await.map_err(internal)? {
             return Err(ControlError::AlreadyExists(format!(
                 "a link named {} already exists on the host and is not weft's",
                 net.bridge
@@ -330,10 +304,7 @@ impl Controller for Ctl {
             if let Err(e2) = self.sync_nft().await {
                 warn!(error = %e2, "restoring nftables after a failed create");
             }
-            return Err(internal(format!(
-                "creating network {:?}: {e}; rolled back",
-                net.spec.name.as_str()
-            )));
+            return Err(internal(format!("creating network {:?}: {e}; rolled back", net.spec.name.as_str())));
         }
         info!(network = %net.spec.name, tenant = %net.spec.tenant, bridge = %net.bridge, "network created");
         Ok(self.lock().network_view(&net))
@@ -350,12 +321,8 @@ impl Controller for Ctl {
     async fn list_networks(&self, tenant: String) -> Result<Vec<NetworkView>, ControlError> {
         let tenant = Tenant::parse("tenant", &tenant)?;
         let st = self.lock();
-        let mut v: Vec<NetworkView> = st
-            .networks
-            .values()
-            .filter(|n| n.spec.tenant == tenant)
-            .map(|n| st.network_view(n))
-            .collect();
+        let mut v: Vec<NetworkView> =
+            st.networks.values().filter(|n| n.spec.tenant == tenant).map(|n| st.network_view(n)).collect();
         v.sort_by(|a, b| a.network.spec.name.cmp(&b.network.spec.name));
         Ok(v)
     }
@@ -367,10 +334,7 @@ impl Controller for Ctl {
         let net = {
             let mut st = self.lock();
             let net = st.network_by_name(&tenant, &name)?.clone();
-            let attached: Vec<String> = st
-                .endpoints_of(&net.id)
-                .map(|e| e.spec.name.to_string())
-                .collect();
+            let attached: Vec<String> = st.endpoints_of(&net.id).map(|e| e.spec.name.to_string()).collect();
             if !attached.is_empty() {
                 return Err(ControlError::FailedPrecondition(format!(
                     "network {:?} has {} endpoint(s) attached ({}); detach them first",
@@ -380,25 +344,18 @@ impl Controller for Ctl {
                 )));
             }
             st.networks.remove(&net.id);
-            st.leases
-                .retain(|k, _| !k.starts_with(&format!("{}/", net.id)));
+            st.leases.retain(|k, _| !k.starts_with(&format!("{}/", net.id)));
             net
         };
         let result = async {
             self.sync_nft().await?;
-            self.kernel
-                .apply(&plan_network_removal(&net))
-                .await
-                .map_err(|e| e.error)
+            self.kernel.apply(&plan_network_removal(&net)).await.map_err(|e| e.error)
         }
         .await;
         if let Err(e) = result {
             self.lock().networks.insert(net.id.clone(), net.clone());
             let _ = self.sync_nft().await;
-            return Err(internal(format!(
-                "deleting network {:?}: {e}",
-                name.as_str()
-            )));
+            return Err(internal(format!("deleting network {:?}: {e}", name.as_str())));
         }
         self.store.delete_network(&net.id).map_err(internal)?;
         info!(network = %name, tenant = %tenant, "network deleted");
@@ -408,25 +365,15 @@ impl Controller for Ctl {
     async fn attach(&self, req: AttachEndpoint) -> Result<EndpointView, ControlError> {
         let spec = req.validate()?;
         weft_kernel::check_netns(&spec.netns).await.map_err(|e| {
-            ControlError::Invalid(InvalidRequest::new(
-                "netns",
-                format!("{}: {}", spec.netns.display(), e.reason),
-            ))
+            ControlError::Invalid(InvalidRequest::new("netns", format!("{}: {}", spec.netns.display(), e.reason)))
         })?;
         let _gate = self.gate.read().await;
         let (mut ep, net, cursors) = {
             let mut st = self.lock();
             let ep = self.decide(&mut st, &spec)?;
-            let net = st
-                .networks
-                .get(&ep.network_id)
-                .cloned()
-                .ok_or_else(|| internal("network vanished"))?;
-            let cursors: Vec<(String, IpAddr)> = ep
-                .addresses
-                .iter()
-                .map(|a| (pool_key(&net.id, a.addr()), a.addr()))
-                .collect();
+            let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
+            let cursors: Vec<(String, IpAddr)> =
+                ep.addresses.iter().map(|a| (pool_key(&net.id, a.addr()), a.addr())).collect();
             (ep, net, cursors)
         };
         if let Err(e) = self.store.put_endpoint(&ep, &cursors) {
@@ -437,10 +384,7 @@ impl Controller for Ctl {
         let ops = plan_endpoint(&net, &ep, &tmp);
         if let Err(e) = self.apply_or_undo(&ops).await {
             self.forget(&ep.id);
-            return Err(internal(format!(
-                "attaching endpoint {:?}: {e}; rolled back",
-                ep.spec.name.as_str()
-            )));
+            return Err(internal(format!("attaching endpoint {:?}: {e}; rolled back", ep.spec.name.as_str())));
         }
         ep.state = EndpointState::Ready;
         if let Err(e) = self.store.put_endpoint(&ep, &[]) {
@@ -463,17 +407,22 @@ impl Controller for Ctl {
                 ep.spec.name.as_str()
             )));
         }
+        // Stop forwarding its published ports first. If the elements are not
+        // there (table flushed by hand), the whole table is re-rendered below.
+        let mut resync = false;
+        if let Some(script) = nft::render_endpoint(&ep, nft::Change::Delete) {
+            let _g = self.nft_lock.lock().await;
+            resync = self.kernel.apply(&[Op::Nft { script }]).await.is_err();
+        }
         self.kernel
             .apply(&plan_endpoint_removal(&ep))
             .await
-            .map_err(|e| {
-                internal(format!(
-                    "detaching endpoint {:?}: {e}",
-                    ep.spec.name.as_str()
-                ))
-            })?;
+            .map_err(|e| internal(format!("detaching endpoint {:?}: {e}", ep.spec.name.as_str())))?;
         self.store.delete_endpoint(&ep.id).map_err(internal)?;
         self.lock().remove_endpoint(&ep.id);
+        if resync && let Err(e) = self.sync_nft().await {
+            warn!(error = %e, "re-rendering nftables after a detach");
+        }
         info!(endpoint = %ep.spec.name, "detached");
         Ok(())
     }
@@ -490,23 +439,16 @@ impl Controller for Ctl {
         let filter = if r.network.is_empty() {
             None
         } else {
-            Some(
-                st.network_by_name(&tenant, &NetworkName::parse("network", &r.network)?)?
-                    .id
-                    .clone(),
-            )
+            Some(st.network_by_name(&tenant, &NetworkName::parse("network", &r.network)?)?.id.clone())
         };
         let mut v: Vec<EndpointView> = st
             .endpoints
             .values()
-            .filter(|e| {
-                e.spec.tenant == tenant && filter.as_ref().is_none_or(|id| &e.network_id == id)
-            })
+            .filter(|e| e.spec.tenant == tenant && filter.as_ref().is_none_or(|id| &e.network_id == id))
             .map(|e| st.endpoint_view(e))
             .collect();
         v.sort_by(|a, b| {
-            (&a.endpoint.spec.network, &a.endpoint.spec.name)
-                .cmp(&(&b.endpoint.spec.network, &b.endpoint.spec.name))
+            (&a.endpoint.spec.network, &a.endpoint.spec.name).cmp(&(&b.endpoint.spec.network, &b.endpoint.spec.name))
         });
         Ok(v)
     }

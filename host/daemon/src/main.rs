@@ -18,17 +18,11 @@ use tracing::info;
 async fn main() -> anyhow::Result<()> {
     let cfg = config::Config::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let ctl = Arc::new(
-        controller::Ctl::start(&cfg)
-            .await
-            .context("starting weftd")?,
-    );
+    let ctl = Arc::new(controller::Ctl::start(&cfg).await.context("starting weftd")?);
     let periodic = reconcile::spawn_periodic(ctl.clone(), cfg.reconcile_interval());
     info!(socket = %cfg.socket.display(), "serving");
     weft_grpc::server::serve_unix(ctl, &cfg.socket, shutdown_signal())
@@ -42,10 +36,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         std::future::pending::<()>().await;
         return;
     };

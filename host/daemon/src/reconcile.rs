@@ -20,15 +20,9 @@ impl Ctl {
         let _gate = self.gate.write().await;
         let (networks, endpoints) = {
             let st = self.lock();
-            (
-                st.networks.values().cloned().collect::<Vec<_>>(),
-                st.endpoints.values().cloned().collect::<Vec<_>>(),
-            )
+            (st.networks.values().cloned().collect::<Vec<_>>(), st.endpoints.values().cloned().collect::<Vec<_>>())
         };
-        for ep in endpoints
-            .iter()
-            .filter(|e| e.state == EndpointState::Pending)
-        {
+        for ep in endpoints.iter().filter(|e| e.state == EndpointState::Pending) {
             warn!(endpoint = %ep.spec.name, "undoing an attach that never completed");
             if let Err(e) = self.kernel.apply(&plan_endpoint_removal(ep)).await {
                 warn!(endpoint = %ep.spec.name, error = %e, "removing half-made endpoint");
@@ -50,10 +44,7 @@ impl Ctl {
             if observed.is_none() {
                 warn!(network = %net.spec.name, bridge = %net.bridge, "bridge missing; re-creating");
             }
-            if let Err(e) = self
-                .apply_or_undo(&plan_network(net, observed.as_ref()))
-                .await
-            {
+            if let Err(e) = self.apply_or_undo(&plan_network(net, observed.as_ref())).await {
                 warn!(network = %net.spec.name, error = %e, "repairing bridge");
             }
         }
@@ -67,14 +58,8 @@ impl Ctl {
             match self.kernel.link_exists(&ep.host_ifname).await {
                 Ok(true) => {
                     let ops = [
-                        Op::SetMaster {
-                            link: ep.host_ifname.clone(),
-                            master: net.bridge.clone(),
-                        },
-                        Op::LinkUp {
-                            ns: Ns::Host,
-                            link: ep.host_ifname.clone(),
-                        },
+                        Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() },
+                        Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() },
                     ];
                     if let Err(e) = self.kernel.apply(&ops).await {
                         warn!(endpoint = %ep.spec.name, error = %e, "re-attaching veth to bridge");
@@ -97,11 +82,7 @@ impl Ctl {
                 Err(e) => warn!(endpoint = %ep.spec.name, error = %e, "observing veth"),
             }
         }
-        info!(
-            networks = networks.len(),
-            endpoints = endpoints.len(),
-            "reconciled"
-        );
+        info!(networks = networks.len(), endpoints = endpoints.len(), "reconciled");
     }
 }
 

@@ -31,10 +31,7 @@ impl State {
     /// Record an endpoint and its leases.
     pub fn insert_endpoint(&mut self, ep: Endpoint) {
         for a in &ep.addresses {
-            self.leases
-                .entry(pool_key(&ep.network_id, a.addr()))
-                .or_default()
-                .reserve(a.addr(), &ep.id);
+            self.leases.entry(pool_key(&ep.network_id, a.addr())).or_default().reserve(a.addr(), &ep.id);
         }
         self.endpoints.insert(ep.id.clone(), ep);
     }
@@ -51,31 +48,15 @@ impl State {
     }
 
     /// The tenant's network called `name`.
-    pub fn network_by_name(
-        &self,
-        tenant: &Tenant,
-        name: &NetworkName,
-    ) -> Result<&Network, ControlError> {
-        self.networks
-            .values()
-            .find(|n| &n.spec.tenant == tenant && &n.spec.name == name)
-            .ok_or_else(|| {
-                ControlError::NotFound(format!(
-                    "network {:?} not found for tenant {:?}",
-                    name.as_str(),
-                    tenant.as_str()
-                ))
-            })
+    pub fn network_by_name(&self, tenant: &Tenant, name: &NetworkName) -> Result<&Network, ControlError> {
+        self.networks.values().find(|n| &n.spec.tenant == tenant && &n.spec.name == name).ok_or_else(|| {
+            ControlError::NotFound(format!("network {:?} not found for tenant {:?}", name.as_str(), tenant.as_str()))
+        })
     }
 
     /// Endpoints of a network.
-    pub fn endpoints_of<'a>(
-        &'a self,
-        network_id: &'a str,
-    ) -> impl Iterator<Item = &'a Endpoint> + 'a {
-        self.endpoints
-            .values()
-            .filter(move |e| e.network_id == network_id)
+    pub fn endpoints_of<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.values().filter(move |e| e.network_id == network_id)
     }
 
     /// An endpoint with its gateways.
@@ -92,20 +73,11 @@ impl State {
                     .collect()
             })
             .unwrap_or_default();
-        EndpointView {
-            endpoint: ep.clone(),
-            gateways,
-        }
+        EndpointView { endpoint: ep.clone(), gateways }
     }
 
     /// A network with its endpoints.
     pub fn network_view(&self, n: &Network) -> NetworkView {
-        NetworkView {
-            network: n.clone(),
-            endpoints: self
-                .endpoints_of(&n.id)
-                .map(|e| self.endpoint_view(e))
-                .collect(),
-        }
+        NetworkView { network: n.clone(), endpoints: self.endpoints_of(&n.id).map(|e| self.endpoint_view(e)).collect() }
     }
 }

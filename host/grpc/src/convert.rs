@@ -16,11 +16,7 @@ pub fn create_network(r: pb::CreateNetworkRequest) -> CreateNetwork {
         subnets: r
             .subnets
             .into_iter()
-            .map(|s| SubnetRequest {
-                subnet: s.subnet,
-                gateway: s.gateway,
-                ip_range: s.ip_range,
-            })
+            .map(|s| SubnetRequest { subnet: s.subnet, gateway: s.gateway, ip_range: s.ip_range })
             .collect(),
         internal: r.internal,
         options: r.options.into_iter().collect(),
@@ -40,16 +36,13 @@ pub fn attach(r: pb::AttachEndpointRequest) -> AttachEndpoint {
         ips: r.ips,
         mac: r.mac,
         labels: r.labels.into_iter().collect(),
+        publish: r.publish,
     }
 }
 
 /// A reference by tenant / network / endpoint name.
 pub fn reference(tenant: String, network: String, name: String) -> Ref {
-    Ref {
-        tenant,
-        network,
-        name,
-    }
+    Ref { tenant, network, name }
 }
 
 /// Network view to message.
@@ -94,6 +87,7 @@ pub fn endpoint(v: EndpointView) -> pb::Endpoint {
         gateways: v.gateways.iter().map(ToString::to_string).collect(),
         host_ifname: e.host_ifname.to_string(),
         labels: e.spec.labels.into_iter().collect(),
+        publish: e.spec.publish.iter().map(ToString::to_string).collect(),
         state: match e.state {
             EndpointState::Pending => "pending",
             EndpointState::Ready => "ready",

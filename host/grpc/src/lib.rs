@@ -15,8 +15,7 @@ pub mod pb {
     tonic::include_proto!("weft.v1");
 
     /// Encoded descriptors for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("weft_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("weft_v1_descriptor");
 }
 
 pub use weft_model::api::Controller;

@@ -20,74 +20,42 @@ pub struct Api<C> {
 
 impl<C> Clone for Api<C> {
     fn clone(&self) -> Self {
-        Api {
-            ctl: self.ctl.clone(),
-        }
+        Api { ctl: self.ctl.clone() }
     }
 }
 
 #[tonic::async_trait]
 impl<C: Controller> NetworkService for Api<C> {
-    async fn create_network(
-        &self,
-        r: Request<pb::CreateNetworkRequest>,
-    ) -> Result<Response<pb::Network>, Status> {
-        let v = self
-            .ctl
-            .create_network(convert::create_network(r.into_inner()))
-            .await
-            .map_err(to_status)?;
+    async fn create_network(&self, r: Request<pb::CreateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
+        let v = self.ctl.create_network(convert::create_network(r.into_inner())).await.map_err(to_status)?;
         Ok(Response::new(convert::network(v)))
     }
-    async fn get_network(
-        &self,
-        r: Request<pb::GetNetworkRequest>,
-    ) -> Result<Response<pb::Network>, Status> {
+    async fn get_network(&self, r: Request<pb::GetNetworkRequest>) -> Result<Response<pb::Network>, Status> {
         let r = r.into_inner();
-        let v = self
-            .ctl
-            .get_network(convert::reference(r.tenant, r.name, String::new()))
-            .await
-            .map_err(to_status)?;
+        let v = self.ctl.get_network(convert::reference(r.tenant, r.name, String::new())).await.map_err(to_status)?;
         Ok(Response::new(convert::network(v)))
     }
     async fn list_networks(
         &self,
         r: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let v = self
-            .ctl
-            .list_networks(r.into_inner().tenant)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListNetworksResponse {
-            networks: v.into_iter().map(convert::network).collect(),
-        }))
+        let v = self.ctl.list_networks(r.into_inner().tenant).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListNetworksResponse { networks: v.into_iter().map(convert::network).collect() }))
     }
     async fn delete_network(
         &self,
         r: Request<pb::DeleteNetworkRequest>,
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
         let r = r.into_inner();
-        self.ctl
-            .delete_network(convert::reference(r.tenant, r.name, String::new()))
-            .await
-            .map_err(to_status)?;
+        self.ctl.delete_network(convert::reference(r.tenant, r.name, String::new())).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteNetworkResponse {}))
     }
 }
 
 #[tonic::async_trait]
 impl<C: Controller> EndpointService for Api<C> {
-    async fn attach_endpoint(
-        &self,
-        r: Request<pb::AttachEndpointRequest>,
-    ) -> Result<Response<pb::Endpoint>, Status> {
-        let v = self
-            .ctl
-            .attach(convert::attach(r.into_inner()))
-            .await
-            .map_err(to_status)?;
+    async fn attach_endpoint(&self, r: Request<pb::AttachEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
+        let v = self.ctl.attach(convert::attach(r.into_inner())).await.map_err(to_status)?;
         Ok(Response::new(convert::endpoint(v)))
     }
     async fn detach_endpoint(
@@ -95,22 +63,12 @@ impl<C: Controller> EndpointService for Api<C> {
         r: Request<pb::DetachEndpointRequest>,
     ) -> Result<Response<pb::DetachEndpointResponse>, Status> {
         let r = r.into_inner();
-        self.ctl
-            .detach(convert::reference(r.tenant, r.network, r.name))
-            .await
-            .map_err(to_status)?;
+        self.ctl.detach(convert::reference(r.tenant, r.network, r.name)).await.map_err(to_status)?;
         Ok(Response::new(pb::DetachEndpointResponse {}))
     }
-    async fn get_endpoint(
-        &self,
-        r: Request<pb::GetEndpointRequest>,
-    ) -> Result<Response<pb::Endpoint>, Status> {
+    async fn get_endpoint(&self, r: Request<pb::GetEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
         let r = r.into_inner();
-        let v = self
-            .ctl
-            .get_endpoint(convert::reference(r.tenant, r.network, r.name))
-            .await
-            .map_err(to_status)?;
+        let v = self.ctl.get_endpoint(convert::reference(r.tenant, r.network, r.name)).await.map_err(to_status)?;
         Ok(Response::new(convert::endpoint(v)))
     }
     async fn list_endpoints(
@@ -118,14 +76,9 @@ impl<C: Controller> EndpointService for Api<C> {
         r: Request<pb::ListEndpointsRequest>,
     ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
         let r = r.into_inner();
-        let v = self
-            .ctl
-            .list_endpoints(convert::reference(r.tenant, r.network, String::new()))
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListEndpointsResponse {
-            endpoints: v.into_iter().map(convert::endpoint).collect(),
-        }))
+        let v =
+            self.ctl.list_endpoints(convert::reference(r.tenant, r.network, String::new())).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListEndpointsResponse { endpoints: v.into_iter().map(convert::endpoint).collect() }))
     }
 }
 

@@ -26,25 +26,10 @@ mod tests {
 
     #[test]
     fn codes() {
-        let s = to_status(
-            InvalidRequest::new(
-                "subnets[0].subnet",
-                "10.0.0.0/33: prefix length must be <= 32",
-            )
-            .into(),
-        );
+        let s = to_status(InvalidRequest::new("subnets[0].subnet", "10.0.0.0/33: prefix length must be <= 32").into());
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(
-            s.message(),
-            "subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32"
-        );
-        assert_eq!(
-            to_status(ControlError::Exhausted("full".into())).code(),
-            Code::ResourceExhausted
-        );
-        assert_eq!(
-            to_status(ControlError::NotFound("x".into())).code(),
-            Code::NotFound
-        );
+        assert_eq!(s.message(), "subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32");
+        assert_eq!(to_status(ControlError::Exhausted("full".into())).code(), Code::ResourceExhausted);
+        assert_eq!(to_status(ControlError::NotFound("x".into())).code(), Code::NotFound);
     }
 }

@@ -21,12 +21,7 @@ pub struct KernelError {
 impl KernelError {
     /// A failure of `op` on `target`.
     pub fn new(op: &str, target: impl Display, source: impl Display) -> Self {
-        KernelError {
-            op: op.into(),
-            target: target.to_string(),
-            reason: source.to_string(),
-            errno: None,
-        }
+        KernelError { op: op.into(), target: target.to_string(), reason: source.to_string(), errno: None }
     }
 
     /// A netlink failure, keeping the errno.
@@ -39,12 +34,7 @@ impl KernelError {
             rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
             other => other.to_string(),
         };
-        KernelError {
-            op: op.into(),
-            target: target.to_string(),
-            reason: source,
-            errno,
-        }
+        KernelError { op: op.into(), target: target.to_string(), reason: source, errno }
     }
 
     /// True if the kernel said the object already exists.

@@ -43,9 +43,7 @@ impl Kernel {
     /// Open a netlink connection in the current network namespace. Must be
     /// called inside a tokio runtime.
     pub fn new() -> Result<Kernel, KernelError> {
-        Ok(Kernel {
-            host: Netlink::open()?,
-        })
+        Ok(Kernel { host: Netlink::open()? })
     }
 
     /// Execute `ops` in order. Consecutive ops in one container namespace
@@ -55,23 +53,16 @@ impl Kernel {
         while i < ops.len() {
             match ops[i].ns() {
                 Ns::Host => {
-                    self.apply_host(&ops[i])
-                        .await
-                        .map_err(|error| ApplyError { applied: i, error })?;
+                    self.apply_host(&ops[i]).await.map_err(|error| ApplyError { applied: i, error })?;
                     i += 1;
                 }
                 Ns::Path(path) => {
-                    let end = ops[i..]
-                        .iter()
-                        .position(|o| o.ns() != Ns::Path(path.clone()))
-                        .map_or(ops.len(), |p| i + p);
+                    let end =
+                        ops[i..].iter().position(|o| o.ns() != Ns::Path(path.clone())).map_or(ops.len(), |p| i + p);
                     let group = ops[i..end].to_vec();
                     netns::run_in(path, group)
                         .await
-                        .map_err(|(done, error)| ApplyError {
-                            applied: i + done,
-                            error,
-                        })?;
+                        .map_err(|(done, error)| ApplyError { applied: i + done, error })?;
                     i = end;
                 }
             }
@@ -81,7 +72,7 @@ impl Kernel {
 
     async fn apply_host(&self, op: &Op) -> Result<(), KernelError> {
         match op {
-            Op::Sysctl { key, value } => write_sysctl(key, value),
+            Op::Sysctl { key, value, .. } => write_sysctl(key, value),
             Op::Nft { script } => nft::apply(script).await,
             Op::MoveToNetns { link, netns } => self.host.move_to_netns(link, netns).await,
             other => self.host.apply(other).await,
@@ -89,10 +80,7 @@ impl Kernel {
     }
 
     /// The bridge (or any link) `name` as it is now; None if it is missing.
-    pub async fn observe_link(
-        &self,
-        name: &weft_model::IfName,
-    ) -> Result<Option<ObservedLink>, KernelError> {
+    pub async fn observe_link(&self, name: &weft_model::IfName) -> Result<Option<ObservedLink>, KernelError> {
         self.host.observe(name).await
     }
 
@@ -102,7 +90,9 @@ impl Kernel {
     }
 }
 
-fn write_sysctl(key: &str, value: &str) -> Result<(), KernelError> {
+/// Write a sysctl. Network sysctls resolve against the namespace of the
+/// calling thread, so inside a netns thread this configures that namespace.
+pub(crate) fn write_sysctl(key: &str, value: &str) -> Result<(), KernelError> {
     let path = PathBuf::from("/proc/sys").join(key);
     if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
         return Ok(());

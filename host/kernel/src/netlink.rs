@@ -8,7 +8,7 @@ use std::path::Path;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
-use netlink_packet_route::link::LinkFlags;
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use weft_model::IfName;
 use weft_plan::{ObservedLink, Op};
@@ -25,28 +25,27 @@ impl Netlink {
     /// Open a socket in the calling thread's namespace and drive it on the
     /// current tokio runtime.
     pub fn open() -> Result<Netlink, KernelError> {
-        let (conn, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| KernelError::new("netlink open", "route socket", e))?;
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| KernelError::new("netlink open", "route socket", e))?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
 
-    /// Index of the link called `name`, if it exists.
-    pub async fn index_of(&self, name: &IfName) -> Result<Option<u32>, KernelError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
+    /// The link called `name`, if it exists.
+    async fn get_link(&self, name: &IfName) -> Result<Option<LinkMessage>, KernelError> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
-            Ok(Some(msg)) => Ok(Some(msg.header.index)),
-            Ok(None) => Ok(None),
+            Ok(found) => Ok(found),
             Err(e) => {
                 let e = KernelError::netlink("link show", name, e);
                 if e.is_not_found() { Ok(None) } else { Err(e) }
             }
         }
+    }
+
+    /// Index of the link called `name`, if it exists.
+    pub async fn index_of(&self, name: &IfName) -> Result<Option<u32>, KernelError> {
+        Ok(self.get_link(name).await?.map(|m| m.header.index))
     }
 
     async fn index(&self, name: &IfName) -> Result<u32, KernelError> {
@@ -58,33 +57,13 @@ impl Netlink {
 
     /// The link `name` with its addresses and up flag, if it exists.
     pub async fn observe(&self, name: &IfName) -> Result<Option<ObservedLink>, KernelError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let msg = match links.try_next().await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                let e = KernelError::netlink("link show", name, e);
-                return if e.is_not_found() { Ok(None) } else { Err(e) };
-            }
+        let Some(msg) = self.get_link(name).await? else {
+            return Ok(None);
         };
         let up = msg.header.flags.contains(LinkFlags::Up);
-        let mut addrs = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(msg.header.index)
-            .execute();
+        let mut addrs = self.handle.address().get().set_link_index_filter(msg.header.index).execute();
         let mut addresses = Vec::new();
-        while let Some(a) = addrs
-            .try_next()
-            .await
-            .map_err(|e| KernelError::netlink("addr show", name, e))?
-        {
+        while let Some(a) = addrs.try_next().await.map_err(|e| KernelError::netlink("addr show", name, e))? {
             for attr in &a.attributes {
                 if let AddressAttribute::Address(ip) = attr
                     && let Ok(net) = IpNet::new(*ip, a.header.prefix_len)
@@ -99,19 +78,15 @@ impl Netlink {
 
     /// Move `link` into the namespace whose file is `netns`.
     pub async fn move_to_netns(&self, link: &IfName, netns: &Path) -> Result<(), KernelError> {
-        let file = std::fs::File::open(netns)
-            .map_err(|e| KernelError::new("open netns", netns.display(), e))?;
+        let file = std::fs::File::open(netns).map_err(|e| KernelError::new("open netns", netns.display(), e))?;
         let index = self.index(link).await?;
-        let msg = LinkUnspec::new_with_index(index)
-            .setns_by_fd(file.as_raw_fd())
-            .build();
-        self.handle.link().change(msg).execute().await.map_err(|e| {
-            KernelError::netlink(
-                "link set netns",
-                format!("{link} -> {}", netns.display()),
-                e,
-            )
-        })
+        let msg = LinkUnspec::new_with_index(index).setns_by_fd(file.as_raw_fd()).build();
+        self.handle
+            .link()
+            .change(msg)
+            .execute()
+            .await
+            .map_err(|e| KernelError::netlink("link set netns", format!("{link} -> {}", netns.display()), e))
     }
 
     /// Execute one link/address/route op in this namespace.
@@ -136,9 +111,10 @@ impl Netlink {
                 if let Some(m) = mtu {
                     v = v.mtu(*m);
                 }
-                link.add(v.build()).execute().await.map_err(|e| {
-                    KernelError::netlink("link add type veth", format!("{name} peer {peer}"), e)
-                })?;
+                link.add(v.build())
+                    .execute()
+                    .await
+                    .map_err(|e| KernelError::netlink("link add type veth", format!("{name} peer {peer}"), e))?;
                 if let Some(m) = mtu {
                     let idx = self.index(peer).await?;
                     link.change(LinkUnspec::new_with_index(idx).mtu(*m).build())
@@ -150,15 +126,10 @@ impl Netlink {
             }
             Op::AddAddress { link: l, addr, .. } => {
                 let idx = self.index(l).await?;
-                let mut req = self
-                    .handle
-                    .address()
-                    .add(idx, addr.addr(), addr.prefix_len());
+                let mut req = self.handle.address().add(idx, addr.addr(), addr.prefix_len());
                 // No duplicate address detection: weft owns these addresses, and
                 // a tentative gateway would stall IPv6 for a second or more.
-                req.message_mut()
-                    .attributes
-                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+                req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
                 match req.execute().await {
                     Ok(()) => Ok(()),
                     Err(e) => {
@@ -173,9 +144,7 @@ impl Netlink {
                 link.change(LinkUnspec::new_with_index(idx).controller(midx).build())
                     .execute()
                     .await
-                    .map_err(|e| {
-                        KernelError::netlink("link set master", format!("{l} master {master}"), e)
-                    })
+                    .map_err(|e| KernelError::netlink("link set master", format!("{l} master {master}"), e))
             }
             Op::Rename { link: l, to, .. } => {
                 let idx = self.index(l).await?;
@@ -186,14 +155,10 @@ impl Netlink {
             }
             Op::SetMac { link: l, mac, .. } => {
                 let idx = self.index(l).await?;
-                link.change(
-                    LinkUnspec::new_with_index(idx)
-                        .address(mac.0.to_vec())
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(|e| KernelError::netlink("link set address", format!("{l} {mac}"), e))
+                link.change(LinkUnspec::new_with_index(idx).address(mac.0.to_vec()).build())
+                    .execute()
+                    .await
+                    .map_err(|e| KernelError::netlink("link set address", format!("{l} {mac}"), e))
             }
             Op::LinkUp { link: l, .. } => {
                 let idx = self.index(l).await?;
@@ -205,25 +170,19 @@ impl Netlink {
             Op::AddDefaultRoute { via, dev, .. } => {
                 let idx = self.index(dev).await?;
                 let msg = match via {
-                    IpAddr::V4(v) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                        .gateway(*v)
-                        .output_interface(idx)
-                        .build(),
-                    IpAddr::V6(v) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                        .gateway(*v)
-                        .output_interface(idx)
-                        .build(),
+                    IpAddr::V4(v) => {
+                        RouteMessageBuilder::<std::net::Ipv4Addr>::new().gateway(*v).output_interface(idx).build()
+                    }
+                    IpAddr::V6(v) => {
+                        RouteMessageBuilder::<std::net::Ipv6Addr>::new().gateway(*v).output_interface(idx).build()
+                    }
                 };
                 match self.handle.route().add(msg).execute().await {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         // A default route already present (another network
                         // attached first) is kept: the first network owns it.
-                        let e = KernelError::netlink(
-                            "route add default",
-                            format!("via {via} dev {dev}"),
-                            e,
-                        );
+                        let e = KernelError::netlink("route add default", format!("via {via} dev {dev}"), e);
                         if e.is_exists() { Ok(()) } else { Err(e) }
                     }
                 }

@@ -25,7 +25,11 @@ pub async fn check_netns(path: &Path) -> Result<(), KernelError> {
 pub async fn run_in(path: PathBuf, ops: Vec<Op>) -> Result<(), (usize, KernelError)> {
     let result = on_ns_thread(path, move |nl| async move {
         for (done, op) in ops.iter().enumerate() {
-            nl.apply(op).await.map_err(|e| (done, e))?;
+            let r = match op {
+                Op::Sysctl { key, value, .. } => crate::write_sysctl(key, value),
+                other => nl.apply(other).await,
+            };
+            r.map_err(|e| (done, e))?;
         }
         Ok(())
     })
@@ -50,15 +54,9 @@ where
         .name("weft-netns".into())
         .spawn(move || {
             let run = || -> Result<T, KernelError> {
-                let file = File::open(&path)
-                    .map_err(|e| KernelError::new("open netns", path.display(), e))?;
-                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    KernelError::new(
-                        "setns",
-                        path.display(),
-                        format!("not a network namespace ({e})"),
-                    )
-                })?;
+                let file = File::open(&path).map_err(|e| KernelError::new("open netns", path.display(), e))?;
+                setns(&file, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| KernelError::new("setns", path.display(), format!("not a network namespace ({e})")))?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -71,6 +69,5 @@ where
             let _ = tx.send(run());
         })
         .map_err(|e| KernelError::new("spawn netns thread", &shown, e))?;
-    rx.await
-        .map_err(|_| KernelError::new("netns thread", &shown, "thread ended without answering"))?
+    rx.await.map_err(|_| KernelError::new("netns thread", &shown, "thread ended without answering"))?
 }

@@ -17,28 +17,14 @@ pub async fn apply(script: &str) -> Result<(), KernelError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            KernelError::new(
-                "nft -f",
-                "inet weft",
-                format!("cannot run nft (is nftables installed?): {e}"),
-            )
+            KernelError::new("nft -f", "inet weft", format!("cannot run nft (is nftables installed?): {e}"))
         })?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .await
-            .map_err(|e| KernelError::new("nft -f", "inet weft", e))?;
+        stdin.write_all(script.as_bytes()).await.map_err(|e| KernelError::new("nft -f", "inet weft", e))?;
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| KernelError::new("nft -f", "inet weft", e))?;
+    let out = child.wait_with_output().await.map_err(|e| KernelError::new("nft -f", "inet weft", e))?;
     if !out.status.success() {
-        return Err(KernelError::new(
-            "nft -f",
-            "inet weft",
-            String::from_utf8_lossy(&out.stderr).trim(),
-        ));
+        return Err(KernelError::new("nft -f", "inet weft", String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(())
 }

@@ -40,35 +40,19 @@ pub struct Ref {
 /// What weftd does for its clients.
 pub trait Controller: Send + Sync + 'static {
     /// Create a network.
-    fn create_network(
-        &self,
-        req: CreateNetwork,
-    ) -> impl Future<Output = Result<NetworkView, ControlError>> + Send;
+    fn create_network(&self, req: CreateNetwork) -> impl Future<Output = Result<NetworkView, ControlError>> + Send;
     /// One network by name.
-    fn get_network(&self, r: Ref)
-    -> impl Future<Output = Result<NetworkView, ControlError>> + Send;
+    fn get_network(&self, r: Ref) -> impl Future<Output = Result<NetworkView, ControlError>> + Send;
     /// All of a tenant's networks.
-    fn list_networks(
-        &self,
-        tenant: String,
-    ) -> impl Future<Output = Result<Vec<NetworkView>, ControlError>> + Send;
+    fn list_networks(&self, tenant: String) -> impl Future<Output = Result<Vec<NetworkView>, ControlError>> + Send;
     /// Delete a network with no endpoints.
     fn delete_network(&self, r: Ref) -> impl Future<Output = Result<(), ControlError>> + Send;
     /// Attach a container namespace to a network.
-    fn attach(
-        &self,
-        req: AttachEndpoint,
-    ) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
+    fn attach(&self, req: AttachEndpoint) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
     /// Detach an endpoint.
     fn detach(&self, r: Ref) -> impl Future<Output = Result<(), ControlError>> + Send;
     /// One endpoint.
-    fn get_endpoint(
-        &self,
-        r: Ref,
-    ) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
+    fn get_endpoint(&self, r: Ref) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
     /// A tenant's endpoints, optionally of one network (`r.network`).
-    fn list_endpoints(
-        &self,
-        r: Ref,
-    ) -> impl Future<Output = Result<Vec<EndpointView>, ControlError>> + Send;
+    fn list_endpoints(&self, r: Ref) -> impl Future<Output = Result<Vec<EndpointView>, ControlError>> + Send;
 }

@@ -12,6 +12,7 @@ use crate::error::InvalidRequest;
 use crate::ids::{EndpointName, IfName, Mac, NetworkName, Tenant};
 use crate::net::parse_ip;
 use crate::network::validate_labels;
+use crate::ports::PortMapping;
 
 /// The interface name inside the container when the request names none.
 pub const DEFAULT_IFNAME: &str = "eth0";
@@ -35,6 +36,8 @@ pub struct AttachEndpoint {
     pub mac: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Published ports in Docker's `-p` syntax.
+    pub publish: Vec<String>,
 }
 
 /// A validated attach request.
@@ -56,6 +59,9 @@ pub struct EndpointSpec {
     pub mac: Option<Mac>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Published ports.
+    #[serde(default)]
+    pub publish: Vec<PortMapping>,
 }
 
 impl AttachEndpoint {
@@ -65,57 +71,37 @@ impl AttachEndpoint {
         let network = NetworkName::parse("network", &self.network)?;
         let name = EndpointName::parse("name", &self.name)?;
         if self.netns.is_empty() {
-            return Err(InvalidRequest::new(
-                "netns",
-                "a network namespace path is required",
-            ));
+            return Err(InvalidRequest::new("netns", "a network namespace path is required"));
         }
         let netns = PathBuf::from(&self.netns);
         if !netns.is_absolute() {
-            return Err(InvalidRequest::new(
-                "netns",
-                format!("{:?} must be an absolute path", self.netns),
-            ));
+            return Err(InvalidRequest::new("netns", format!("{:?} must be an absolute path", self.netns)));
         }
-        let ifname = if self.ifname.is_empty() {
-            DEFAULT_IFNAME
-        } else {
-            &self.ifname
-        };
+        let ifname = if self.ifname.is_empty() { DEFAULT_IFNAME } else { &self.ifname };
         let ifname = IfName::parse("ifname", ifname)?;
         if ifname.as_str() == "lo" {
-            return Err(InvalidRequest::new(
-                "ifname",
-                "\"lo\" is the namespace's loopback interface",
-            ));
+            return Err(InvalidRequest::new("ifname", "\"lo\" is the namespace's loopback interface"));
         }
         let mut ips: Vec<IpAddr> = Vec::new();
         for (i, s) in self.ips.iter().enumerate() {
             let ip = parse_ip(&format!("ips[{i}]"), s)?;
             if ips.iter().any(|p| p.is_ipv4() == ip.is_ipv4()) {
-                return Err(InvalidRequest::new(
-                    format!("ips[{i}]"),
-                    format!("{ip}: at most one address per family"),
-                ));
+                return Err(InvalidRequest::new(format!("ips[{i}]"), format!("{ip}: at most one address per family")));
             }
             ips.push(ip);
         }
-        let mac = if self.mac.is_empty() {
-            None
-        } else {
-            Some(Mac::parse("mac", &self.mac)?)
-        };
+        let mac = if self.mac.is_empty() { None } else { Some(Mac::parse("mac", &self.mac)?) };
         validate_labels(&self.labels)?;
-        Ok(EndpointSpec {
-            tenant,
-            network,
-            name,
-            netns,
-            ifname,
-            ips,
-            mac,
-            labels: self.labels.clone(),
-        })
+        let mut publish: Vec<PortMapping> = Vec::new();
+        for (i, p) in self.publish.iter().enumerate() {
+            let field = format!("publish[{i}]");
+            let m = PortMapping::parse(&field, p)?;
+            if let Some(other) = publish.iter().find(|o| o.clashes_with(&m)) {
+                return Err(InvalidRequest::new(field, format!("{m} overlaps {other} of the same request")));
+            }
+            publish.push(m);
+        }
+        Ok(EndpointSpec { tenant, network, name, netns, ifname, ips, mac, labels: self.labels.clone(), publish })
     }
 }
 

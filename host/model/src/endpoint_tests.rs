@@ -1,12 +1,7 @@
 use super::*;
 
 fn req() -> AttachEndpoint {
-    AttachEndpoint {
-        network: "n1".into(),
-        name: "web".into(),
-        netns: "/var/run/netns/x".into(),
-        ..Default::default()
-    }
+    AttachEndpoint { network: "n1".into(), name: "web".into(), netns: "/var/run/netns/x".into(), ..Default::default() }
 }
 
 #[test]
@@ -34,12 +29,6 @@ fn defaults_and_rules() {
 #[test]
 fn derived_names_fit() {
     let id = "0123456789abcdef0123456789abcdef";
-    assert_eq!(
-        Endpoint::host_ifname_for(id).unwrap().as_str(),
-        "veth0123456789a"
-    );
-    assert_eq!(
-        Endpoint::peer_tmp_ifname_for(id).unwrap().as_str(),
-        "vtmp0123456789a"
-    );
+    assert_eq!(Endpoint::host_ifname_for(id).unwrap().as_str(), "veth0123456789a");
+    assert_eq!(Endpoint::peer_tmp_ifname_for(id).unwrap().as_str(), "vtmp0123456789a");
 }

@@ -17,10 +17,7 @@ pub struct InvalidRequest {
 impl InvalidRequest {
     /// Build an error for `field`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self { field: field.into(), reason: reason.into() }
     }
 }
 

@@ -18,27 +18,17 @@ pub const DEFAULT_TENANT: &str = "default";
 
 fn check_name(field: &str, what: &str, s: &str) -> Result<(), InvalidRequest> {
     if s.is_empty() {
-        return Err(InvalidRequest::new(
-            field,
-            format!("{what} must not be empty"),
-        ));
+        return Err(InvalidRequest::new(field, format!("{what} must not be empty")));
     }
     if s.len() > NAME_MAX {
-        return Err(InvalidRequest::new(
-            field,
-            format!("{what} {s:?} is longer than {NAME_MAX} bytes"),
-        ));
+        return Err(InvalidRequest::new(field, format!("{what} {s:?} is longer than {NAME_MAX} bytes")));
     }
     let first_ok = s.as_bytes()[0].is_ascii_alphanumeric();
-    let rest_ok = s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    let rest_ok = s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if !first_ok || !rest_ok {
         return Err(InvalidRequest::new(
             field,
-            format!(
-                "{what} {s:?} must start with a letter or digit and contain only [A-Za-z0-9_.-]"
-            ),
+            format!("{what} {s:?} must start with a letter or digit and contain only [A-Za-z0-9_.-]"),
         ));
     }
     Ok(())
@@ -124,21 +114,12 @@ impl IfName {
     /// Parse an interface name, reporting problems against `field`.
     pub fn parse(field: &str, s: &str) -> Result<Self, InvalidRequest> {
         if s.is_empty() || s.len() > IFNAME_MAX {
-            return Err(InvalidRequest::new(
-                field,
-                format!("interface name {s:?} must be 1 to {IFNAME_MAX} bytes"),
-            ));
+            return Err(InvalidRequest::new(field, format!("interface name {s:?} must be 1 to {IFNAME_MAX} bytes")));
         }
-        if s == "."
-            || s == ".."
-            || s.bytes()
-                .any(|b| b == b'/' || b == b':' || b == b'"' || !b.is_ascii_graphic())
-        {
+        if s == "." || s == ".." || s.bytes().any(|b| b == b'/' || b == b':' || b == b'"' || !b.is_ascii_graphic()) {
             return Err(InvalidRequest::new(
                 field,
-                format!(
-                    "interface name {s:?} may not be . or .. and may not contain '/', ':', quotes or whitespace"
-                ),
+                format!("interface name {s:?} may not be . or .. and may not contain '/', ':', quotes or whitespace"),
             ));
         }
         Ok(Self(s.to_owned()))
@@ -181,12 +162,8 @@ impl Mac {
     /// Parse `aa:bb:cc:dd:ee:ff`; a multicast or all-zero address is refused.
     pub fn parse(field: &str, s: &str) -> Result<Mac, InvalidRequest> {
         let parts: Vec<&str> = s.split(':').collect();
-        let bad = || {
-            InvalidRequest::new(
-                field,
-                format!("MAC address {s:?} must be six hex octets like 02:42:0a:00:00:02"),
-            )
-        };
+        let bad =
+            || InvalidRequest::new(field, format!("MAC address {s:?} must be six hex octets like 02:42:0a:00:00:02"));
         if parts.len() != 6 {
             return Err(bad());
         }
@@ -204,10 +181,7 @@ impl Mac {
             ));
         }
         if out == [0; 6] {
-            return Err(InvalidRequest::new(
-                field,
-                "MAC address must not be all zeros",
-            ));
+            return Err(InvalidRequest::new(field, "MAC address must not be all zeros"));
         }
         Ok(Mac(out))
     }
@@ -216,11 +190,7 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 impl FromStr for Mac {

@@ -17,12 +17,7 @@ fn mac_docker_rule_and_parse() {
     let m = Mac::from_ipv4("172.18.0.2".parse().unwrap());
     assert_eq!(m.to_string(), "02:42:ac:12:00:02");
     assert_eq!(Mac::parse("mac", "02:42:AC:12:00:02").unwrap(), m);
-    assert!(
-        Mac::parse("mac", "01:00:5e:00:00:01")
-            .unwrap_err()
-            .reason
-            .contains("multicast")
-    );
+    assert!(Mac::parse("mac", "01:00:5e:00:00:01").unwrap_err().reason.contains("multicast"));
     assert!(Mac::parse("mac", "02:42:ac:12:00").is_err());
     assert!(Mac::parse("mac", "00:00:00:00:00:00").is_err());
 }
@@ -32,11 +27,6 @@ fn names_and_tenant() {
     assert_eq!(Tenant::parse("tenant", "").unwrap().as_str(), "default");
     assert!(NetworkName::parse("name", "web-1.prod_x").is_ok());
     assert!(NetworkName::parse("name", "-bad").is_err());
-    assert!(
-        NetworkName::parse("name", "")
-            .unwrap_err()
-            .reason
-            .contains("empty")
-    );
+    assert!(NetworkName::parse("name", "").unwrap_err().reason.contains("empty"));
     assert!(EndpointName::parse("name", &"a".repeat(64)).is_err());
 }

@@ -118,17 +118,9 @@ pub trait Ipam: Send + Sync {
 
 /// The host's check of an IPAM answer: inside the subnet and range, usable,
 /// not the gateway, free, and the static address if one was asked for.
-pub fn check_answer(
-    pool: &Pool,
-    request: &IpamRequest,
-    leases: &PoolLeases,
-    a: IpAddr,
-) -> Result<(), String> {
+pub fn check_answer(pool: &Pool, request: &IpamRequest, leases: &PoolLeases, a: IpAddr) -> Result<(), String> {
     if !is_usable(&pool.subnet, a) {
-        return Err(format!(
-            "answered {a}, which is not a usable address of {}",
-            pool.subnet
-        ));
+        return Err(format!("answered {a}, which is not a usable address of {}", pool.subnet));
     }
     if let Some(r) = &pool.range
         && !r.contains(&a)

@@ -26,33 +26,22 @@ pub fn from_u128(like: IpAddr, v: u128) -> IpAddr {
 /// Parse a CIDR prefix whose host bits are zero.
 pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet, InvalidRequest> {
     let s = s.trim();
-    let (addr, len) = s.split_once('/').ok_or_else(|| {
-        InvalidRequest::new(
-            field,
-            format!("{s}: expected ADDRESS/PREFIX, e.g. 10.89.0.0/24"),
-        )
-    })?;
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| InvalidRequest::new(field, format!("{s}: {addr:?} is not an IP address")))?;
-    let len: u8 = len.parse().map_err(|_| {
-        InvalidRequest::new(field, format!("{s}: prefix length {len:?} is not a number"))
-    })?;
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or_else(|| InvalidRequest::new(field, format!("{s}: expected ADDRESS/PREFIX, e.g. 10.89.0.0/24")))?;
+    let addr: IpAddr =
+        addr.parse().map_err(|_| InvalidRequest::new(field, format!("{s}: {addr:?} is not an IP address")))?;
+    let len: u8 =
+        len.parse().map_err(|_| InvalidRequest::new(field, format!("{s}: prefix length {len:?} is not a number")))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if len > max {
-        return Err(InvalidRequest::new(
-            field,
-            format!("{s}: prefix length must be <= {max}"),
-        ));
+        return Err(InvalidRequest::new(field, format!("{s}: prefix length must be <= {max}")));
     }
     let net = IpNet::new(addr, len).map_err(|e| InvalidRequest::new(field, format!("{s}: {e}")))?;
     if net.network() != addr {
         return Err(InvalidRequest::new(
             field,
-            format!(
-                "{s}: host bits are set; did you mean {}/{len}?",
-                net.network()
-            ),
+            format!("{s}: host bits are set; did you mean {}/{len}?", net.network()),
         ));
     }
     Ok(net)
@@ -60,9 +49,7 @@ pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet, InvalidRequest> {
 
 /// Parse one IP address.
 pub fn parse_ip(field: &str, s: &str) -> Result<IpAddr, InvalidRequest> {
-    s.trim()
-        .parse()
-        .map_err(|_| InvalidRequest::new(field, format!("{s:?} is not an IP address")))
+    s.trim().parse().map_err(|_| InvalidRequest::new(field, format!("{s:?} is not an IP address")))
 }
 
 /// Whether two prefixes share any address.
@@ -89,7 +76,5 @@ pub fn usable_range(net: &IpNet) -> (IpAddr, IpAddr) {
 /// Whether `a` is an address of `net` a host may use (see [`usable_range`]).
 pub fn is_usable(net: &IpNet, a: IpAddr) -> bool {
     let (first, last) = usable_range(net);
-    a.is_ipv4() == net.network().is_ipv4()
-        && to_u128(a) >= to_u128(first)
-        && to_u128(a) <= to_u128(last)
+    a.is_ipv4() == net.network().is_ipv4() && to_u128(a) >= to_u128(first) && to_u128(a) <= to_u128(last)
 }

@@ -118,10 +118,7 @@ impl Network {
     pub fn new(id: String, spec: NetworkSpec) -> Result<Network, InvalidRequest> {
         let bridge = match &spec.bridge_name {
             Some(b) => b.clone(),
-            None => IfName::parse(
-                "options.bridge_name",
-                &format!("br-{}", &id[..id.len().min(12)]),
-            )?,
+            None => IfName::parse("options.bridge_name", &format!("br-{}", &id[..id.len().min(12)]))?,
         };
         Ok(Network { id, spec, bridge })
     }
@@ -155,34 +152,21 @@ impl CreateNetwork {
     pub fn validate(&self) -> Result<NetworkSpec, InvalidRequest> {
         let tenant = Tenant::parse("tenant", &self.tenant)?;
         let name = NetworkName::parse("name", &self.name)?;
-        let driver = if self.driver.is_empty() {
-            "bridge".to_owned()
-        } else {
-            self.driver.clone()
-        };
+        let driver = if self.driver.is_empty() { "bridge".to_owned() } else { self.driver.clone() };
         if !DRIVERS.contains(&driver.as_str()) {
             return Err(InvalidRequest::new(
                 "driver",
-                format!(
-                    "driver {driver:?} is not supported (supported: {})",
-                    DRIVERS.join(", ")
-                ),
+                format!("driver {driver:?} is not supported (supported: {})", DRIVERS.join(", ")),
             ));
         }
         if self.subnets.is_empty() {
-            return Err(InvalidRequest::new(
-                "subnets",
-                "at least one subnet is required",
-            ));
+            return Err(InvalidRequest::new("subnets", "at least one subnet is required"));
         }
         let mut subnets: Vec<Subnet> = Vec::new();
         for (i, s) in self.subnets.iter().enumerate() {
             let field = format!("subnets[{i}]");
             let subnet = parse_cidr(&format!("{field}.subnet"), &s.subnet)?;
-            if let Some(prev) = subnets
-                .iter()
-                .find(|p| p.subnet.network().is_ipv4() == subnet.network().is_ipv4())
-            {
+            if let Some(prev) = subnets.iter().find(|p| p.subnet.network().is_ipv4() == subnet.network().is_ipv4()) {
                 return Err(InvalidRequest::new(
                     format!("{field}.subnet"),
                     format!(
@@ -225,11 +209,7 @@ impl CreateNetwork {
                 }
                 Some(r)
             };
-            subnets.push(Subnet {
-                subnet,
-                gateway,
-                ip_range,
-            });
+            subnets.push(Subnet { subnet, gateway, ip_range });
         }
         let mut mtu = None;
         let mut bridge_name = None;
@@ -237,19 +217,12 @@ impl CreateNetwork {
             let field = format!("options[{k}]");
             match k.as_str() {
                 "mtu" => {
-                    let n: u32 = v.parse().map_err(|_| {
-                        InvalidRequest::new(&field, format!("mtu {v:?} is not a number"))
-                    })?;
-                    let min = if subnets.iter().any(|s| s.subnet.network().is_ipv6()) {
-                        MIN_MTU_V6
-                    } else {
-                        MIN_MTU_V4
-                    };
+                    let n: u32 =
+                        v.parse().map_err(|_| InvalidRequest::new(&field, format!("mtu {v:?} is not a number")))?;
+                    let min =
+                        if subnets.iter().any(|s| s.subnet.network().is_ipv6()) { MIN_MTU_V6 } else { MIN_MTU_V4 };
                     if !(min..=MAX_MTU).contains(&n) {
-                        return Err(InvalidRequest::new(
-                            field,
-                            format!("mtu {n} must be between {min} and {MAX_MTU}"),
-                        ));
+                        return Err(InvalidRequest::new(field, format!("mtu {n} must be between {min} and {MAX_MTU}")));
                     }
                     mtu = Some(n);
                 }
@@ -263,11 +236,7 @@ impl CreateNetwork {
             }
         }
         validate_label_map("labels", &self.labels)?;
-        let ipam = if self.ipam.is_empty() {
-            DEFAULT_IPAM.to_owned()
-        } else {
-            self.ipam.clone()
-        };
+        let ipam = if self.ipam.is_empty() { DEFAULT_IPAM.to_owned() } else { self.ipam.clone() };
         Ok(NetworkSpec {
             tenant,
             name,
@@ -286,11 +255,7 @@ impl CreateNetwork {
 /// Why `spec` cannot coexist with `existing`: same name for the tenant,
 /// overlapping subnets (across all tenants: they share the host's routing
 /// table), or the same bridge name.
-pub fn conflicts_with(
-    spec: &NetworkSpec,
-    bridge: &IfName,
-    existing: &Network,
-) -> Option<InvalidOrExists> {
+pub fn conflicts_with(spec: &NetworkSpec, bridge: &IfName, existing: &Network) -> Option<InvalidOrExists> {
     if existing.spec.tenant == spec.tenant && existing.spec.name == spec.name {
         return Some(InvalidOrExists::Exists(format!(
             "network {:?} already exists for tenant {:?}",
@@ -309,9 +274,7 @@ pub fn conflicts_with(
         }
     }
     if &existing.bridge == bridge {
-        return Some(InvalidOrExists::Exists(format!(
-            "bridge {bridge} is already used by another network"
-        )));
+        return Some(InvalidOrExists::Exists(format!("bridge {bridge} is already used by another network")));
     }
     None
 }

@@ -3,10 +3,7 @@ use super::*;
 fn req(subnet: &str) -> CreateNetwork {
     CreateNetwork {
         name: "n1".into(),
-        subnets: vec![SubnetRequest {
-            subnet: subnet.into(),
-            ..Default::default()
-        }],
+        subnets: vec![SubnetRequest { subnet: subnet.into(), ..Default::default() }],
         ..Default::default()
     }
 }
@@ -25,10 +22,7 @@ fn defaults() {
 #[test]
 fn subnet_rules() {
     let e = req("10.0.0.0/33").validate().unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32"
-    );
+    assert_eq!(e.to_string(), "subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32");
     let e = req("10.0.0.1/24").validate().unwrap_err();
     assert!(e.reason.contains("did you mean 10.0.0.0/24"), "{e}");
     assert!(req("nonsense").validate().is_err());
@@ -62,20 +56,11 @@ fn options_and_families() {
     r.options.insert("colour".into(), "blue".into());
     assert!(r.validate().unwrap_err().reason.contains("unknown option"));
     r.options.clear();
-    r.options
-        .insert("bridge_name".into(), "a-very-long-bridge-name".into());
+    r.options.insert("bridge_name".into(), "a-very-long-bridge-name".into());
     assert!(r.validate().is_err());
     let mut r = req("10.89.0.0/24");
-    r.subnets.push(SubnetRequest {
-        subnet: "10.90.0.0/24".into(),
-        ..Default::default()
-    });
-    assert!(
-        r.validate()
-            .unwrap_err()
-            .reason
-            .contains("one subnet per address family")
-    );
+    r.subnets.push(SubnetRequest { subnet: "10.90.0.0/24".into(), ..Default::default() });
+    assert!(r.validate().unwrap_err().reason.contains("one subnet per address family"));
     r.driver = "overlay".into();
 }
 
@@ -86,15 +71,9 @@ fn overlap_and_name_conflicts() {
     r.name = "n2".into();
     let spec = r.validate().unwrap();
     let br = IfName::parse("b", "br-x").unwrap();
-    assert!(matches!(
-        conflicts_with(&spec, &br, &a),
-        Some(InvalidOrExists::Invalid(_))
-    ));
+    assert!(matches!(conflicts_with(&spec, &br, &a), Some(InvalidOrExists::Invalid(_))));
     let spec = req("10.100.0.0/24").validate().unwrap();
-    assert!(matches!(
-        conflicts_with(&spec, &br, &a),
-        Some(InvalidOrExists::Exists(_))
-    ));
+    assert!(matches!(conflicts_with(&spec, &br, &a), Some(InvalidOrExists::Exists(_))));
     let mut other = req("10.100.0.0/24");
     other.tenant = "acme".into();
     assert!(conflicts_with(&other.validate().unwrap(), &br, &a).is_none());

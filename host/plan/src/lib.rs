@@ -34,133 +34,87 @@ pub struct ObservedLink {
 /// `observed` is the bridge as found (None: missing).
 pub fn plan_network(net: &Network, observed: Option<&ObservedLink>) -> Vec<Op> {
     let mut ops = Vec::new();
-    ops.push(Op::Sysctl {
-        key: SYSCTL_IPV4_FORWARD.into(),
-        value: "1".into(),
-    });
-    if net
-        .spec
-        .subnets
-        .iter()
-        .any(|s| s.subnet.network().is_ipv6())
-    {
-        ops.push(Op::Sysctl {
-            key: SYSCTL_IPV6_FORWARD.into(),
-            value: "1".into(),
-        });
+    ops.push(Op::Sysctl { ns: Ns::Host, key: SYSCTL_IPV4_FORWARD.into(), value: "1".into() });
+    if has_v6(net) {
+        ops.push(Op::Sysctl { ns: Ns::Host, key: SYSCTL_IPV6_FORWARD.into(), value: "1".into() });
     }
     let empty = ObservedLink::default();
     let have = match observed {
         Some(o) => o,
         None => {
-            ops.push(Op::CreateBridge {
-                name: net.bridge.clone(),
-                mtu: net.spec.mtu,
-            });
+            ops.push(Op::CreateBridge { name: net.bridge.clone(), mtu: net.spec.mtu });
             &empty
         }
     };
+    if has_v6(net) {
+        ops.push(no_dad(Ns::Host, &net.bridge));
+    }
     for s in &net.spec.subnets {
         let want = s.gateway_cidr();
         if !have.addresses.contains(&want) {
-            ops.push(Op::AddAddress {
-                ns: Ns::Host,
-                link: net.bridge.clone(),
-                addr: want,
-            });
+            ops.push(Op::AddAddress { ns: Ns::Host, link: net.bridge.clone(), addr: want });
         }
     }
     if !have.up {
-        ops.push(Op::LinkUp {
-            ns: Ns::Host,
-            link: net.bridge.clone(),
-        });
+        ops.push(Op::LinkUp { ns: Ns::Host, link: net.bridge.clone() });
     }
+    // Published ports answer on 127.0.0.1 too: the DNATed packet keeps its
+    // loopback source until masqueraded, which the kernel only routes out of
+    // a link with route_localnet (IPv6 has no equivalent: ::1 cannot be DNATed).
+    ops.push(Op::Sysctl {
+        ns: Ns::Host,
+        key: format!("net/ipv4/conf/{}/route_localnet", net.bridge),
+        value: "1".into(),
+    });
     ops
 }
 
 /// Ops that remove a network's bridge (its ports must be gone already).
 pub fn plan_network_removal(net: &Network) -> Vec<Op> {
-    vec![Op::DeleteLink {
-        ns: Ns::Host,
-        link: net.bridge.clone(),
-    }]
+    vec![Op::DeleteLink { ns: Ns::Host, link: net.bridge.clone() }]
 }
 
 /// Ops that attach `ep` to `net`: a veth pair, one end a port of the bridge,
 /// the other moved into the container's namespace, renamed, addressed, up,
-/// with a default route via the gateway (not on internal networks).
+/// with a default route via the gateway (not on internal networks), then the
+/// published ports' DNAT elements. An [`Op::Nft`] is always last.
 pub fn plan_endpoint(net: &Network, ep: &Endpoint, peer_tmp: &IfName) -> Vec<Op> {
     let inside = Ns::Path(ep.spec.netns.clone());
     let ifname = ep.spec.ifname.clone();
     let mut ops = vec![
-        Op::CreateVeth {
-            name: ep.host_ifname.clone(),
-            peer: peer_tmp.clone(),
-            mtu: net.spec.mtu,
-        },
-        Op::SetMaster {
-            link: ep.host_ifname.clone(),
-            master: net.bridge.clone(),
-        },
-        Op::MoveToNetns {
-            link: peer_tmp.clone(),
-            netns: ep.spec.netns.clone(),
-        },
-        Op::Rename {
-            ns: inside.clone(),
-            link: peer_tmp.clone(),
-            to: ifname.clone(),
-        },
-        Op::SetMac {
-            ns: inside.clone(),
-            link: ifname.clone(),
-            mac: ep.mac,
-        },
+        Op::CreateVeth { name: ep.host_ifname.clone(), peer: peer_tmp.clone(), mtu: net.spec.mtu },
+        Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() },
+        Op::MoveToNetns { link: peer_tmp.clone(), netns: ep.spec.netns.clone() },
+        Op::Rename { ns: inside.clone(), link: peer_tmp.clone(), to: ifname.clone() },
+        Op::SetMac { ns: inside.clone(), link: ifname.clone(), mac: ep.mac },
     ];
-    for a in &ep.addresses {
-        ops.push(Op::AddAddress {
-            ns: inside.clone(),
-            link: ifname.clone(),
-            addr: *a,
-        });
+    if ep.addresses.iter().any(|a| a.addr().is_ipv6()) {
+        ops.push(no_dad(inside.clone(), &ifname));
     }
-    ops.push(Op::LinkUp {
-        ns: inside.clone(),
-        link: loopback(),
-    });
-    ops.push(Op::LinkUp {
-        ns: inside.clone(),
-        link: ifname.clone(),
-    });
+    for a in &ep.addresses {
+        ops.push(Op::AddAddress { ns: inside.clone(), link: ifname.clone(), addr: *a });
+    }
+    ops.push(Op::LinkUp { ns: inside.clone(), link: loopback() });
+    ops.push(Op::LinkUp { ns: inside.clone(), link: ifname.clone() });
     if !net.spec.internal {
         for s in &net.spec.subnets {
-            if ep
-                .addresses
-                .iter()
-                .any(|a| a.network().is_ipv4() == s.subnet.network().is_ipv4())
-            {
-                ops.push(Op::AddDefaultRoute {
-                    ns: inside.clone(),
-                    via: s.gateway,
-                    dev: ifname.clone(),
-                });
+            if ep.addresses.iter().any(|a| a.network().is_ipv4() == s.subnet.network().is_ipv4()) {
+                ops.push(Op::AddDefaultRoute { ns: inside.clone(), via: s.gateway, dev: ifname.clone() });
             }
         }
     }
-    ops.push(Op::LinkUp {
-        ns: Ns::Host,
-        link: ep.host_ifname.clone(),
-    });
+    ops.push(Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() });
+    // nftables changes come last, as one transaction, once the interface
+    // they point at exists.
+    if let Some(script) = nft::render_endpoint(ep, nft::Change::Add) {
+        ops.push(Op::Nft { script });
+    }
     ops
 }
 
 /// Ops that detach an endpoint: deleting the host end removes the pair.
 pub fn plan_endpoint_removal(ep: &Endpoint) -> Vec<Op> {
-    vec![Op::DeleteLink {
-        ns: Ns::Host,
-        link: ep.host_ifname.clone(),
-    }]
+    vec![Op::DeleteLink { ns: Ns::Host, link: ep.host_ifname.clone() }]
 }
 
 /// The ops that undo the applied prefix of a plan, in reverse order. Only
@@ -170,10 +124,11 @@ pub fn undo(applied: &[Op]) -> Vec<Op> {
         .iter()
         .rev()
         .filter_map(|op| match op {
-            Op::CreateBridge { name, .. } | Op::CreateVeth { name, .. } => Some(Op::DeleteLink {
-                ns: Ns::Host,
-                link: name.clone(),
-            }),
+            // Deleting the interface is enough for the endpoint's own ops; an
+            // applied Nft op is the plan's last and is undone by the caller.
+            Op::CreateBridge { name, .. } | Op::CreateVeth { name, .. } => {
+                Some(Op::DeleteLink { ns: Ns::Host, link: name.clone() })
+            }
             _ => None,
         })
         .collect()
@@ -181,14 +136,22 @@ pub fn undo(applied: &[Op]) -> Vec<Op> {
 
 /// Whether an address family is present among `addrs`.
 pub fn has_family(addrs: &[IpNet], like: IpAddr) -> bool {
-    addrs
-        .iter()
-        .any(|a| a.network().is_ipv4() == like.is_ipv4())
+    addrs.iter().any(|a| a.network().is_ipv4() == like.is_ipv4())
+}
+
+fn has_v6(net: &Network) -> bool {
+    net.spec.subnets.iter().any(|s| s.subnet.network().is_ipv6())
+}
+
+/// No duplicate address detection on a link weft addresses itself: a
+/// tentative link-local address stalls neighbour discovery, and so the
+/// first IPv6 packets, for a second or more after the link comes up.
+fn no_dad(ns: Ns, link: &IfName) -> Op {
+    Op::Sysctl { ns, key: format!("net/ipv6/conf/{link}/accept_dad"), value: "0".into() }
 }
 
 fn loopback() -> IfName {
-    IfName::parse("ifname", "lo")
-        .unwrap_or_else(|_| unreachable!("\"lo\" is a valid interface name"))
+    IfName::parse("ifname", "lo").unwrap_or_else(|_| unreachable!("\"lo\" is a valid interface name"))
 }
 
 #[cfg(test)]

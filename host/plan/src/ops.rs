@@ -23,6 +23,8 @@ pub enum Ns {
 pub enum Op {
     /// `sysctl -w key=value` (key with `/` separators under /proc/sys).
     Sysctl {
+        /// Namespace (network sysctls are per namespace).
+        ns: Ns,
         /// Path below /proc/sys.
         key: String,
         /// Value to write.
@@ -119,7 +121,8 @@ impl Op {
     /// The namespace the op runs in.
     pub fn ns(&self) -> Ns {
         match self {
-            Op::AddAddress { ns, .. }
+            Op::Sysctl { ns, .. }
+            | Op::AddAddress { ns, .. }
             | Op::Rename { ns, .. }
             | Op::SetMac { ns, .. }
             | Op::LinkUp { ns, .. }

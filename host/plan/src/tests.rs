@@ -11,19 +11,13 @@ use weft_model::{IfName, Mac};
 use super::*;
 
 fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("golden")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
     assert_eq!(actual, want, "plan differs from {}", path.display());
 }
 
@@ -34,13 +28,7 @@ fn json(ops: &[Op]) -> String {
 fn network(name: &str, subnets: &[&str], internal: bool) -> Network {
     let req = CreateNetwork {
         name: name.into(),
-        subnets: subnets
-            .iter()
-            .map(|s| SubnetRequest {
-                subnet: (*s).into(),
-                ..Default::default()
-            })
-            .collect(),
+        subnets: subnets.iter().map(|s| SubnetRequest { subnet: (*s).into(), ..Default::default() }).collect(),
         internal,
         ..Default::default()
     };
@@ -48,10 +36,15 @@ fn network(name: &str, subnets: &[&str], internal: bool) -> Network {
 }
 
 fn endpoint(net: &Network, addrs: &[&str]) -> Endpoint {
+    endpoint_publishing(net, addrs, &[])
+}
+
+fn endpoint_publishing(net: &Network, addrs: &[&str], publish: &[&str]) -> Endpoint {
     let spec = AttachEndpoint {
         network: net.spec.name.to_string(),
         name: "web".into(),
         netns: "/var/run/netns/c1".into(),
+        publish: publish.iter().map(|p| (*p).to_string()).collect(),
         ..Default::default()
     }
     .validate()
@@ -77,23 +70,11 @@ fn new_dual_stack_network() {
 #[test]
 fn repair_network_missing_address() {
     let net = network("n1", &["10.89.0.0/24"], false);
-    let observed = ObservedLink {
-        addresses: vec![],
-        up: true,
-    };
-    golden(
-        "network_repair.json",
-        &json(&plan_network(&net, Some(&observed))),
-    );
-    let converged = ObservedLink {
-        addresses: vec!["10.89.0.1/24".parse().unwrap()],
-        up: true,
-    };
+    let observed = ObservedLink { addresses: vec![], up: true };
+    golden("network_repair.json", &json(&plan_network(&net, Some(&observed))));
+    let converged = ObservedLink { addresses: vec!["10.89.0.1/24".parse().unwrap()], up: true };
     let ops = plan_network(&net, Some(&converged));
-    assert!(
-        ops.iter().all(|o| matches!(o, Op::Sysctl { .. })),
-        "converged network plans only sysctls: {ops:?}"
-    );
+    assert!(ops.iter().all(|o| matches!(o, Op::Sysctl { .. })), "converged network plans only sysctls: {ops:?}");
 }
 
 #[test]
@@ -101,10 +82,7 @@ fn attach_endpoint_dual_stack() {
     let net = network("n1", &["10.89.0.0/24", "fd00:89::/64"], false);
     let ep = endpoint(&net, &["10.89.0.2/24", "fd00:89::2/64"]);
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
-    golden(
-        "endpoint_attach.json",
-        &json(&plan_endpoint(&net, &ep, &tmp)),
-    );
+    golden("endpoint_attach.json", &json(&plan_endpoint(&net, &ep, &tmp)));
 }
 
 #[test]
@@ -123,44 +101,71 @@ fn undo_deletes_what_was_created_in_reverse() {
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
     let ops = plan_endpoint(&net, &ep, &tmp);
     let undo_ops = undo(&ops[..3]);
-    assert_eq!(
-        undo_ops,
-        vec![Op::DeleteLink {
-            ns: Ns::Host,
-            link: ep.host_ifname.clone()
-        }]
-    );
+    assert_eq!(undo_ops, vec![Op::DeleteLink { ns: Ns::Host, link: ep.host_ifname.clone() }]);
     assert_eq!(plan_endpoint_removal(&ep), undo_ops);
     let created = plan_network(&net, None);
     assert_eq!(undo(&created), plan_network_removal(&net));
     let _ = IfName::parse("x", "x").unwrap();
 }
 
+/// Rule lines of a rendered table: depth-2 lines that are not a set's or a
+/// chain's declaration.
+fn rule_count(script: &str) -> usize {
+    script
+        .lines()
+        .filter(|l| l.starts_with("\t\t"))
+        .map(str::trim_start)
+        .filter(|l| !l.starts_with("type ") && !l.starts_with("elements") && !l.starts_with("flags"))
+        .count()
+}
+
 #[test]
 fn ruleset_is_fixed_and_sets_grow() {
     let a = network("a", &["10.89.0.0/24", "fd00:89::/64"], false);
     let b = network("b", &["10.90.0.0/24"], true);
-    golden("ruleset_two_networks.nft", &nft::render_ruleset([&a, &b]));
-    let rules = |s: &str| {
-        s.lines()
-            .filter(|l| {
-                l.starts_with("\t\t")
-                    && !l.contains("type ")
-                    && !l.contains("elements")
-                    && !l.contains("flags")
-            })
-            .count()
-    };
-    let one = nft::render_ruleset([&a]);
-    let many: Vec<Network> = (0..50)
-        .map(|i| {
-            network(
-                &format!("n{i}"),
-                &[&format!("10.{}.0.0/24", 100 + i)],
-                false,
-            )
+    let ep = endpoint_publishing(
+        &a,
+        &["10.89.0.2/24", "fd00:89::2/64"],
+        &["8080:80", "127.0.0.1:5353:53/udp", "[fd00::1]:8443:443/sctp", "9000-9001:9000-9001"],
+    );
+    golden("ruleset_two_networks.nft", &nft::render_ruleset([&a, &b], [&ep]));
+    let one = nft::render_ruleset([&a], []);
+    let many: Vec<Network> =
+        (0..50).map(|i| network(&format!("n{i}"), &[&format!("10.{}.0.0/24", 100 + i)], false)).collect();
+    assert_eq!(rule_count(&one), rule_count(&nft::render_ruleset(many.iter(), [])));
+    assert_eq!(rule_count(&nft::render_ruleset([], [])), rule_count(&one));
+    assert_eq!(rule_count(&one), 20);
+}
+
+#[test]
+fn published_ports_become_map_elements_not_rules() {
+    let a = network("a", &["10.89.0.0/24"], false);
+    let counts: Vec<usize> = [1usize, 100, 1000]
+        .iter()
+        .map(|&n| {
+            let eps: Vec<Endpoint> =
+                (0..n).map(|i| endpoint_publishing(&a, &["10.89.0.2/24"], &[&format!("{}:80", 10000 + i)])).collect();
+            let script = nft::render_ruleset([&a], eps.iter());
+            assert_eq!(script.matches(" : 10.89.0.2 . 80").count(), n, "one element per endpoint");
+            rule_count(&script)
         })
         .collect();
-    assert_eq!(rules(&one), rules(&nft::render_ruleset(many.iter())));
-    assert_eq!(rules(&nft::render_ruleset(std::iter::empty())), rules(&one));
+    assert_eq!(counts, [20, 20, 20]);
+}
+
+#[test]
+fn endpoint_elements_per_family_and_host_ip() {
+    let a = network("a", &["10.89.0.0/24", "fd00:89::/64"], false);
+    let ep = endpoint_publishing(
+        &a,
+        &["10.89.0.2/24", "fd00:89::2/64"],
+        &["8080:80", "127.0.0.1:5353:53/udp", "[fd00::1]:8443:443/sctp", "9000-9001:9000-9001"],
+    );
+    golden("endpoint_publish_add.nft", &nft::render_endpoint(&ep, nft::Change::Add).unwrap());
+    let del = nft::render_endpoint(&ep, nft::Change::Delete).unwrap();
+    assert!(del.lines().all(|l| l.starts_with("delete element inet weft ")), "{del}");
+    assert!(nft::render_endpoint(&endpoint(&a, &["10.89.0.2/24"]), nft::Change::Add).is_none());
+    let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
+    let ops = plan_endpoint(&a, &ep, &tmp);
+    assert!(matches!(ops.last(), Some(Op::Nft { .. })), "the nft transaction comes last");
 }

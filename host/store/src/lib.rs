@@ -36,10 +36,7 @@ pub struct StoreError {
 }
 
 fn err(op: &str) -> impl Fn(&dyn std::fmt::Display) -> StoreError + '_ {
-    move |e| StoreError {
-        op: op.to_owned(),
-        reason: e.to_string(),
-    }
+    move |e| StoreError { op: op.to_owned(), reason: e.to_string() }
 }
 
 /// Everything stored, as loaded at start-up.
@@ -75,11 +72,9 @@ pub struct RedbStore {
 impl RedbStore {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| err("create state dir")(&format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| err("create state dir")(&format!("{}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path)
-            .map_err(|e| err("open")(&format!("{}: {e}", path.display())))?;
+        let db = Database::create(&path).map_err(|e| err("open")(&format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(|e| err("init")(&e))?;
         {
             txn.open_table(NETWORKS).map_err(|e| err("init")(&e))?;
@@ -113,8 +108,7 @@ fn decode_all<T: DeserializeOwned>(
     let mut out = Vec::new();
     for row in table.iter().map_err(|e| err("load")(&e))? {
         let (k, v) = row.map_err(|e| err("load")(&e))?;
-        let item = serde_json::from_slice(v.value())
-            .map_err(|e| err("decode")(&format!("{}: {e}", k.value())))?;
+        let item = serde_json::from_slice(v.value()).map_err(|e| err("decode")(&format!("{}: {e}", k.value())))?;
         out.push(item);
     }
     Ok(out)
@@ -133,17 +127,12 @@ impl Store for RedbStore {
                 cursors.push((k.value().to_owned(), a));
             }
         }
-        Ok(Snapshot {
-            networks,
-            endpoints,
-            cursors,
-        })
+        Ok(Snapshot { networks, endpoints, cursors })
     }
 
     fn put_network(&self, n: &Network) -> Result<(), StoreError> {
         self.write("put network", |txn| {
-            txn.open_table(NETWORKS)?
-                .insert(n.id.as_str(), encode(n)?.as_slice())?;
+            txn.open_table(NETWORKS)?.insert(n.id.as_str(), encode(n)?.as_slice())?;
             Ok(())
         })
     }
@@ -160,8 +149,7 @@ impl Store for RedbStore {
 
     fn put_endpoint(&self, e: &Endpoint, cursors: &[(String, IpAddr)]) -> Result<(), StoreError> {
         self.write("put endpoint", |txn| {
-            txn.open_table(ENDPOINTS)?
-                .insert(e.id.as_str(), encode(e)?.as_slice())?;
+            txn.open_table(ENDPOINTS)?.insert(e.id.as_str(), encode(e)?.as_slice())?;
             let mut t = txn.open_table(CURSORS)?;
             for (k, a) in cursors {
                 t.insert(k.as_str(), a.to_string().as_str())?;

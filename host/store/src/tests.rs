@@ -15,10 +15,7 @@ fn round_trip_survives_reopen() {
     let dir = tmpdir("rt");
     let spec = CreateNetwork {
         name: "n1".into(),
-        subnets: vec![SubnetRequest {
-            subnet: "10.9.0.0/24".into(),
-            ..Default::default()
-        }],
+        subnets: vec![SubnetRequest { subnet: "10.9.0.0/24".into(), ..Default::default() }],
         ..Default::default()
     }
     .validate()
@@ -27,14 +24,9 @@ fn round_trip_survives_reopen() {
     let ep = Endpoint {
         id: "cd".repeat(16),
         network_id: net.id.clone(),
-        spec: AttachEndpoint {
-            network: "n1".into(),
-            name: "e".into(),
-            netns: "/x".into(),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap(),
+        spec: AttachEndpoint { network: "n1".into(), name: "e".into(), netns: "/x".into(), ..Default::default() }
+            .validate()
+            .unwrap(),
         host_ifname: Endpoint::host_ifname_for(&"cd".repeat(16)).unwrap(),
         mac: Mac([2, 0x42, 10, 9, 0, 2]),
         addresses: vec!["10.9.0.2/24".parse().unwrap()],
@@ -43,11 +35,7 @@ fn round_trip_survives_reopen() {
     {
         let s = RedbStore::open(&dir).unwrap();
         s.put_network(&net).unwrap();
-        s.put_endpoint(
-            &ep,
-            &[(format!("{}/v4", net.id), "10.9.0.2".parse().unwrap())],
-        )
-        .unwrap();
+        s.put_endpoint(&ep, &[(format!("{}/v4", net.id), "10.9.0.2".parse().unwrap())]).unwrap();
     }
     let s = RedbStore::open(&dir).unwrap();
     let snap = s.load().unwrap();

@@ -21,16 +21,11 @@ pub fn to_wit(a: IpAddr) -> IpAddress {
 pub fn from_wit(a: IpAddress) -> IpAddr {
     match a {
         IpAddress::V4(v) => IpAddr::V4(Ipv4Addr::from(v)),
-        IpAddress::V6((hi, lo)) => {
-            IpAddr::V6(Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)))
-        }
+        IpAddress::V6((hi, lo)) => IpAddr::V6(Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo))),
     }
 }
 
 /// Model prefix to WIT.
 pub fn cidr(n: &IpNet) -> Cidr {
-    Cidr {
-        address: to_wit(n.network()),
-        prefix: n.prefix_len(),
-    }
+    Cidr { address: to_wit(n.network()), prefix: n.prefix_len() }
 }

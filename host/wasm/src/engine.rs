@@ -29,15 +29,13 @@ pub fn build() -> wasmtime::Result<Engine> {
 /// Advance the engine's epoch forever on a background thread.
 pub fn start_ticker(engine: &Engine) {
     let weak = engine.weak();
-    let _ = std::thread::Builder::new()
-        .name("weft-epoch".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(limits::EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(e) => e.increment_epoch(),
-                    None => return,
-                }
+    let _ = std::thread::Builder::new().name("weft-epoch".into()).spawn(move || {
+        loop {
+            std::thread::sleep(limits::EPOCH_TICK);
+            match weak.upgrade() {
+                Some(e) => e.increment_epoch(),
+                None => return,
             }
-        });
+        }
+    });
 }

@@ -36,9 +36,7 @@ impl bindings::weft::ipam::leases::Host for IpamState {
         self.leases.is_free(from_wit(address))
     }
     fn next_free(&mut self, first: IpAddress, last: IpAddress) -> Option<IpAddress> {
-        self.leases
-            .next_free(from_wit(first), from_wit(last))
-            .map(to_wit)
+        self.leases.next_free(from_wit(first), from_wit(last)).map(to_wit)
     }
     fn last_allocated(&mut self) -> Option<IpAddress> {
         self.leases.last.map(to_wit)
@@ -46,39 +44,22 @@ impl bindings::weft::ipam::leases::Host for IpamState {
 }
 
 /// Compile `bytes` and link it against the ipam world's imports only.
-pub fn prepare(
-    engine: &Engine,
-    name: &str,
-    bytes: &[u8],
-) -> Result<bindings::IpamPre<IpamState>, PluginError> {
-    let load = |reason: String| PluginError::Load {
-        module: name.to_owned(),
-        reason,
-    };
-    let component =
-        Component::new(engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
+pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::IpamPre<IpamState>, PluginError> {
+    let load = |reason: String| PluginError::Load { module: name.to_owned(), reason };
+    let component = Component::new(engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
     let mut linker: Linker<IpamState> = Linker::new(engine);
     bindings::Ipam::add_to_linker::<IpamState, HasSelf<IpamState>>(&mut linker, |s| s)
         .map_err(|e| load(e.to_string()))?;
-    let pre = linker.instantiate_pre(&component).map_err(|e| {
-        load(format!(
-            "imports something the ipam world does not grant: {e:#}"
-        ))
-    })?;
-    bindings::IpamPre::new(pre)
-        .map_err(|e| load(format!("does not export the weft:ipam world: {e:#}")))
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| load(format!("imports something the ipam world does not grant: {e:#}")))?;
+    bindings::IpamPre::new(pre).map_err(|e| load(format!("does not export the weft:ipam world: {e:#}")))
 }
 
 fn classify(module: &str, e: wasmtime::Error) -> PluginError {
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => PluginError::Deadline {
-            module: module.to_owned(),
-            ms: limits::deadline_ms(),
-        },
-        _ => PluginError::Trap {
-            module: module.to_owned(),
-            reason: format!("{e:#}"),
-        },
+        Some(Trap::Interrupt) => PluginError::Deadline { module: module.to_owned(), ms: limits::deadline_ms() },
+        _ => PluginError::Trap { module: module.to_owned(), reason: format!("{e:#}") },
     }
 }
 
@@ -91,10 +72,7 @@ impl Ipam for WasmHost {
         config: &[(String, String)],
         leases: &mut PoolLeases,
     ) -> Result<IpAddr, DecisionError> {
-        let failed = |e: PluginError| DecisionError::Failed {
-            module: module.to_owned(),
-            reason: e.to_string(),
-        };
+        let failed = |e: PluginError| DecisionError::Failed { module: module.to_owned(), reason: e.to_string() };
         let m = self.ipam_module(module).map_err(failed)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(limits::MAX_MEMORY_BYTES)
@@ -103,10 +81,7 @@ impl Ipam for WasmHost {
             .memories(limits::MAX_MEMORIES)
             .trap_on_grow_failure(true)
             .build();
-        let state = IpamState {
-            leases: std::mem::take(leases),
-            limits,
-        };
+        let state = IpamState { leases: std::mem::take(leases), limits };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
@@ -123,12 +98,7 @@ impl Ipam for WasmHost {
             static_address: request.static_address.map(to_wit),
         };
         let result = m.pre.instantiate(&mut store).and_then(|inst| {
-            inst.weft_ipam_allocator().call_allocate(
-                &mut store,
-                wit_pool,
-                &wit_req,
-                &config.to_vec(),
-            )
+            inst.weft_ipam_allocator().call_allocate(&mut store, wit_pool, &wit_req, &config.to_vec())
         });
         *leases = store.into_data().leases;
         match result {

@@ -69,15 +69,10 @@ impl WasmHost {
     /// Build the engine (pooling allocator, epoch interruption) and start its
     /// epoch ticker.
     pub fn new() -> Result<WasmHost, PluginError> {
-        let engine = engine::build().map_err(|e| PluginError::Load {
-            module: "(engine)".into(),
-            reason: e.to_string(),
-        })?;
+        let engine =
+            engine::build().map_err(|e| PluginError::Load { module: "(engine)".into(), reason: e.to_string() })?;
         engine::start_ticker(&engine);
-        Ok(WasmHost {
-            engine,
-            ipam: RwLock::new(HashMap::new()),
-        })
+        Ok(WasmHost { engine, ipam: RwLock::new(HashMap::new()) })
     }
 
     /// Load every `*.wasm` in `dir` as a built-in, named by file stem. The
@@ -85,9 +80,7 @@ impl WasmHost {
     pub fn load_builtin_dir(&self, dir: &Path) -> Result<Vec<String>, PluginError> {
         let entries = std::fs::read_dir(dir).map_err(|e| PluginError::Load {
             module: dir.display().to_string(),
-            reason: format!(
-                "cannot read the built-in module directory ({e}); run `cargo xtask build-policies`"
-            ),
+            reason: format!("cannot read the built-in module directory ({e}); run `cargo xtask build-policies`"),
         })?;
         let mut names = Vec::new();
         for entry in entries.flatten() {
@@ -98,10 +91,8 @@ impl WasmHost {
             let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
                 continue;
             };
-            let bytes = std::fs::read(&path).map_err(|e| PluginError::Load {
-                module: name.clone(),
-                reason: e.to_string(),
-            })?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| PluginError::Load { module: name.clone(), reason: e.to_string() })?;
             if name.starts_with("ipam-") {
                 self.load_ipam(&name, &bytes)?;
                 names.push(name);
@@ -115,32 +106,19 @@ impl WasmHost {
     pub fn load_ipam(&self, name: &str, bytes: &[u8]) -> Result<String, PluginError> {
         let digest = hex(&Sha256::digest(bytes));
         let pre = ipam::prepare(&self.engine, name, bytes)?;
-        let module = Arc::new(IpamModule {
-            digest: digest.clone(),
-            pre,
-        });
-        self.ipam
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), module);
+        let module = Arc::new(IpamModule { digest: digest.clone(), pre });
+        self.ipam.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), module);
         Ok(digest)
     }
 
     /// Whether an IPAM module called `name` is loaded.
     pub fn has_ipam(&self, name: &str) -> bool {
-        self.ipam
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(name)
+        self.ipam.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
     }
 
     /// The sha256 of the IPAM module called `name`.
     pub fn ipam_digest(&self, name: &str) -> Option<String> {
-        self.ipam
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .map(|m| m.digest.clone())
+        self.ipam.read().unwrap_or_else(|p| p.into_inner()).get(name).map(|m| m.digest.clone())
     }
 
     fn ipam_module(&self, name: &str) -> Result<Arc<IpamModule>, PluginError> {

@@ -29,46 +29,27 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn req(static_address: Option<IpAddr>) -> IpamRequest {
-    IpamRequest {
-        network: "n".into(),
-        endpoint: "e".into(),
-        static_address,
-    }
+    IpamRequest { network: "n".into(), endpoint: "e".into(), static_address }
 }
 
 #[test]
 fn sequential_with_wraparound_and_reserved_addresses() {
     let h = host();
-    let pool = Pool {
-        subnet: "10.0.0.0/29".parse().unwrap(),
-        range: None,
-        gateway: Some(ip("10.0.0.1")),
-    };
+    let pool = Pool { subnet: "10.0.0.0/29".parse().unwrap(), range: None, gateway: Some(ip("10.0.0.1")) };
     let mut leases = PoolLeases::default();
     let mut got = Vec::new();
     for i in 0..5 {
-        let a = h
-            .allocate("ipam-default", &pool, &req(None), &[], &mut leases)
-            .unwrap();
+        let a = h.allocate("ipam-default", &pool, &req(None), &[], &mut leases).unwrap();
         weft_model::ipam::check_answer(&pool, &req(None), &leases, a).unwrap();
         leases.reserve(a, &format!("e{i}"));
         got.push(a.to_string());
     }
-    assert_eq!(
-        got,
-        ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
-    );
-    let e = h
-        .allocate("ipam-default", &pool, &req(None), &[], &mut leases)
-        .unwrap_err();
+    assert_eq!(got, ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
+    let e = h.allocate("ipam-default", &pool, &req(None), &[], &mut leases).unwrap_err();
     assert!(matches!(e, DecisionError::Exhausted(_)), "{e:?}");
     // Release one in the middle: wrap-around finds it.
     leases.release(ip("10.0.0.3"), "e1");
-    assert_eq!(
-        h.allocate("ipam-default", &pool, &req(None), &[], &mut leases)
-            .unwrap(),
-        ip("10.0.0.3")
-    );
+    assert_eq!(h.allocate("ipam-default", &pool, &req(None), &[], &mut leases).unwrap(), ip("10.0.0.3"));
     assert_eq!(leases.leases.len(), 4, "leases handed back after the call");
 }
 
@@ -81,63 +62,26 @@ fn static_requests_and_ranges() {
         gateway: Some(ip("10.0.0.1")),
     };
     let mut leases = PoolLeases::default();
+    assert_eq!(h.allocate("ipam-default", &pool, &req(None), &[], &mut leases).unwrap(), ip("10.0.0.129"));
     assert_eq!(
-        h.allocate("ipam-default", &pool, &req(None), &[], &mut leases)
-            .unwrap(),
-        ip("10.0.0.129")
-    );
-    assert_eq!(
-        h.allocate(
-            "ipam-default",
-            &pool,
-            &req(Some(ip("10.0.0.7"))),
-            &[],
-            &mut leases
-        )
-        .unwrap(),
+        h.allocate("ipam-default", &pool, &req(Some(ip("10.0.0.7"))), &[], &mut leases).unwrap(),
         ip("10.0.0.7")
     );
     leases.reserve(ip("10.0.0.7"), "x");
     assert!(matches!(
-        h.allocate(
-            "ipam-default",
-            &pool,
-            &req(Some(ip("10.0.0.7"))),
-            &[],
-            &mut leases
-        ),
+        h.allocate("ipam-default", &pool, &req(Some(ip("10.0.0.7"))), &[], &mut leases),
         Err(DecisionError::Conflict(_))
     ));
     assert!(matches!(
-        h.allocate(
-            "ipam-default",
-            &pool,
-            &req(Some(ip("10.0.0.1"))),
-            &[],
-            &mut leases
-        ),
+        h.allocate("ipam-default", &pool, &req(Some(ip("10.0.0.1"))), &[], &mut leases),
         Err(DecisionError::Invalid(_))
     ));
     assert!(matches!(
-        h.allocate(
-            "ipam-default",
-            &pool,
-            &req(Some(ip("10.0.0.255"))),
-            &[],
-            &mut leases
-        ),
+        h.allocate("ipam-default", &pool, &req(Some(ip("10.0.0.255"))), &[], &mut leases),
         Err(DecisionError::Invalid(_))
     ));
-    let v6 = Pool {
-        subnet: "fd00:1::/64".parse().unwrap(),
-        range: None,
-        gateway: Some(ip("fd00:1::1")),
-    };
-    assert_eq!(
-        h.allocate("ipam-default", &v6, &req(None), &[], &mut leases)
-            .unwrap(),
-        ip("fd00:1::2")
-    );
+    let v6 = Pool { subnet: "fd00:1::/64".parse().unwrap(), range: None, gateway: Some(ip("fd00:1::1")) };
+    assert_eq!(h.allocate("ipam-default", &v6, &req(None), &[], &mut leases).unwrap(), ip("fd00:1::2"));
 }
 
 #[test]
@@ -152,11 +96,7 @@ fn refuses_what_is_not_an_ipam_component() {
     let e = h
         .allocate(
             "missing",
-            &Pool {
-                subnet: "10.0.0.0/24".parse().unwrap(),
-                range: None,
-                gateway: None,
-            },
+            &Pool { subnet: "10.0.0.0/24".parse().unwrap(), range: None, gateway: None },
             &req(None),
             &[],
             &mut PoolLeases::default(),

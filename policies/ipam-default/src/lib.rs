@@ -26,18 +26,11 @@ impl Guest for Component {
     fn allocate(pool: Pool, request: Request, _config: Config) -> Result<IpAddress, IpamError> {
         let family = Family::of(&pool.subnet.address);
         let subnet = Span::usable(family, to_u128(&pool.subnet.address), pool.subnet.prefix)
-            .ok_or_else(|| {
-                IpamError::Invalid(format!(
-                    "subnet /{} has no usable address",
-                    pool.subnet.prefix
-                ))
-            })?;
+            .ok_or_else(|| IpamError::Invalid(format!("subnet /{} has no usable address", pool.subnet.prefix)))?;
         let range = match &pool.range {
             Some(r) => Span::usable(family, to_u128(&r.address), r.prefix)
                 .and_then(|s| s.intersect(&subnet))
-                .ok_or_else(|| {
-                    IpamError::Invalid("ip-range has no usable address inside the subnet".into())
-                })?,
+                .ok_or_else(|| IpamError::Invalid("ip-range has no usable address inside the subnet".into()))?,
             None => subnet,
         };
         let gateway = pool.gateway.as_ref().map(to_u128);
@@ -51,16 +44,10 @@ impl Guest for Component {
                 )));
             }
             if Some(addr) == gateway {
-                return Err(IpamError::Invalid(format!(
-                    "address {} is the gateway",
-                    show(family, addr)
-                )));
+                return Err(IpamError::Invalid(format!("address {} is the gateway", show(family, addr))));
             }
             if !leases::is_free(*want) {
-                return Err(IpamError::Conflict(format!(
-                    "address {} is already in use",
-                    show(family, addr)
-                )));
+                return Err(IpamError::Conflict(format!("address {} is already in use", show(family, addr))));
             }
             return Ok(*want);
         }
@@ -81,9 +68,7 @@ impl Guest for Component {
                     Some(found) => {
                         let f = to_u128(&found);
                         if f < from || f > last {
-                            return Err(IpamError::Invalid(
-                                "lease view answered outside the asked range".into(),
-                            ));
+                            return Err(IpamError::Invalid("lease view answered outside the asked range".into()));
                         }
                         if Some(f) == gateway {
                             if f == u128::MAX {
@@ -127,10 +112,7 @@ fn show(family: Family, v: u128) -> String {
             format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
         }
         Family::V6 => {
-            let parts: Vec<String> = (0..8)
-                .rev()
-                .map(|i| format!("{:x}", (v >> (i * 16)) as u16))
-                .collect();
+            let parts: Vec<String> = (0..8).rev().map(|i| format!("{:x}", (v >> (i * 16)) as u16)).collect();
             parts.join(":")
         }
     }

@@ -40,11 +40,7 @@ impl Span {
             return None;
         }
         let host_bits = u32::from(bits - prefix);
-        let size_mask: u128 = if host_bits >= 128 {
-            u128::MAX
-        } else {
-            (1u128 << host_bits) - 1
-        };
+        let size_mask: u128 = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
         let network = addr & !size_mask;
         let top = network | size_mask;
         let (first, last) = if host_bits <= 1 {
@@ -55,11 +51,7 @@ impl Span {
                 Family::V6 => (network + 1, top),
             }
         };
-        Some(Span {
-            network,
-            first,
-            last,
-        })
+        Some(Span { network, first, last })
     }
 
     /// Whether `a` lies in the span.
@@ -71,11 +63,7 @@ impl Span {
     pub fn intersect(&self, other: &Span) -> Option<Span> {
         let first = self.first.max(other.first);
         let last = self.last.min(other.last);
-        (first <= last).then_some(Span {
-            network: self.network,
-            first,
-            last,
-        })
+        (first <= last).then_some(Span { network: self.network, first, last })
     }
 }
 
