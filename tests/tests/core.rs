@@ -369,3 +369,45 @@ async fn attach_by_proc_pid_ns_path() {
     assert_eq!(attached.unwrap().into_inner().addresses, ["10.87.0.2/24"]);
     assert!(ping.status.success(), "the process reaches its gateway");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_namespace_on_two_networks() {
+    let host = Host::new("multi");
+    host.create_network("front", &["10.85.0.0/24"]).await.unwrap();
+    host.create_network("back", &["10.86.0.0/24"]).await.unwrap();
+    let app = host.container("app");
+    let web = host.container("web");
+    let db = host.container("db");
+    let e0 = host.attach("front", "app", &app).await.unwrap();
+    let e1 = host.attach("back", "app", &app).await.unwrap();
+    assert_eq!((e0.ifname.as_str(), e1.ifname.as_str()), ("eth0", "eth1"));
+    host.attach("front", "web", &web).await.unwrap();
+    host.attach("back", "db", &db).await.unwrap();
+    assert!(app.ping("10.85.0.3") && app.ping("10.86.0.3"), "reaches both networks");
+    assert!(!web.ping("10.86.0.3"), "the networks stay isolated from each other");
+    let routes = String::from_utf8_lossy(&app.exec(&["ip", "route", "show", "default"]).stdout).into_owned();
+    assert!(routes.contains("via 10.85.0.1 dev eth0"), "the first network keeps the default route: {routes}");
+
+    host.endpoints()
+        .await
+        .detach_endpoint(pb::DetachEndpointRequest {
+            network: "front".into(),
+            name: "app".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(app.ping("10.86.0.3"), "the other network keeps working");
+    assert!(!app.links().contains(&"eth0".to_string()));
+    let routes = String::from_utf8_lossy(&app.exec(&["ip", "route", "show", "default"]).stdout).into_owned();
+    assert!(routes.contains("via 10.86.0.1 dev eth1"), "the default route moved to the remaining network: {routes}");
+    // A named interface that is taken is refused.
+    let req = pb::AttachEndpointRequest {
+        network: "front".into(),
+        name: "app2".into(),
+        netns: app.path(),
+        ifname: "eth1".into(),
+        ..Default::default()
+    };
+    assert_eq!(host.endpoints().await.attach_endpoint(req).await.unwrap_err().code(), Code::AlreadyExists);
+}

@@ -27,6 +27,7 @@ fn endpoint(net: &Network, i: usize) -> Endpoint {
     let addr = format!("10.64.{}.{}/16", (i + 2) / 256, (i + 2) % 256);
     Endpoint {
         host_ifname: Endpoint::host_ifname_for(&id).unwrap(),
+        netns_id: 0,
         network_id: net.id.clone(),
         spec: AttachEndpoint {
             network: "scale".into(),

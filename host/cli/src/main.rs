@@ -111,8 +111,9 @@ enum EndpointCmd {
         /// Endpoint name.
         #[arg(long)]
         name: String,
-        /// Interface name inside the namespace.
-        #[arg(long, default_value = "eth0")]
+        /// Interface name inside the namespace [default: eth0, or the next
+        /// free ethN when the namespace is already on another network].
+        #[arg(long, default_value = "")]
         ifname: String,
         /// Static address (one per family).
         #[arg(long = "ip")]

@@ -14,7 +14,9 @@ use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointState};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, check_answer};
 use weft_model::network::{CreateNetwork, InvalidOrExists, Network, conflicts_with};
 use weft_model::{ControlError, EndpointName, InvalidRequest, Mac, NetworkName, Tenant};
-use weft_plan::{Op, nft, plan_endpoint, plan_endpoint_removal, plan_network, plan_network_removal, undo};
+use weft_plan::{
+    Op, nft, plan_default_routes, plan_endpoint, plan_endpoint_removal, plan_network, plan_network_removal, undo,
+};
 use weft_store::{RedbStore, Store};
 use weft_wasm::WasmHost;
 
@@ -137,8 +139,14 @@ impl Ctl {
     /// Decide the endpoint's addresses (one IPAM call per pool) and record it
     /// as pending in memory. Runs under the state lock, so concurrent
     /// attaches never get the same address.
-    fn decide(&self, st: &mut State, req: &weft_model::endpoint::EndpointSpec) -> Result<Endpoint, ControlError> {
+    fn decide(
+        &self,
+        st: &mut State,
+        req: &weft_model::endpoint::EndpointSpec,
+        netns_id: u64,
+    ) -> Result<Endpoint, ControlError> {
         let net = st.network_by_name(&req.tenant, &req.network)?.clone();
+        let mut req = req.clone();
         if st.endpoints_of(&net.id).any(|e| e.spec.name == req.name) {
             return Err(ControlError::AlreadyExists(format!(
                 "endpoint {:?} already exists on network {:?}",
@@ -146,7 +154,13 @@ impl Ctl {
                 req.network.as_str()
             )));
         }
-        if let Some(other) = st.endpoints.values().find(|e| e.spec.netns == req.netns && e.spec.ifname == req.ifname) {
+        let same_ns: Vec<&Endpoint> = st.endpoints.values().filter(|e| e.netns_id == netns_id).collect();
+        if req.auto_ifname {
+            // eth0 for the first network, eth1 for the second, ... as Docker does.
+            let free = (0..).map(|i| format!("eth{i}")).find(|n| !same_ns.iter().any(|e| e.spec.ifname.as_str() == n));
+            req.ifname = weft_model::IfName::parse("ifname", &free.unwrap_or_default())?;
+        }
+        if let Some(other) = same_ns.iter().find(|e| e.spec.ifname == req.ifname) {
             return Err(ControlError::AlreadyExists(format!(
                 "interface {} in {} is already used by endpoint {:?}",
                 req.ifname,
@@ -211,15 +225,38 @@ impl Ctl {
         let mac = req.mac.unwrap_or_else(|| default_mac(&addresses, &id));
         let ep = Endpoint {
             host_ifname: Endpoint::host_ifname_for(&id)?,
+            netns_id,
             network_id: net.id.clone(),
             id,
-            spec: req.clone(),
+            spec: req,
             mac,
             addresses,
             state: EndpointState::Pending,
         };
         st.endpoints.insert(ep.id.clone(), ep.clone());
         Ok(ep)
+    }
+
+    /// After `gone` left its namespace, give the namespace's remaining
+    /// endpoint with the lowest interface name the default route (the
+    /// detached one may have held it).
+    async fn reelect_default_route(&self, gone: &Endpoint) {
+        let next = {
+            let st = self.lock();
+            let mut rest: Vec<&Endpoint> = st
+                .endpoints
+                .values()
+                .filter(|e| gone.netns_id != 0 && e.netns_id == gone.netns_id && e.state == EndpointState::Ready)
+                .collect();
+            rest.sort_by(|a, b| a.spec.ifname.cmp(&b.spec.ifname));
+            rest.first().and_then(|e| st.networks.get(&e.network_id).map(|n| (n.clone(), (*e).clone())))
+        };
+        if let Some((net, ep)) = next {
+            let ops = plan_default_routes(&net, &ep);
+            if let Err(e) = self.kernel.apply(&ops).await {
+                warn!(endpoint = %ep.spec.name, error = %e, "moving the default route");
+            }
+        }
     }
 
     fn release(st: &mut State, network_id: &str, addrs: &[ipnet::IpNet], id: &str) {
@@ -364,13 +401,13 @@ impl Controller for Ctl {
 
     async fn attach(&self, req: AttachEndpoint) -> Result<EndpointView, ControlError> {
         let spec = req.validate()?;
-        weft_kernel::check_netns(&spec.netns).await.map_err(|e| {
+        let netns_id = weft_kernel::check_netns(&spec.netns).await.map_err(|e| {
             ControlError::Invalid(InvalidRequest::new("netns", format!("{}: {}", spec.netns.display(), e.reason)))
         })?;
         let _gate = self.gate.read().await;
         let (mut ep, net, cursors) = {
             let mut st = self.lock();
-            let ep = self.decide(&mut st, &spec)?;
+            let ep = self.decide(&mut st, &spec, netns_id)?;
             let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
             let cursors: Vec<(String, IpAddr)> =
                 ep.addresses.iter().map(|a| (pool_key(&net.id, a.addr()), a.addr())).collect();
@@ -423,6 +460,7 @@ impl Controller for Ctl {
         if resync && let Err(e) = self.sync_nft().await {
             warn!(error = %e, "re-rendering nftables after a detach");
         }
+        self.reelect_default_route(&ep).await;
         info!(endpoint = %ep.spec.name, "detached");
         Ok(())
     }

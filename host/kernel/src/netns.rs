@@ -14,10 +14,13 @@ use weft_plan::Op;
 use crate::error::KernelError;
 use crate::netlink::Netlink;
 
-/// Check that `path` is a network namespace file, without changing anything.
-pub async fn check_netns(path: &Path) -> Result<(), KernelError> {
-    let path = path.to_path_buf();
-    on_ns_thread(path, |_| async {}).await
+/// Check that `path` is a network namespace file, without changing
+/// anything, and return the namespace's identity (its nsfs inode).
+pub async fn check_netns(path: &Path) -> Result<u64, KernelError> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(path).map_err(|e| KernelError::new("stat netns", path.display(), e))?.ino();
+    on_ns_thread(path.to_path_buf(), |_| async {}).await?;
+    Ok(ino)
 }
 
 /// Run `ops` inside the namespace at `path`. On failure, returns how many

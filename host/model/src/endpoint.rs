@@ -53,6 +53,10 @@ pub struct EndpointSpec {
     pub netns: PathBuf,
     /// Interface name inside the namespace.
     pub ifname: IfName,
+    /// True when the request named no interface: the controller picks the
+    /// next free `ethN` in the namespace (eth0, then eth1, ...).
+    #[serde(default)]
+    pub auto_ifname: bool,
     /// Static addresses asked for.
     pub ips: Vec<IpAddr>,
     /// MAC asked for.
@@ -101,7 +105,18 @@ impl AttachEndpoint {
             }
             publish.push(m);
         }
-        Ok(EndpointSpec { tenant, network, name, netns, ifname, ips, mac, labels: self.labels.clone(), publish })
+        Ok(EndpointSpec {
+            tenant,
+            network,
+            name,
+            netns,
+            ifname,
+            auto_ifname: self.ifname.is_empty(),
+            ips,
+            mac,
+            labels: self.labels.clone(),
+            publish,
+        })
     }
 }
 
@@ -127,6 +142,10 @@ pub struct Endpoint {
     pub spec: EndpointSpec,
     /// The host end of the veth pair (a port of the bridge).
     pub host_ifname: IfName,
+    /// Identity of the network namespace (its nsfs inode), so two paths to
+    /// one namespace (`/run/netns/x`, `/proc/PID/ns/net`) are recognised.
+    #[serde(default)]
+    pub netns_id: u64,
     /// MAC of the container end.
     pub mac: Mac,
     /// Addresses with the subnet's prefix length.

@@ -96,13 +96,7 @@ pub fn plan_endpoint(net: &Network, ep: &Endpoint, peer_tmp: &IfName) -> Vec<Op>
     }
     ops.push(Op::LinkUp { ns: inside.clone(), link: loopback() });
     ops.push(Op::LinkUp { ns: inside.clone(), link: ifname.clone() });
-    if !net.spec.internal {
-        for s in &net.spec.subnets {
-            if ep.addresses.iter().any(|a| a.network().is_ipv4() == s.subnet.network().is_ipv4()) {
-                ops.push(Op::AddDefaultRoute { ns: inside.clone(), via: s.gateway, dev: ifname.clone() });
-            }
-        }
-    }
+    ops.extend(plan_default_routes(net, ep));
     ops.push(Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() });
     // nftables changes come last, as one transaction, once the interface
     // they point at exists.
@@ -110,6 +104,22 @@ pub fn plan_endpoint(net: &Network, ep: &Endpoint, peer_tmp: &IfName) -> Vec<Op>
         ops.push(Op::Nft { script });
     }
     ops
+}
+
+/// Default routes of `ep` via its network's gateways, one per family it has
+/// an address in; none on internal networks. Adding one where a default
+/// route exists keeps the existing one: the first network attached owns it.
+pub fn plan_default_routes(net: &Network, ep: &Endpoint) -> Vec<Op> {
+    if net.spec.internal {
+        return Vec::new();
+    }
+    let inside = Ns::Path(ep.spec.netns.clone());
+    net.spec
+        .subnets
+        .iter()
+        .filter(|s| ep.addresses.iter().any(|a| a.network().is_ipv4() == s.subnet.network().is_ipv4()))
+        .map(|s| Op::AddDefaultRoute { ns: inside.clone(), via: s.gateway, dev: ep.spec.ifname.clone() })
+        .collect()
 }
 
 /// Ops that detach an endpoint: deleting the host end removes the pair.

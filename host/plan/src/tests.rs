@@ -52,6 +52,7 @@ fn endpoint_publishing(net: &Network, addrs: &[&str], publish: &[&str]) -> Endpo
     let id = "abcdef0123456789abcdef0123456789".to_string();
     Endpoint {
         host_ifname: Endpoint::host_ifname_for(&id).unwrap(),
+        netns_id: 0,
         network_id: net.id.clone(),
         id,
         spec,

@@ -28,6 +28,7 @@ fn round_trip_survives_reopen() {
             .validate()
             .unwrap(),
         host_ifname: Endpoint::host_ifname_for(&"cd".repeat(16)).unwrap(),
+        netns_id: 0,
         mac: Mac([2, 0x42, 10, 9, 0, 2]),
         addresses: vec!["10.9.0.2/24".parse().unwrap()],
         state: EndpointState::Ready,
