@@ -106,7 +106,7 @@ enum EndpointCmd {
         /// Network name.
         network: String,
         /// Path of the namespace (/var/run/netns/NAME or /proc/PID/ns/net).
-        #[arg(long)]
+        #[arg(long, default_value = "")]
         netns: String,
         /// Endpoint name.
         #[arg(long)]
@@ -127,6 +127,10 @@ enum EndpointCmd {
         /// Publish a port: [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|udp|sctp].
         #[arg(short = 'p', long = "publish")]
         publish: Vec<String>,
+        /// none (only lo), host (no interface) or container:ENDPOINT (share
+        /// that endpoint's namespace); default: an interface on the network.
+        #[arg(long, default_value = "")]
+        mode: String,
     },
     /// Detach an endpoint.
     Detach {
@@ -234,7 +238,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::Endpoint(cmd) => {
             let mut c = EndpointServiceClient::new(channel);
             match cmd {
-                EndpointCmd::Attach { network, netns, name, ifname, ips, mac, labels, publish } => {
+                EndpointCmd::Attach { network, netns, name, ifname, ips, mac, labels, publish, mode } => {
                     let req = pb::AttachEndpointRequest {
                         tenant,
                         network,
@@ -245,6 +249,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         mac,
                         labels: labels.into_iter().collect(),
                         publish,
+                        mode,
                     };
                     let e = c.attach_endpoint(req).await.map_err(status)?.into_inner();
                     if json { output::print_json(&output::endpoint_json(&e)) } else { output::endpoint_table(&[e]) }

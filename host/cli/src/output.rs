@@ -51,6 +51,7 @@ pub fn endpoint_json(e: &pb::Endpoint) -> Value {
         "host_ifname": e.host_ifname,
         "labels": sorted(&e.labels),
         "publish": e.publish,
+        "mode": e.mode,
         "state": e.state,
     })
 }
@@ -146,6 +147,7 @@ pub fn endpoint_detail(e: &pb::Endpoint) {
     println!("MAC:        {}", e.mac);
     println!("Addresses:  {}", e.addresses.join(", "));
     println!("Gateways:   {}", e.gateways.join(", "));
+    println!("Mode:       {}", e.mode);
     println!("State:      {}", e.state);
     for p in &e.publish {
         println!("Publish:    {p}");

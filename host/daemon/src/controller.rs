@@ -10,7 +10,7 @@ use tokio::sync::RwLock;
 use tracing::{info, warn};
 use weft_kernel::{ApplyError, Kernel, KernelError};
 use weft_model::api::{Controller, EndpointView, NetworkView, Ref};
-use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointState};
+use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointMode, EndpointState};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, check_answer};
 use weft_model::network::{CreateNetwork, InvalidOrExists, Network, conflicts_with};
 use weft_model::{ControlError, EndpointName, InvalidRequest, Mac, NetworkName, Tenant};
@@ -154,7 +154,21 @@ impl Ctl {
                 req.network.as_str()
             )));
         }
-        let same_ns: Vec<&Endpoint> = st.endpoints.values().filter(|e| e.netns_id == netns_id).collect();
+        if req.mode != EndpointMode::Network {
+            return Self::decide_without_interface(st, &net, req, netns_id);
+        }
+        if !req.publish.is_empty() && !net.is_bridge() {
+            return Err(InvalidRequest::new(
+                "publish",
+                format!(
+                    "network {:?} is a macvlan network; published ports need a bridge network",
+                    net.spec.name.as_str()
+                ),
+            )
+            .into());
+        }
+        let same_ns: Vec<&Endpoint> =
+            st.endpoints.values().filter(|e| e.netns_id == netns_id && e.spec.mode == EndpointMode::Network).collect();
         if req.auto_ifname {
             // eth0 for the first network, eth1 for the second, ... as Docker does.
             let free = (0..).map(|i| format!("eth{i}")).find(|n| !same_ns.iter().any(|e| e.spec.ifname.as_str() == n));
@@ -246,7 +260,12 @@ impl Ctl {
             let mut rest: Vec<&Endpoint> = st
                 .endpoints
                 .values()
-                .filter(|e| gone.netns_id != 0 && e.netns_id == gone.netns_id && e.state == EndpointState::Ready)
+                .filter(|e| {
+                    gone.netns_id != 0
+                        && e.netns_id == gone.netns_id
+                        && e.state == EndpointState::Ready
+                        && e.spec.mode == EndpointMode::Network
+                })
                 .collect();
             rest.sort_by(|a, b| a.spec.ifname.cmp(&b.spec.ifname));
             rest.first().and_then(|e| st.networks.get(&e.network_id).map(|n| (n.clone(), (*e).clone())))
@@ -257,6 +276,55 @@ impl Ctl {
                 warn!(endpoint = %ep.spec.name, error = %e, "moving the default route");
             }
         }
+    }
+
+    /// Modes `none`, `host` and `container:`: no address is allocated. A
+    /// `container:` endpoint reports the addresses of the endpoint whose
+    /// namespace it shares.
+    fn decide_without_interface(
+        st: &mut State,
+        net: &Network,
+        mut req: weft_model::endpoint::EndpointSpec,
+        netns_id: u64,
+    ) -> Result<Endpoint, ControlError> {
+        let id = new_id();
+        let (addresses, mac, netns_id) = match &req.mode {
+            EndpointMode::Container(target) => {
+                let t = st
+                    .endpoints_of(&net.id)
+                    .find(|e| &e.spec.name == target)
+                    .ok_or_else(|| {
+                        ControlError::NotFound(format!(
+                            "endpoint {:?} (mode container:) not found on network {:?}",
+                            target.as_str(),
+                            net.spec.name.as_str()
+                        ))
+                    })?
+                    .clone();
+                if t.spec.mode != EndpointMode::Network || t.state != EndpointState::Ready {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "endpoint {:?} has no interface of its own to share",
+                        target.as_str()
+                    )));
+                }
+                req.netns = t.spec.netns.clone();
+                req.ifname = t.spec.ifname.clone();
+                (t.addresses.clone(), t.mac, t.netns_id)
+            }
+            _ => (Vec::new(), default_mac(&[], &id), netns_id),
+        };
+        let ep = Endpoint {
+            host_ifname: Endpoint::host_ifname_for(&id)?,
+            netns_id,
+            network_id: net.id.clone(),
+            id,
+            spec: req,
+            mac,
+            addresses,
+            state: EndpointState::Pending,
+        };
+        st.endpoints.insert(ep.id.clone(), ep.clone());
+        Ok(ep)
     }
 
     fn release(st: &mut State, network_id: &str, addrs: &[ipnet::IpNet], id: &str) {
@@ -303,7 +371,15 @@ impl Controller for Ctl {
         }
         let _gate = self.gate.read().await;
         let net = Network::new(new_id(), spec)?;
-        if self.kernel.link_exists(&net.bridge).await.map_err(internal)? {
+        let exists = self.kernel.link_exists(&net.bridge).await.map_err(internal)?;
+        if !net.is_bridge() && !exists {
+            return Err(InvalidRequest::new(
+                "options[parent]",
+                format!("parent interface {} does not exist on the host", net.bridge),
+            )
+            .into());
+        }
+        if net.is_bridge() && exists {
             return Err(ControlError::AlreadyExists(format!(
                 "a link named {} already exists on the host and is not weft's",
                 net.bridge
@@ -401,9 +477,13 @@ impl Controller for Ctl {
 
     async fn attach(&self, req: AttachEndpoint) -> Result<EndpointView, ControlError> {
         let spec = req.validate()?;
-        let netns_id = weft_kernel::check_netns(&spec.netns).await.map_err(|e| {
-            ControlError::Invalid(InvalidRequest::new("netns", format!("{}: {}", spec.netns.display(), e.reason)))
-        })?;
+        let netns_id = if spec.netns.as_os_str().is_empty() {
+            0
+        } else {
+            weft_kernel::check_netns(&spec.netns).await.map_err(|e| {
+                ControlError::Invalid(InvalidRequest::new("netns", format!("{}: {}", spec.netns.display(), e.reason)))
+            })?
+        };
         let _gate = self.gate.read().await;
         let (mut ep, net, cursors) = {
             let mut st = self.lock();
@@ -425,7 +505,7 @@ impl Controller for Ctl {
         }
         ep.state = EndpointState::Ready;
         if let Err(e) = self.store.put_endpoint(&ep, &[]) {
-            let _ = self.kernel.apply(&plan_endpoint_removal(&ep)).await;
+            let _ = self.kernel.apply(&plan_endpoint_removal(&net, &ep)).await;
             self.forget(&ep.id);
             return Err(internal(e));
         }
@@ -437,7 +517,24 @@ impl Controller for Ctl {
 
     async fn detach(&self, r: Ref) -> Result<(), ControlError> {
         let _gate = self.gate.read().await;
-        let ep = Self::find_endpoint(&self.lock(), &r)?;
+        let (ep, net, dependents) = {
+            let st = self.lock();
+            let ep = Self::find_endpoint(&st, &r)?;
+            let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
+            let dependents: Vec<String> = st
+                .endpoints_of(&net.id)
+                .filter(|e| e.spec.mode == EndpointMode::Container(ep.spec.name.clone()))
+                .map(|e| e.spec.name.to_string())
+                .collect();
+            (ep, net, dependents)
+        };
+        if !dependents.is_empty() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "endpoint {:?} shares its namespace with {} (mode container:); detach them first",
+                ep.spec.name.as_str(),
+                dependents.join(", ")
+            )));
+        }
         if ep.state == EndpointState::Pending {
             return Err(ControlError::FailedPrecondition(format!(
                 "endpoint {:?} is still being attached",
@@ -452,7 +549,7 @@ impl Controller for Ctl {
             resync = self.kernel.apply(&[Op::Nft { script }]).await.is_err();
         }
         self.kernel
-            .apply(&plan_endpoint_removal(&ep))
+            .apply(&plan_endpoint_removal(&net, &ep))
             .await
             .map_err(|e| internal(format!("detaching endpoint {:?}: {e}", ep.spec.name.as_str())))?;
         self.store.delete_endpoint(&ep.id).map_err(internal)?;

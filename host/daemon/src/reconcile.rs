@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
-use weft_model::endpoint::EndpointState;
+use weft_model::endpoint::{Endpoint, EndpointMode, EndpointState};
 use weft_plan::{Ns, Op, plan_endpoint, plan_endpoint_removal, plan_network};
 
 use crate::controller::Ctl;
@@ -24,7 +24,18 @@ impl Ctl {
         };
         for ep in endpoints.iter().filter(|e| e.state == EndpointState::Pending) {
             warn!(endpoint = %ep.spec.name, "undoing an attach that never completed");
-            if let Err(e) = self.kernel.apply(&plan_endpoint_removal(ep)).await {
+            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else { continue };
+            // A veth goes with its host end. A half-made macvlan child is
+            // deleted under its temporary name only: a name inside the
+            // namespace that the attach never got to claim is not weft's.
+            let ops = match Endpoint::peer_tmp_ifname_for(&ep.id) {
+                Ok(tmp) if !net.is_bridge() => vec![
+                    Op::DeleteLink { ns: Ns::Host, link: tmp.clone() },
+                    Op::DeleteLink { ns: Ns::Path(ep.spec.netns.clone()), link: tmp },
+                ],
+                _ => plan_endpoint_removal(net, ep),
+            };
+            if let Err(e) = self.kernel.apply(&ops).await {
                 warn!(endpoint = %ep.spec.name, error = %e, "removing half-made endpoint");
             }
             if let Err(e) = self.store.delete_endpoint(&ep.id) {
@@ -51,8 +62,8 @@ impl Ctl {
         if let Err(e) = self.sync_nft().await {
             warn!(error = %e, "applying nftables table");
         }
-        for ep in endpoints.iter().filter(|e| e.state == EndpointState::Ready) {
-            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
+        for ep in endpoints.iter().filter(|e| e.state == EndpointState::Ready && e.spec.mode == EndpointMode::Network) {
+            let Some(net) = networks.iter().find(|n| n.id == ep.network_id && n.is_bridge()) else {
                 continue;
             };
             match self.kernel.link_exists(&ep.host_ifname).await {
@@ -67,7 +78,7 @@ impl Ctl {
                 }
                 Ok(false) if ep.spec.netns.exists() => {
                     warn!(endpoint = %ep.spec.name, "veth missing; re-creating");
-                    let tmp = match weft_model::endpoint::Endpoint::peer_tmp_ifname_for(&ep.id) {
+                    let tmp = match Endpoint::peer_tmp_ifname_for(&ep.id) {
                         Ok(t) => t,
                         Err(_) => continue,
                     };

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use weft_model::api::{EndpointView, NetworkView};
-use weft_model::endpoint::Endpoint;
+use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::ipam::PoolLeases;
 use weft_model::network::Network;
 use weft_model::{ControlError, NetworkName, Tenant};
@@ -30,7 +30,7 @@ pub fn pool_key(network_id: &str, addr: IpAddr) -> String {
 impl State {
     /// Record an endpoint and its leases.
     pub fn insert_endpoint(&mut self, ep: Endpoint) {
-        for a in &ep.addresses {
+        for a in ep.addresses.iter().filter(|_| ep.spec.mode == EndpointMode::Network) {
             self.leases.entry(pool_key(&ep.network_id, a.addr())).or_default().reserve(a.addr(), &ep.id);
         }
         self.endpoints.insert(ep.id.clone(), ep);
@@ -39,7 +39,7 @@ impl State {
     /// Forget an endpoint and release its leases.
     pub fn remove_endpoint(&mut self, id: &str) -> Option<Endpoint> {
         let ep = self.endpoints.remove(id)?;
-        for a in &ep.addresses {
+        for a in ep.addresses.iter().filter(|_| ep.spec.mode == EndpointMode::Network) {
             if let Some(l) = self.leases.get_mut(&pool_key(&ep.network_id, a.addr())) {
                 l.release(a.addr(), id);
             }

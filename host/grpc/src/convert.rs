@@ -37,6 +37,7 @@ pub fn attach(r: pb::AttachEndpointRequest) -> AttachEndpoint {
         mac: r.mac,
         labels: r.labels.into_iter().collect(),
         publish: r.publish,
+        mode: r.mode,
     }
 }
 
@@ -88,6 +89,7 @@ pub fn endpoint(v: EndpointView) -> pb::Endpoint {
         host_ifname: e.host_ifname.to_string(),
         labels: e.spec.labels.into_iter().collect(),
         publish: e.spec.publish.iter().map(ToString::to_string).collect(),
+        mode: e.spec.mode.to_string(),
         state: match e.state {
             EndpointState::Pending => "pending",
             EndpointState::Ready => "ready",

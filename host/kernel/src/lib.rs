@@ -60,6 +60,12 @@ impl Kernel {
                     let end =
                         ops[i..].iter().position(|o| o.ns() != Ns::Path(path.clone())).map_or(ops.len(), |p| i + p);
                     let group = ops[i..end].to_vec();
+                    // Deleting from a namespace that is gone is done already:
+                    // its links went with it.
+                    if !path.exists() && group.iter().all(|o| matches!(o, Op::DeleteLink { .. })) {
+                        i = end;
+                        continue;
+                    }
                     netns::run_in(path, group)
                         .await
                         .map_err(|(done, error)| ApplyError { applied: i + done, error })?;

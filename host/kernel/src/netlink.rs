@@ -8,8 +8,9 @@ use std::path::Path;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use weft_model::IfName;
 use weft_plan::{ObservedLink, Op};
 
@@ -123,6 +124,23 @@ impl Netlink {
                         .map_err(|e| KernelError::netlink("link set mtu", peer, e))?;
                 }
                 Ok(())
+            }
+            Op::CreateMacvlan { name, parent, mode, mtu } => {
+                let pidx = self.index(parent).await?;
+                let mode = match mode.as_str() {
+                    "vepa" => MacVlanMode::Vepa,
+                    "private" => MacVlanMode::Private,
+                    "passthru" => MacVlanMode::Passthrough,
+                    _ => MacVlanMode::Bridge,
+                };
+                let mut m = LinkMacVlan::new(name.as_str(), pidx, mode);
+                if let Some(mtu) = mtu {
+                    m = m.mtu(*mtu);
+                }
+                link.add(m.build())
+                    .execute()
+                    .await
+                    .map_err(|e| KernelError::netlink("link add type macvlan", format!("{name} link {parent}"), e))
             }
             Op::AddAddress { link: l, addr, .. } => {
                 let idx = self.index(l).await?;

@@ -38,6 +38,53 @@ pub struct AttachEndpoint {
     pub labels: BTreeMap<String, String>,
     /// Published ports in Docker's `-p` syntax.
     pub publish: Vec<String>,
+    /// `""` (an interface on the network), `none`, `host` or `container:NAME`.
+    pub mode: String,
+}
+
+/// How an endpoint joins its network, as Docker's network modes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointMode {
+    /// An interface on the network (veth on a bridge, or a macvlan child).
+    #[default]
+    Network,
+    /// No interface: only `lo` is brought up in the namespace.
+    None,
+    /// The host's own network stack: recorded, no interface.
+    Host,
+    /// Shares the namespace (and addresses) of another endpoint of the same
+    /// network.
+    Container(EndpointName),
+}
+
+impl EndpointMode {
+    /// Parse `""`, `none`, `host` or `container:NAME`.
+    pub fn parse(s: &str) -> Result<EndpointMode, InvalidRequest> {
+        match s {
+            "" => Ok(EndpointMode::Network),
+            "none" => Ok(EndpointMode::None),
+            "host" => Ok(EndpointMode::Host),
+            other => match other.strip_prefix("container:") {
+                Some(name) => Ok(EndpointMode::Container(EndpointName::parse("mode", name)?)),
+                None => Err(InvalidRequest::new(
+                    "mode",
+                    format!("mode {other:?} must be empty, none, host or container:ENDPOINT"),
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for EndpointMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointMode::Network => f.write_str("network"),
+            EndpointMode::None => f.write_str("none"),
+            EndpointMode::Host => f.write_str("host"),
+            EndpointMode::Container(n) => write!(f, "container:{n}"),
+        }
+    }
 }
 
 /// A validated attach request.
@@ -66,6 +113,9 @@ pub struct EndpointSpec {
     /// Published ports.
     #[serde(default)]
     pub publish: Vec<PortMapping>,
+    /// How the endpoint joins the network.
+    #[serde(default)]
+    pub mode: EndpointMode,
 }
 
 impl AttachEndpoint {
@@ -74,11 +124,28 @@ impl AttachEndpoint {
         let tenant = Tenant::parse("tenant", &self.tenant)?;
         let network = NetworkName::parse("network", &self.network)?;
         let name = EndpointName::parse("name", &self.name)?;
-        if self.netns.is_empty() {
+        let mode = EndpointMode::parse(&self.mode)?;
+        let needs_ns = !matches!(mode, EndpointMode::Host | EndpointMode::Container(_));
+        if self.netns.is_empty() && needs_ns {
             return Err(InvalidRequest::new("netns", "a network namespace path is required"));
         }
+        if !self.netns.is_empty() && !needs_ns {
+            return Err(InvalidRequest::new("netns", format!("mode {mode} takes no netns")));
+        }
+        if mode != EndpointMode::Network {
+            for (field, given) in [
+                ("ips", !self.ips.is_empty()),
+                ("mac", !self.mac.is_empty()),
+                ("publish", !self.publish.is_empty()),
+                ("ifname", !self.ifname.is_empty()),
+            ] {
+                if given {
+                    return Err(InvalidRequest::new(field, format!("does not apply to mode {mode}")));
+                }
+            }
+        }
         let netns = PathBuf::from(&self.netns);
-        if !netns.is_absolute() {
+        if needs_ns && !netns.is_absolute() {
             return Err(InvalidRequest::new("netns", format!("{:?} must be an absolute path", self.netns)));
         }
         let ifname = if self.ifname.is_empty() { DEFAULT_IFNAME } else { &self.ifname };
@@ -116,6 +183,7 @@ impl AttachEndpoint {
             mac,
             labels: self.labels.clone(),
             publish,
+            mode,
         })
     }
 }

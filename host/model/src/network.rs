@@ -15,9 +15,11 @@ use crate::net::{is_usable, overlaps, parse_cidr, parse_ip, usable_range};
 /// The default IPAM component, a built-in addressed by its folder name.
 pub const DEFAULT_IPAM: &str = "ipam-default";
 /// Driver names weft implements.
-pub const DRIVERS: &[&str] = &["bridge"];
+pub const DRIVERS: &[&str] = &["bridge", "macvlan"];
 /// Network options (`--opt KEY=VALUE`) weft understands.
-pub const KNOWN_OPTIONS: &[&str] = &["mtu", "bridge_name"];
+pub const KNOWN_OPTIONS: &[&str] = &["mtu", "bridge_name", "parent", "macvlan_mode"];
+/// macvlan modes (`--opt macvlan_mode=`), as the kernel names them.
+pub const MACVLAN_MODES: &[&str] = &["bridge", "vepa", "private", "passthru"];
 /// Smallest MTU Linux accepts for IPv4 (RFC 791); IPv6 needs 1280 (RFC 8200).
 pub const MIN_MTU_V4: u32 = 68;
 /// Smallest MTU for a network with an IPv6 subnet.
@@ -49,7 +51,7 @@ pub struct CreateNetwork {
     pub subnets: Vec<SubnetRequest>,
     /// No masquerade and no route out.
     pub internal: bool,
-    /// Driver options (`mtu`, `bridge_name`).
+    /// Driver options (`mtu`, `bridge_name`; macvlan: `parent`, `macvlan_mode`).
     pub options: BTreeMap<String, String>,
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
@@ -75,6 +77,15 @@ impl Subnet {
     }
 }
 
+/// A macvlan network's parent interface and mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Macvlan {
+    /// The host interface the endpoints' macvlan links hang off.
+    pub parent: IfName,
+    /// One of [`MACVLAN_MODES`].
+    pub mode: String,
+}
+
 /// A validated network definition: everything but the identity the
 /// controller assigns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +104,9 @@ pub struct NetworkSpec {
     pub mtu: Option<u32>,
     /// Bridge name asked for; derived from the id when absent.
     pub bridge_name: Option<IfName>,
+    /// macvlan networks: the parent interface and the mode.
+    #[serde(default)]
+    pub macvlan: Option<Macvlan>,
     /// Options as given (validated).
     pub options: BTreeMap<String, String>,
     /// Labels.
@@ -108,17 +122,24 @@ pub struct Network {
     pub id: String,
     /// The validated definition.
     pub spec: NetworkSpec,
-    /// The Linux bridge's name.
+    /// The network's host link: the Linux bridge's name, or a macvlan
+    /// network's parent interface.
     pub bridge: IfName,
 }
 
 impl Network {
+    /// True for a bridge network (weft owns the bridge and its firewall).
+    pub fn is_bridge(&self) -> bool {
+        self.spec.macvlan.is_none()
+    }
+
     /// Give a validated spec its identity; the bridge is named `br-` and the
     /// first 12 hex digits of the id unless the spec names one (as Docker does).
     pub fn new(id: String, spec: NetworkSpec) -> Result<Network, InvalidRequest> {
-        let bridge = match &spec.bridge_name {
-            Some(b) => b.clone(),
-            None => IfName::parse("options.bridge_name", &format!("br-{}", &id[..id.len().min(12)]))?,
+        let bridge = match (&spec.macvlan, &spec.bridge_name) {
+            (Some(m), _) => m.parent.clone(),
+            (None, Some(b)) => b.clone(),
+            (None, None) => IfName::parse("options.bridge_name", &format!("br-{}", &id[..id.len().min(12)]))?,
         };
         Ok(Network { id, spec, bridge })
     }
@@ -213,6 +234,8 @@ impl CreateNetwork {
         }
         let mut mtu = None;
         let mut bridge_name = None;
+        let mut parent = None;
+        let mut mode = "bridge".to_owned();
         for (k, v) in &self.options {
             let field = format!("options[{k}]");
             match k.as_str() {
@@ -226,7 +249,23 @@ impl CreateNetwork {
                     }
                     mtu = Some(n);
                 }
-                "bridge_name" => bridge_name = Some(IfName::parse(&field, v)?),
+                "bridge_name" if driver == "bridge" => bridge_name = Some(IfName::parse(&field, v)?),
+                "parent" if driver == "macvlan" => parent = Some(IfName::parse(&field, v)?),
+                "macvlan_mode" if driver == "macvlan" => {
+                    if !MACVLAN_MODES.contains(&v.as_str()) {
+                        return Err(InvalidRequest::new(
+                            field,
+                            format!("macvlan_mode {v:?} must be one of {}", MACVLAN_MODES.join(", ")),
+                        ));
+                    }
+                    mode = v.clone();
+                }
+                "bridge_name" | "parent" | "macvlan_mode" => {
+                    return Err(InvalidRequest::new(
+                        field,
+                        format!("option {k:?} does not apply to driver {driver:?}"),
+                    ));
+                }
                 _ => {
                     return Err(InvalidRequest::new(
                         field,
@@ -235,6 +274,17 @@ impl CreateNetwork {
                 }
             }
         }
+        let macvlan = if driver == "macvlan" {
+            let parent = parent.ok_or_else(|| {
+                InvalidRequest::new("options[parent]", "a macvlan network needs --opt parent=INTERFACE")
+            })?;
+            if self.internal {
+                return Err(InvalidRequest::new("internal", "a macvlan network cannot be internal"));
+            }
+            Some(Macvlan { parent, mode })
+        } else {
+            None
+        };
         validate_label_map("labels", &self.labels)?;
         let ipam = if self.ipam.is_empty() { DEFAULT_IPAM.to_owned() } else { self.ipam.clone() };
         Ok(NetworkSpec {
@@ -245,6 +295,7 @@ impl CreateNetwork {
             internal: self.internal,
             mtu,
             bridge_name,
+            macvlan,
             options: self.options.clone(),
             labels: self.labels.clone(),
             ipam,
@@ -274,7 +325,10 @@ pub fn conflicts_with(spec: &NetworkSpec, bridge: &IfName, existing: &Network) -
         }
     }
     if &existing.bridge == bridge {
-        return Some(InvalidOrExists::Exists(format!("bridge {bridge} is already used by another network")));
+        return Some(InvalidOrExists::Exists(format!(
+            "interface {bridge} is already used by network {:?}",
+            existing.spec.name.as_str()
+        )));
     }
     None
 }

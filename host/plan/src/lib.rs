@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use weft_model::IfName;
-use weft_model::endpoint::Endpoint;
+use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::network::Network;
 
 pub use ops::{Ns, Op};
@@ -31,9 +31,14 @@ pub struct ObservedLink {
 }
 
 /// Ops that make a network's bridge exist, hold its gateways and be up.
-/// `observed` is the bridge as found (None: missing).
+/// `observed` is the bridge as found (None: missing). A macvlan network has
+/// no host objects of its own.
 pub fn plan_network(net: &Network, observed: Option<&ObservedLink>) -> Vec<Op> {
     let mut ops = Vec::new();
+    if !net.is_bridge() {
+        // macvlan: the parent is the operator's; endpoints hang off it directly.
+        return ops;
+    }
     ops.push(Op::Sysctl { ns: Ns::Host, key: SYSCTL_IPV4_FORWARD.into(), value: "1".into() });
     if has_v6(net) {
         ops.push(Op::Sysctl { ns: Ns::Host, key: SYSCTL_IPV6_FORWARD.into(), value: "1".into() });
@@ -71,23 +76,44 @@ pub fn plan_network(net: &Network, observed: Option<&ObservedLink>) -> Vec<Op> {
 
 /// Ops that remove a network's bridge (its ports must be gone already).
 pub fn plan_network_removal(net: &Network) -> Vec<Op> {
+    if !net.is_bridge() {
+        return Vec::new();
+    }
     vec![Op::DeleteLink { ns: Ns::Host, link: net.bridge.clone() }]
 }
 
-/// Ops that attach `ep` to `net`: a veth pair, one end a port of the bridge,
-/// the other moved into the container's namespace, renamed, addressed, up,
-/// with a default route via the gateway (not on internal networks), then the
-/// published ports' DNAT elements. An [`Op::Nft`] is always last.
+/// Ops that attach `ep` to `net`. On a bridge network: a veth pair, one end
+/// a port of the bridge, the other moved into the container's namespace,
+/// renamed, addressed, up, with a default route via the gateway (not on
+/// internal networks), then the published ports' DNAT elements; an
+/// [`Op::Nft`] is always last. On a macvlan network: a macvlan child of the
+/// parent instead of the veth pair. Mode `none` only brings `lo` up; modes
+/// `host` and `container:` touch nothing.
 pub fn plan_endpoint(net: &Network, ep: &Endpoint, peer_tmp: &IfName) -> Vec<Op> {
     let inside = Ns::Path(ep.spec.netns.clone());
+    match ep.spec.mode {
+        EndpointMode::Network => {}
+        EndpointMode::None => return vec![Op::LinkUp { ns: inside, link: loopback() }],
+        EndpointMode::Host | EndpointMode::Container(_) => return Vec::new(),
+    }
     let ifname = ep.spec.ifname.clone();
-    let mut ops = vec![
-        Op::CreateVeth { name: ep.host_ifname.clone(), peer: peer_tmp.clone(), mtu: net.spec.mtu },
-        Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() },
+    let mut ops = match &net.spec.macvlan {
+        None => vec![
+            Op::CreateVeth { name: ep.host_ifname.clone(), peer: peer_tmp.clone(), mtu: net.spec.mtu },
+            Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() },
+        ],
+        Some(m) => vec![Op::CreateMacvlan {
+            name: peer_tmp.clone(),
+            parent: m.parent.clone(),
+            mode: m.mode.clone(),
+            mtu: net.spec.mtu,
+        }],
+    };
+    ops.extend([
         Op::MoveToNetns { link: peer_tmp.clone(), netns: ep.spec.netns.clone() },
         Op::Rename { ns: inside.clone(), link: peer_tmp.clone(), to: ifname.clone() },
         Op::SetMac { ns: inside.clone(), link: ifname.clone(), mac: ep.mac },
-    ];
+    ]);
     if ep.addresses.iter().any(|a| a.addr().is_ipv6()) {
         ops.push(no_dad(inside.clone(), &ifname));
     }
@@ -97,7 +123,9 @@ pub fn plan_endpoint(net: &Network, ep: &Endpoint, peer_tmp: &IfName) -> Vec<Op>
     ops.push(Op::LinkUp { ns: inside.clone(), link: loopback() });
     ops.push(Op::LinkUp { ns: inside.clone(), link: ifname.clone() });
     ops.extend(plan_default_routes(net, ep));
-    ops.push(Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() });
+    if net.is_bridge() {
+        ops.push(Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() });
+    }
     // nftables changes come last, as one transaction, once the interface
     // they point at exists.
     if let Some(script) = nft::render_endpoint(ep, nft::Change::Add) {
@@ -122,9 +150,17 @@ pub fn plan_default_routes(net: &Network, ep: &Endpoint) -> Vec<Op> {
         .collect()
 }
 
-/// Ops that detach an endpoint: deleting the host end removes the pair.
-pub fn plan_endpoint_removal(ep: &Endpoint) -> Vec<Op> {
-    vec![Op::DeleteLink { ns: Ns::Host, link: ep.host_ifname.clone() }]
+/// Ops that detach an endpoint: deleting the host end of a veth removes the
+/// pair; a macvlan child is deleted inside the namespace (if the namespace
+/// is gone, so is the child).
+pub fn plan_endpoint_removal(net: &Network, ep: &Endpoint) -> Vec<Op> {
+    match (&ep.spec.mode, net.is_bridge()) {
+        (EndpointMode::Network, true) => vec![Op::DeleteLink { ns: Ns::Host, link: ep.host_ifname.clone() }],
+        (EndpointMode::Network, false) => {
+            vec![Op::DeleteLink { ns: Ns::Path(ep.spec.netns.clone()), link: ep.spec.ifname.clone() }]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The ops that undo the applied prefix of a plan, in reverse order. Only
@@ -136,9 +172,12 @@ pub fn undo(applied: &[Op]) -> Vec<Op> {
         .filter_map(|op| match op {
             // Deleting the interface is enough for the endpoint's own ops; an
             // applied Nft op is the plan's last and is undone by the caller.
-            Op::CreateBridge { name, .. } | Op::CreateVeth { name, .. } => {
+            Op::CreateBridge { name, .. } | Op::CreateVeth { name, .. } | Op::CreateMacvlan { name, .. } => {
                 Some(Op::DeleteLink { ns: Ns::Host, link: name.clone() })
             }
+            // Once moved or renamed, the link lives on in the namespace.
+            Op::MoveToNetns { link, netns } => Some(Op::DeleteLink { ns: Ns::Path(netns.clone()), link: link.clone() }),
+            Op::Rename { ns, to, .. } => Some(Op::DeleteLink { ns: ns.clone(), link: to.clone() }),
             _ => None,
         })
         .collect()

@@ -102,7 +102,7 @@ pub fn render_ruleset<'a>(
     let mut internal = Vec::new();
     let mut nat4 = Vec::new();
     let mut nat6 = Vec::new();
-    for n in networks {
+    for n in networks.into_iter().filter(|n| n.is_bridge()) {
         let br = format!("\"{}\"", n.bridge);
         bridges.push(br.clone());
         if n.spec.internal {
@@ -124,6 +124,7 @@ pub fn render_ruleset<'a>(
         ("pub6_ip", "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service", vec![]),
     ];
     for ep in endpoints {
+        // Only endpoints with their own interface publish (validated at attach).
         for (map, el) in endpoint_elements(ep) {
             if let Some(m) = maps.iter_mut().find(|m| m.0 == map) {
                 m.2.push(el);

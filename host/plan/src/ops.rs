@@ -46,6 +46,18 @@ pub enum Op {
         /// MTU of both ends.
         mtu: Option<u32>,
     },
+    /// `ip link add NAME link PARENT type macvlan mode MODE [mtu N]` in the
+    /// host namespace.
+    CreateMacvlan {
+        /// The new link's (temporary) name.
+        name: IfName,
+        /// Parent interface.
+        parent: IfName,
+        /// bridge, vepa, private or passthru.
+        mode: String,
+        /// MTU.
+        mtu: Option<u32>,
+    },
     /// `ip addr add ADDR dev LINK` (no duplicate address detection).
     AddAddress {
         /// Namespace.

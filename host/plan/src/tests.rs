@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointState};
+use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointMode, EndpointState};
 use weft_model::network::{CreateNetwork, Network, SubnetRequest};
 use weft_model::{IfName, Mac};
 
@@ -102,8 +102,14 @@ fn undo_deletes_what_was_created_in_reverse() {
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
     let ops = plan_endpoint(&net, &ep, &tmp);
     let undo_ops = undo(&ops[..3]);
-    assert_eq!(undo_ops, vec![Op::DeleteLink { ns: Ns::Host, link: ep.host_ifname.clone() }]);
-    assert_eq!(plan_endpoint_removal(&ep), undo_ops);
+    assert_eq!(
+        undo_ops,
+        vec![
+            Op::DeleteLink { ns: Ns::Path(ep.spec.netns.clone()), link: tmp.clone() },
+            Op::DeleteLink { ns: Ns::Host, link: ep.host_ifname.clone() }
+        ]
+    );
+    assert_eq!(plan_endpoint_removal(&net, &ep), undo_ops[1..]);
     let created = plan_network(&net, None);
     assert_eq!(undo(&created), plan_network_removal(&net));
     let _ = IfName::parse("x", "x").unwrap();
@@ -169,4 +175,46 @@ fn endpoint_elements_per_family_and_host_ip() {
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
     let ops = plan_endpoint(&a, &ep, &tmp);
     assert!(matches!(ops.last(), Some(Op::Nft { .. })), "the nft transaction comes last");
+}
+
+fn macvlan_network() -> Network {
+    let mut req = CreateNetwork {
+        name: "mv".into(),
+        driver: "macvlan".into(),
+        subnets: vec![SubnetRequest { subnet: "192.168.50.0/24".into(), ..Default::default() }],
+        ..Default::default()
+    };
+    req.options.insert("parent".into(), "enp1s0".into());
+    Network::new(format!("{:x<32}", "mv"), req.validate().unwrap()).unwrap()
+}
+
+#[test]
+fn macvlan_endpoint_and_removal() {
+    let net = macvlan_network();
+    assert!(!net.is_bridge());
+    assert_eq!(net.bridge.as_str(), "enp1s0");
+    assert!(plan_network(&net, None).is_empty(), "weft makes no host objects for a macvlan network");
+    assert!(!nft::render_ruleset([&net], []).contains("enp1s0"), "no firewall elements for macvlan");
+    let ep = endpoint(&net, &["192.168.50.2/24"]);
+    let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
+    golden("endpoint_macvlan.json", &json(&plan_endpoint(&net, &ep, &tmp)));
+    assert_eq!(
+        plan_endpoint_removal(&net, &ep),
+        vec![Op::DeleteLink { ns: Ns::Path(ep.spec.netns.clone()), link: ep.spec.ifname.clone() }]
+    );
+}
+
+#[test]
+fn endpoint_modes() {
+    let net = network("n1", &["10.89.0.0/24"], false);
+    let mut ep = endpoint(&net, &[]);
+    let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
+    ep.spec.mode = EndpointMode::None;
+    assert_eq!(
+        plan_endpoint(&net, &ep, &tmp),
+        vec![Op::LinkUp { ns: Ns::Path(ep.spec.netns.clone()), link: IfName::parse("x", "lo").unwrap() }]
+    );
+    assert!(plan_endpoint_removal(&net, &ep).is_empty());
+    ep.spec.mode = EndpointMode::Host;
+    assert!(plan_endpoint(&net, &ep, &tmp).is_empty());
 }
