@@ -42,6 +42,7 @@ fn endpoint(net: &Network, i: usize) -> Endpoint {
         mac: Mac([2, 0x42, 0, 0, 0, 1]),
         addresses: vec![addr.parse().unwrap()],
         state: EndpointState::Ready,
+        groups: vec![],
     }
 }
 
@@ -66,7 +67,8 @@ fn rule_count_is_flat_in_the_kernel() {
     for n in [1usize, 100, 1000] {
         let ns = Netns::new("nftscale", &n.to_string());
         let eps: Vec<Endpoint> = (0..n).map(|i| endpoint(&net, i)).collect();
-        let script = render_ruleset([&net], eps.iter());
+        let policy = weft_model::policy::RuleSet::default();
+        let script = render_ruleset(&[(&net, &policy)], eps.iter());
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
             .stdin(Stdio::piped())

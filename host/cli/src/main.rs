@@ -97,6 +97,9 @@ struct CreateArgs {
     /// IPAM component.
     #[arg(long, default_value = "")]
     ipam: String,
+    /// Policy component [default: policy-isolation].
+    #[arg(long, default_value = "")]
+    policy: String,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +210,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         options: a.opts.iter().cloned().collect::<HashMap<_, _>>(),
                         labels: a.labels.iter().cloned().collect::<HashMap<_, _>>(),
                         ipam: a.ipam.clone(),
+                        policy: a.policy.clone(),
                     };
                     let n = c.create_network(req).await.map_err(status)?.into_inner();
                     if json { output::print_json(&output::network_json(&n)) } else { println!("{}", n.id) }

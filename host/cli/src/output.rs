@@ -30,6 +30,7 @@ pub fn network_json(n: &pb::Network) -> Value {
         "bridge": n.bridge,
         "internal": n.internal,
         "ipam": n.ipam,
+        "policy": n.policy,
         "options": sorted(&n.options),
         "labels": sorted(&n.labels),
         "endpoints": n.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
@@ -52,6 +53,7 @@ pub fn endpoint_json(e: &pb::Endpoint) -> Value {
         "labels": sorted(&e.labels),
         "publish": e.publish,
         "mode": e.mode,
+        "groups": e.groups,
         "state": e.state,
     })
 }
@@ -101,6 +103,7 @@ pub fn network_detail(n: &pb::Network) {
     println!("Bridge:    {}", n.bridge);
     println!("Internal:  {}", n.internal);
     println!("IPAM:      {}", n.ipam);
+    println!("Policy:    {}", n.policy);
     for s in &n.subnets {
         let range = if s.ip_range.is_empty() { String::new() } else { format!("  range {}", s.ip_range) };
         println!("Subnet:    {}  gateway {}{range}", s.subnet, s.gateway);
@@ -148,6 +151,7 @@ pub fn endpoint_detail(e: &pb::Endpoint) {
     println!("Addresses:  {}", e.addresses.join(", "));
     println!("Gateways:   {}", e.gateways.join(", "));
     println!("Mode:       {}", e.mode);
+    println!("Groups:     {}", e.groups.join(", "));
     println!("State:      {}", e.state);
     for p in &e.publish {
         println!("Publish:    {p}");

@@ -13,6 +13,7 @@ use weft_model::api::{Controller, EndpointView, NetworkView, Ref};
 use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointMode, EndpointState};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, check_answer};
 use weft_model::network::{CreateNetwork, InvalidOrExists, Network, conflicts_with};
+use weft_model::policy::{EndpointInfo, NetworkInfo, Policy};
 use weft_model::{ControlError, EndpointName, InvalidRequest, Mac, NetworkName, Tenant};
 use weft_plan::{
     Op, nft, plan_default_routes, plan_endpoint, plan_endpoint_removal, plan_network, plan_network_removal, undo,
@@ -70,6 +71,14 @@ impl Ctl {
         let snap = self.store.load()?;
         let mut st = self.lock();
         for n in snap.networks {
+            // The same component compiles the same rule set again; if it no
+            // longer can, the network runs with no isolation and says so.
+            match self.wasm.compile(&n.spec.policy, &network_info(&n), &[]) {
+                Ok(rs) => {
+                    st.policies.insert(n.id.clone(), rs);
+                }
+                Err(e) => warn!(network = %n.spec.name, error = %e, "policy did not compile at start-up"),
+            }
             st.networks.insert(n.id.clone(), n);
         }
         for e in snap.endpoints {
@@ -89,14 +98,7 @@ impl Ctl {
     /// Apply the whole nftables table for the current networks, atomically.
     pub(crate) async fn sync_nft(&self) -> Result<(), KernelError> {
         let _g = self.nft_lock.lock().await;
-        let script = {
-            let st = self.lock();
-            if st.networks.is_empty() {
-                nft::render_removal()
-            } else {
-                nft::render_ruleset(st.networks.values(), st.endpoints.values())
-            }
-        };
+        let script = self.lock().render_nft();
         self.kernel.apply(&[Op::Nft { script }]).await.map_err(|e| e.error)
     }
 
@@ -209,6 +211,13 @@ impl Ctl {
                 .into());
             }
         }
+        // One classify call per attach; the rule set was compiled with the network.
+        let info = EndpointInfo {
+            name: req.name.to_string(),
+            network: net.spec.name.to_string(),
+            labels: req.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        let groups = self.wasm.classify(&net.spec.policy, &network_info(&net), &info).map_err(policy_error)?;
         let id = new_id();
         let mut addresses = Vec::new();
         for s in &net.spec.subnets {
@@ -246,6 +255,7 @@ impl Ctl {
             mac,
             addresses,
             state: EndpointState::Pending,
+            groups,
         };
         st.endpoints.insert(ep.id.clone(), ep.clone());
         Ok(ep)
@@ -322,6 +332,7 @@ impl Ctl {
             mac,
             addresses,
             state: EndpointState::Pending,
+            groups: Vec::new(),
         };
         st.endpoints.insert(ep.id.clone(), ep.clone());
         Ok(ep)
@@ -341,6 +352,23 @@ impl Ctl {
         if let Err(e) = self.store.delete_endpoint(id) {
             warn!(endpoint = id, error = %e, "could not delete endpoint record during rollback");
         }
+    }
+}
+
+/// What the policy component is told about a network.
+pub(crate) fn network_info(net: &Network) -> NetworkInfo {
+    NetworkInfo {
+        name: net.spec.name.to_string(),
+        tenant: net.spec.tenant.to_string(),
+        internal: net.spec.internal,
+        options: net.spec.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+fn policy_error(e: DecisionError) -> ControlError {
+    match e {
+        DecisionError::Invalid(m) => InvalidRequest::new("policy", m).into(),
+        other => ControlError::Plugin(format!("{other}; nothing was changed")),
     }
 }
 
@@ -369,8 +397,14 @@ impl Controller for Ctl {
         if !self.wasm.has_ipam(&spec.ipam) {
             return Err(ControlError::NotFound(format!("ipam module {:?} not found", spec.ipam)));
         }
+        if !self.wasm.has_policy(&spec.policy) {
+            return Err(ControlError::NotFound(format!("policy module {:?} not found", spec.policy)));
+        }
         let _gate = self.gate.read().await;
         let net = Network::new(new_id(), spec)?;
+        // Compile once per policy change: a policy that does not compile
+        // refuses the network before anything is made.
+        let policy = self.wasm.compile(&net.spec.policy, &network_info(&net), &[]).map_err(policy_error)?;
         let exists = self.kernel.link_exists(&net.bridge).await.map_err(internal)?;
         if !net.is_bridge() && !exists {
             return Err(InvalidRequest::new(
@@ -395,9 +429,14 @@ impl Controller for Ctl {
                 }
             }
             st.networks.insert(net.id.clone(), net.clone());
+            st.policies.insert(net.id.clone(), policy);
         }
         let rollback = |this: &Self| {
-            this.lock().networks.remove(&net.id);
+            {
+                let mut st = this.lock();
+                st.networks.remove(&net.id);
+                st.policies.remove(&net.id);
+            }
             let _ = this.store.delete_network(&net.id);
         };
         if let Err(e) = self.store.put_network(&net) {
@@ -444,7 +483,7 @@ impl Controller for Ctl {
         let tenant = Tenant::parse("tenant", &r.tenant)?;
         let name = NetworkName::parse("name", &r.network)?;
         let _gate = self.gate.read().await;
-        let net = {
+        let (net, policy) = {
             let mut st = self.lock();
             let net = st.network_by_name(&tenant, &name)?.clone();
             let attached: Vec<String> = st.endpoints_of(&net.id).map(|e| e.spec.name.to_string()).collect();
@@ -457,8 +496,9 @@ impl Controller for Ctl {
                 )));
             }
             st.networks.remove(&net.id);
+            let policy = st.policies.remove(&net.id).unwrap_or_default();
             st.leases.retain(|k, _| !k.starts_with(&format!("{}/", net.id)));
-            net
+            (net, policy)
         };
         let result = async {
             self.sync_nft().await?;
@@ -466,7 +506,11 @@ impl Controller for Ctl {
         }
         .await;
         if let Err(e) = result {
-            self.lock().networks.insert(net.id.clone(), net.clone());
+            {
+                let mut st = self.lock();
+                st.networks.insert(net.id.clone(), net.clone());
+                st.policies.insert(net.id.clone(), policy);
+            }
             let _ = self.sync_nft().await;
             return Err(internal(format!("deleting network {:?}: {e}", name.as_str())));
         }
@@ -485,20 +529,21 @@ impl Controller for Ctl {
             })?
         };
         let _gate = self.gate.read().await;
-        let (mut ep, net, cursors) = {
+        let (mut ep, net, policy, cursors) = {
             let mut st = self.lock();
             let ep = self.decide(&mut st, &spec, netns_id)?;
             let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
             let cursors: Vec<(String, IpAddr)> =
                 ep.addresses.iter().map(|a| (pool_key(&net.id, a.addr()), a.addr())).collect();
-            (ep, net, cursors)
+            let policy = st.policy_of(&ep.network_id);
+            (ep, net, policy, cursors)
         };
         if let Err(e) = self.store.put_endpoint(&ep, &cursors) {
             self.lock().remove_endpoint(&ep.id);
             return Err(internal(e));
         }
         let tmp = Endpoint::peer_tmp_ifname_for(&ep.id)?;
-        let ops = plan_endpoint(&net, &ep, &tmp);
+        let ops = plan_endpoint(&net, &policy, &ep, &tmp);
         if let Err(e) = self.apply_or_undo(&ops).await {
             self.forget(&ep.id);
             return Err(internal(format!("attaching endpoint {:?}: {e}; rolled back", ep.spec.name.as_str())));
@@ -544,7 +589,8 @@ impl Controller for Ctl {
         // Stop forwarding its published ports first. If the elements are not
         // there (table flushed by hand), the whole table is re-rendered below.
         let mut resync = false;
-        if let Some(script) = nft::render_endpoint(&ep, nft::Change::Delete) {
+        let policy = self.lock().policy_of(&ep.network_id);
+        if let Some(script) = nft::render_endpoint(&ep, &policy, nft::Change::Delete) {
             let _g = self.nft_lock.lock().await;
             resync = self.kernel.apply(&[Op::Nft { script }]).await.is_err();
         }

@@ -82,7 +82,8 @@ impl Ctl {
                         Ok(t) => t,
                         Err(_) => continue,
                     };
-                    if let Err(e) = self.apply_or_undo(&plan_endpoint(net, ep, &tmp)).await {
+                    let policy = self.lock().policy_of(&net.id);
+                    if let Err(e) = self.apply_or_undo(&plan_endpoint(net, &policy, ep, &tmp)).await {
                         warn!(endpoint = %ep.spec.name, error = %e, "re-creating endpoint");
                     }
                 }

@@ -9,7 +9,9 @@ use weft_model::api::{EndpointView, NetworkView};
 use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::ipam::PoolLeases;
 use weft_model::network::Network;
+use weft_model::policy::RuleSet;
 use weft_model::{ControlError, NetworkName, Tenant};
+use weft_plan::nft;
 
 /// Networks, endpoints and leases by id.
 #[derive(Default)]
@@ -20,6 +22,8 @@ pub struct State {
     pub endpoints: BTreeMap<String, Endpoint>,
     /// Leases per pool, keyed by [`pool_key`].
     pub leases: HashMap<String, PoolLeases>,
+    /// Each network's compiled policy, by network id.
+    pub policies: HashMap<String, RuleSet>,
 }
 
 /// The key of a network's pool of one family (also the IPAM cursor's key).
@@ -45,6 +49,22 @@ impl State {
             }
         }
         Some(ep)
+    }
+
+    /// A network's compiled policy (empty if it has none yet).
+    pub fn policy_of(&self, network_id: &str) -> RuleSet {
+        self.policies.get(network_id).cloned().unwrap_or_default()
+    }
+
+    /// The whole nftables table for the current state.
+    pub fn render_nft(&self) -> String {
+        if self.networks.is_empty() {
+            return nft::render_removal();
+        }
+        let empty = RuleSet::default();
+        let nets: Vec<(&Network, &RuleSet)> =
+            self.networks.values().map(|n| (n, self.policies.get(&n.id).unwrap_or(&empty))).collect();
+        nft::render_ruleset(&nets, self.endpoints.values())
     }
 
     /// The tenant's network called `name`.

@@ -22,6 +22,7 @@ pub fn create_network(r: pb::CreateNetworkRequest) -> CreateNetwork {
         options: r.options.into_iter().collect(),
         labels: r.labels.into_iter().collect(),
         ipam: r.ipam,
+        policy: r.policy,
     }
 }
 
@@ -69,6 +70,7 @@ pub fn network(v: NetworkView) -> pb::Network {
         options: n.spec.options.into_iter().collect(),
         labels: n.spec.labels.into_iter().collect(),
         ipam: n.spec.ipam,
+        policy: n.spec.policy,
         endpoints: v.endpoints.into_iter().map(endpoint).collect(),
     }
 }
@@ -90,6 +92,7 @@ pub fn endpoint(v: EndpointView) -> pb::Endpoint {
         labels: e.spec.labels.into_iter().collect(),
         publish: e.spec.publish.iter().map(ToString::to_string).collect(),
         mode: e.spec.mode.to_string(),
+        groups: e.groups,
         state: match e.state {
             EndpointState::Pending => "pending",
             EndpointState::Ready => "ready",

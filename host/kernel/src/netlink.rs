@@ -95,7 +95,10 @@ impl Netlink {
         let link = self.handle.link();
         match op {
             Op::CreateBridge { name, mtu } => {
-                let mut b = LinkBridge::new(name.as_str());
+                // Bridged IP traffic passes the inet hooks of this bridge only
+                // (br_netfilter per bridge), so policy sees traffic between
+                // endpoints of one network.
+                let mut b = LinkBridge::new(name.as_str()).nf_call_iptables(true).nf_call_ip6tables(true);
                 if let Some(m) = mtu {
                     b = b.mtu(*m);
                 }

@@ -220,6 +220,9 @@ pub struct Endpoint {
     pub addresses: Vec<IpNet>,
     /// Lifecycle state.
     pub state: EndpointState,
+    /// Policy groups the network's policy component classified it into.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl Endpoint {

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod ipam;
 pub mod net;
 pub mod network;
+pub mod policy;
 pub mod ports;
 
 pub use error::{ControlError, InvalidRequest};

@@ -17,7 +17,7 @@ pub const DEFAULT_IPAM: &str = "ipam-default";
 /// Driver names weft implements.
 pub const DRIVERS: &[&str] = &["bridge", "macvlan"];
 /// Network options (`--opt KEY=VALUE`) weft understands.
-pub const KNOWN_OPTIONS: &[&str] = &["mtu", "bridge_name", "parent", "macvlan_mode"];
+pub const KNOWN_OPTIONS: &[&str] = &["mtu", "bridge_name", "parent", "macvlan_mode", "icc"];
 /// macvlan modes (`--opt macvlan_mode=`), as the kernel names them.
 pub const MACVLAN_MODES: &[&str] = &["bridge", "vepa", "private", "passthru"];
 /// Smallest MTU Linux accepts for IPv4 (RFC 791); IPv6 needs 1280 (RFC 8200).
@@ -57,6 +57,8 @@ pub struct CreateNetwork {
     pub labels: BTreeMap<String, String>,
     /// IPAM component name; empty for [`DEFAULT_IPAM`].
     pub ipam: String,
+    /// Policy component name; empty for [`crate::policy::DEFAULT_POLICY`].
+    pub policy: String,
 }
 
 /// One validated subnet of a network.
@@ -113,6 +115,13 @@ pub struct NetworkSpec {
     pub labels: BTreeMap<String, String>,
     /// IPAM component bound to the network.
     pub ipam: String,
+    /// Policy component bound to the network.
+    #[serde(default = "default_policy")]
+    pub policy: String,
+}
+
+fn default_policy() -> String {
+    crate::policy::DEFAULT_POLICY.to_owned()
 }
 
 /// A network as stored: the spec plus its identity and derived names.
@@ -260,6 +269,8 @@ impl CreateNetwork {
                     }
                     mode = v.clone();
                 }
+                // Interpreted by the network's policy component.
+                "icc" => {}
                 "bridge_name" | "parent" | "macvlan_mode" => {
                     return Err(InvalidRequest::new(
                         field,
@@ -296,6 +307,7 @@ impl CreateNetwork {
             mtu,
             bridge_name,
             macvlan,
+            policy: if self.policy.is_empty() { default_policy() } else { self.policy.clone() },
             options: self.options.clone(),
             labels: self.labels.clone(),
             ipam,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use weft_model::IfName;
 use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::network::Network;
+use weft_model::policy::RuleSet;
 
 pub use ops::{Ns, Op};
 
@@ -89,7 +90,7 @@ pub fn plan_network_removal(net: &Network) -> Vec<Op> {
 /// [`Op::Nft`] is always last. On a macvlan network: a macvlan child of the
 /// parent instead of the veth pair. Mode `none` only brings `lo` up; modes
 /// `host` and `container:` touch nothing.
-pub fn plan_endpoint(net: &Network, ep: &Endpoint, peer_tmp: &IfName) -> Vec<Op> {
+pub fn plan_endpoint(net: &Network, policy: &RuleSet, ep: &Endpoint, peer_tmp: &IfName) -> Vec<Op> {
     let inside = Ns::Path(ep.spec.netns.clone());
     match ep.spec.mode {
         EndpointMode::Network => {}
@@ -128,7 +129,7 @@ pub fn plan_endpoint(net: &Network, ep: &Endpoint, peer_tmp: &IfName) -> Vec<Op>
     }
     // nftables changes come last, as one transaction, once the interface
     // they point at exists.
-    if let Some(script) = nft::render_endpoint(ep, nft::Change::Add) {
+    if let Some(script) = nft::render_endpoint(ep, policy, nft::Change::Add) {
         ops.push(Op::Nft { script });
     }
     ops

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 
 use weft_model::endpoint::Endpoint;
 use weft_model::network::Network;
+use weft_model::policy::{Direction, Peer, Rule, RuleProto, RuleSet};
 
 /// The nftables family of weft's table.
 pub const NFT_FAMILY: &str = "inet";
@@ -42,9 +43,11 @@ pub enum Change {
     Delete,
 }
 
-/// The DNAT map elements of one endpoint's published ports, as
-/// (map name, element) pairs.
-pub fn endpoint_elements(ep: &Endpoint) -> Vec<(&'static str, String)> {
+/// The set and map elements of one endpoint, as (set name, element):
+/// DNAT entries of its published ports, and its addresses in the sets of
+/// the policy groups it was classified into (and the isolation sets of
+/// isolated groups). `policy` is its network's compiled rule set.
+pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<(String, String)> {
     let v4 = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv4);
     let v6 = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv6);
     let mut out = Vec::new();
@@ -64,17 +67,41 @@ pub fn endpoint_elements(ep: &Endpoint) -> Vec<(&'static str, String)> {
                     (false, None) => ("pub6_any", format!("{p} . {hp} : {target} . {cp}")),
                     (false, Some(h)) => ("pub6_ip", format!("{h} . {p} . {hp} : {target} . {cp}")),
                 };
-                out.push((map, el));
+                out.push((map.to_owned(), el));
+            }
+        }
+    }
+    let groups = policy.groups();
+    for g in &ep.groups {
+        let Some(idx) = groups.iter().position(|x| x == g) else { continue };
+        for a in [v4, v6].into_iter().flatten() {
+            let fam = if a.is_ipv4() { 4 } else { 6 };
+            out.push((group_set(&ep.network_id, idx, fam), a.to_string()));
+            for (ig, dir) in &policy.isolated {
+                if ig == g {
+                    let set = match dir {
+                        Direction::Ingress => format!("iso_in{fam}"),
+                        Direction::Egress => format!("iso_out{fam}"),
+                    };
+                    if !out.iter().any(|(s, e)| s == &set && e == &a.to_string()) {
+                        out.push((set, a.to_string()));
+                    }
+                }
             }
         }
     }
     out
 }
 
+/// The name of the set holding a network's group members of one family.
+fn group_set(network_id: &str, idx: usize, fam: u8) -> String {
+    format!("g{fam}_{}_{idx}", &network_id[..network_id.len().min(12)])
+}
+
 /// The script that adds or deletes one endpoint's elements; None if it has
 /// none. One script is one transaction.
-pub fn render_endpoint(ep: &Endpoint, change: Change) -> Option<String> {
-    let elements = endpoint_elements(ep);
+pub fn render_endpoint(ep: &Endpoint, policy: &RuleSet, change: Change) -> Option<String> {
+    let elements = endpoint_elements(ep, policy);
     if elements.is_empty() {
         return None;
     }
@@ -82,27 +109,30 @@ pub fn render_endpoint(ep: &Endpoint, change: Change) -> Option<String> {
         Change::Add => "add",
         Change::Delete => "delete",
     };
+    let mut sets: Vec<&str> = elements.iter().map(|(m, _)| m.as_str()).collect();
+    sets.dedup();
+    sets.sort_unstable();
+    sets.dedup();
     let mut s = String::new();
-    for map in ["pub4_any", "pub4_ip", "pub6_any", "pub6_ip"] {
-        let els: Vec<&str> = elements.iter().filter(|(m, _)| *m == map).map(|(_, e)| e.as_str()).collect();
-        if !els.is_empty() {
-            let _ = writeln!(s, "{verb} element {NFT_FAMILY} {NFT_TABLE} {map} {{ {} }}", els.join(", "));
-        }
+    for set in sets {
+        let els: Vec<&str> = elements.iter().filter(|(m, _)| m == set).map(|(_, e)| e.as_str()).collect();
+        let _ = writeln!(s, "{verb} element {NFT_FAMILY} {NFT_TABLE} {set} {{ {} }}", els.join(", "));
     }
     Some(s)
 }
 
-/// The whole `inet weft` table for `networks` and `endpoints`, as one
-/// atomic script.
+/// The whole `inet weft` table for `networks` (each with its compiled
+/// policy) and `endpoints`, as one atomic script.
 pub fn render_ruleset<'a>(
-    networks: impl IntoIterator<Item = &'a Network>,
+    networks: &[(&'a Network, &'a RuleSet)],
     endpoints: impl IntoIterator<Item = &'a Endpoint>,
 ) -> String {
+    let networks: Vec<(&Network, &RuleSet)> = networks.iter().copied().filter(|(n, _)| n.is_bridge()).collect();
     let mut bridges = Vec::new();
     let mut internal = Vec::new();
     let mut nat4 = Vec::new();
     let mut nat6 = Vec::new();
-    for n in networks.into_iter().filter(|n| n.is_bridge()) {
+    for (n, _) in &networks {
         let br = format!("\"{}\"", n.bridge);
         bridges.push(br.clone());
         if n.spec.internal {
@@ -117,17 +147,43 @@ pub fn render_ruleset<'a>(
             }
         }
     }
-    let mut maps: [(&str, &str, Vec<String>); 4] = [
-        ("pub4_any", "inet_proto . inet_service : ipv4_addr . inet_service", vec![]),
-        ("pub4_ip", "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service", vec![]),
-        ("pub6_any", "inet_proto . inet_service : ipv6_addr . inet_service", vec![]),
-        ("pub6_ip", "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service", vec![]),
+    // Every named set and map, with its type and elements.
+    let mut sets: Vec<(String, &str, &str, Vec<String>)> = vec![
+        ("pub4_any".into(), "map", "inet_proto . inet_service : ipv4_addr . inet_service", vec![]),
+        ("pub4_ip".into(), "map", "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service", vec![]),
+        ("pub6_any".into(), "map", "inet_proto . inet_service : ipv6_addr . inet_service", vec![]),
+        ("pub6_ip".into(), "map", "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service", vec![]),
+        ("iso_in4".into(), "set", "ipv4_addr", vec![]),
+        ("iso_in6".into(), "set", "ipv6_addr", vec![]),
+        ("iso_out4".into(), "set", "ipv4_addr", vec![]),
+        ("iso_out6".into(), "set", "ipv6_addr", vec![]),
     ];
+    let mut rules_in = String::new();
+    let mut rules_out = String::new();
+    for (n, rs) in &networks {
+        let groups = rs.groups();
+        for idx in 0..groups.len() {
+            sets.push((group_set(&n.id, idx, 4), "set", "ipv4_addr", vec![]));
+            sets.push((group_set(&n.id, idx, 6), "set", "ipv6_addr", vec![]));
+        }
+        for r in &rs.rules {
+            let out = match r.direction {
+                Direction::Ingress => &mut rules_in,
+                Direction::Egress => &mut rules_out,
+            };
+            policy_rule(out, n, &groups, r);
+        }
+    }
+    let by_network: std::collections::HashMap<&str, &RuleSet> =
+        networks.iter().map(|(n, rs)| (n.id.as_str(), *rs)).collect();
+    let empty = RuleSet::default();
     for ep in endpoints {
-        // Only endpoints with their own interface publish (validated at attach).
-        for (map, el) in endpoint_elements(ep) {
-            if let Some(m) = maps.iter_mut().find(|m| m.0 == map) {
-                m.2.push(el);
+        let rs = by_network.get(ep.network_id.as_str()).copied().unwrap_or(&empty);
+        for (set, el) in endpoint_elements(ep, rs) {
+            if let Some(m) = sets.iter_mut().find(|m| m.0 == set)
+                && !m.3.contains(&el)
+            {
+                m.3.push(el);
             }
         }
     }
@@ -142,8 +198,8 @@ pub fn render_ruleset<'a>(
     set(&mut s, "set", "intra", "ifname . ifname", false, &intra);
     set(&mut s, "set", "nat4", "ipv4_addr", true, &nat4);
     set(&mut s, "set", "nat6", "ipv6_addr", true, &nat6);
-    for (name, ty, els) in &maps {
-        set(&mut s, "map", name, ty, false, els);
+    for (name, kind, ty, els) in &sets {
+        set(&mut s, kind, name, ty, false, els);
     }
     s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
     s.push_str(DNAT_RULES);
@@ -153,13 +209,41 @@ pub fn render_ruleset<'a>(
         "\t}
 \tchain forward {
 \t\ttype filter hook forward priority filter; policy accept;
-\t\tiifname . oifname @intra accept
+\t\tct state established,related accept
+\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept
+\t\toifname @bridges oifname != @internal_bridges ct status dnat accept
+\t\tiifname . oifname @intra jump pol_intra
 \t\tiifname @internal_bridges drop
 \t\toifname @internal_bridges drop
-\t\toifname @bridges ct state established,related accept
-\t\toifname @bridges ct status dnat accept
-\t\tiifname @bridges oifname != @bridges accept
+\t\tiifname @bridges oifname != @bridges jump pol_egress
 \t\toifname @bridges drop
+\t}
+\tchain pol_intra {
+\t\tjump pol_out
+\t\tjump pol_in
+\t\taccept
+\t}
+\tchain pol_egress {
+\t\tjump pol_out
+\t\taccept
+\t}
+\tchain pol_in {
+\t\tmeta nfproto ipv4 ip daddr != @iso_in4 return
+\t\tmeta nfproto ipv6 ip6 daddr != @iso_in6 return
+",
+    );
+    s.push_str(&rules_in);
+    s.push_str(
+        "\t\tdrop
+\t}
+\tchain pol_out {
+\t\tmeta nfproto ipv4 ip saddr != @iso_out4 return
+\t\tmeta nfproto ipv6 ip6 saddr != @iso_out6 return
+",
+    );
+    s.push_str(&rules_out);
+    s.push_str(
+        "\t\tdrop
 \t}
 \tchain postrouting {
 \t\ttype nat hook postrouting priority srcnat; policy accept;
@@ -173,6 +257,76 @@ pub fn render_ruleset<'a>(
 ",
     );
     s
+}
+
+/// One allow rule as nftables rules (one per peer and family), each ending
+/// in `return`: the flow passes this direction's check.
+fn policy_rule(out: &mut String, net: &Network, groups: &[String], r: &Rule) {
+    let Some(gidx) = groups.iter().position(|g| g == &r.group) else { return };
+    let any = [Peer::Any];
+    let peers: &[Peer] = if r.peers.is_empty() { &any } else { &r.peers };
+    let (me, them) = match r.direction {
+        Direction::Ingress => ("daddr", "saddr"),
+        Direction::Egress => ("saddr", "daddr"),
+    };
+    for fam in [4u8, 6] {
+        let (ip, nfproto) = if fam == 4 { ("ip", "ipv4") } else { ("ip6", "ipv6") };
+        let proto = match r.proto {
+            RuleProto::Any => String::new(),
+            RuleProto::Icmp => format!(" meta l4proto {}", if fam == 4 { "icmp" } else { "ipv6-icmp" }),
+            RuleProto::Ports(p) if r.ports.is_empty() => format!(" meta l4proto {p}"),
+            RuleProto::Ports(p) => {
+                let ports: Vec<String> =
+                    r.ports.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+                format!(" meta l4proto {p} th dport {{ {} }}", ports.join(", "))
+            }
+        };
+        for peer in peers {
+            let peer_match = match peer {
+                Peer::Any => String::new(),
+                Peer::Group(h) => match groups.iter().position(|g| g == h) {
+                    Some(i) => format!(" {ip} {them} @{}", group_set(&net.id, i, fam)),
+                    None => continue,
+                },
+                Peer::Network => {
+                    let subnets: Vec<String> = net
+                        .spec
+                        .subnets
+                        .iter()
+                        .filter(|s| s.subnet.network().is_ipv4() == (fam == 4))
+                        .map(|s| s.subnet.to_string())
+                        .collect();
+                    if subnets.is_empty() {
+                        continue;
+                    }
+                    format!(" {ip} {them} {{ {} }}", subnets.join(", "))
+                }
+                Peer::Cidr { prefix, except } => {
+                    if prefix.network().is_ipv4() != (fam == 4) {
+                        continue;
+                    }
+                    let mut m = format!(" {ip} {them} {prefix}");
+                    if !except.is_empty() {
+                        let ex: Vec<String> = except.iter().map(ToString::to_string).collect();
+                        let _ = write!(m, " {ip} {them} != {{ {} }}", ex.join(", "));
+                    }
+                    m
+                }
+            };
+            let set = group_set(&net.id, gidx, fam);
+            let _ = writeln!(
+                out,
+                "\t\tmeta nfproto {nfproto} {ip} {me} @{set}{peer_match}{proto} return comment \"{}\"",
+                comment(r)
+            );
+        }
+    }
+}
+
+/// A rule's origin as an nftables comment (quotes removed, bounded).
+fn comment(r: &Rule) -> String {
+    let c = format!("{} ({})", r.name, r.source);
+    c.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).take(120).collect()
 }
 
 /// The script that removes weft's table (used when the last network goes).

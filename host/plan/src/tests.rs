@@ -8,6 +8,8 @@ use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointMode, EndpointState
 use weft_model::network::{CreateNetwork, Network, SubnetRequest};
 use weft_model::{IfName, Mac};
 
+use weft_model::policy::RuleSet;
+
 use super::*;
 
 fn golden(name: &str, actual: &str) {
@@ -20,6 +22,9 @@ fn golden(name: &str, actual: &str) {
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
     assert_eq!(actual, want, "plan differs from {}", path.display());
 }
+
+/// No policy: nothing isolated, no rules.
+static NONE: RuleSet = RuleSet { isolated: Vec::new(), rules: Vec::new() };
 
 fn json(ops: &[Op]) -> String {
     serde_json::to_string_pretty(ops).unwrap() + "\n"
@@ -59,6 +64,7 @@ fn endpoint_publishing(net: &Network, addrs: &[&str], publish: &[&str]) -> Endpo
         mac: Mac::from_ipv4("10.89.0.2".parse().unwrap()),
         addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
         state: EndpointState::Pending,
+        groups: vec![],
     }
 }
 
@@ -83,7 +89,7 @@ fn attach_endpoint_dual_stack() {
     let net = network("n1", &["10.89.0.0/24", "fd00:89::/64"], false);
     let ep = endpoint(&net, &["10.89.0.2/24", "fd00:89::2/64"]);
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
-    golden("endpoint_attach.json", &json(&plan_endpoint(&net, &ep, &tmp)));
+    golden("endpoint_attach.json", &json(&plan_endpoint(&net, &RuleSet::default(), &ep, &tmp)));
 }
 
 #[test]
@@ -91,7 +97,7 @@ fn internal_network_gets_no_default_route() {
     let net = network("n1", &["10.89.0.0/24"], true);
     let ep = endpoint(&net, &["10.89.0.2/24"]);
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
-    let ops = plan_endpoint(&net, &ep, &tmp);
+    let ops = plan_endpoint(&net, &RuleSet::default(), &ep, &tmp);
     assert!(!ops.iter().any(|o| matches!(o, Op::AddDefaultRoute { .. })));
 }
 
@@ -100,7 +106,7 @@ fn undo_deletes_what_was_created_in_reverse() {
     let net = network("n1", &["10.89.0.0/24"], false);
     let ep = endpoint(&net, &["10.89.0.2/24"]);
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
-    let ops = plan_endpoint(&net, &ep, &tmp);
+    let ops = plan_endpoint(&net, &RuleSet::default(), &ep, &tmp);
     let undo_ops = undo(&ops[..3]);
     assert_eq!(
         undo_ops,
@@ -135,13 +141,16 @@ fn ruleset_is_fixed_and_sets_grow() {
         &["10.89.0.2/24", "fd00:89::2/64"],
         &["8080:80", "127.0.0.1:5353:53/udp", "[fd00::1]:8443:443/sctp", "9000-9001:9000-9001"],
     );
-    golden("ruleset_two_networks.nft", &nft::render_ruleset([&a, &b], [&ep]));
-    let one = nft::render_ruleset([&a], []);
+    golden("ruleset_two_networks.nft", &nft::render_ruleset(&[(&a, &NONE), (&b, &NONE)], [&ep]));
+    let one = nft::render_ruleset(&[(&a, &NONE)], []);
     let many: Vec<Network> =
         (0..50).map(|i| network(&format!("n{i}"), &[&format!("10.{}.0.0/24", 100 + i)], false)).collect();
-    assert_eq!(rule_count(&one), rule_count(&nft::render_ruleset(many.iter(), [])));
-    assert_eq!(rule_count(&nft::render_ruleset([], [])), rule_count(&one));
-    assert_eq!(rule_count(&one), 20);
+    assert_eq!(
+        rule_count(&one),
+        rule_count(&nft::render_ruleset(&many.iter().map(|n| (n, &NONE)).collect::<Vec<_>>(), []))
+    );
+    assert_eq!(rule_count(&nft::render_ruleset(&[], [])), rule_count(&one));
+    assert_eq!(rule_count(&one), 32);
 }
 
 #[test]
@@ -152,12 +161,12 @@ fn published_ports_become_map_elements_not_rules() {
         .map(|&n| {
             let eps: Vec<Endpoint> =
                 (0..n).map(|i| endpoint_publishing(&a, &["10.89.0.2/24"], &[&format!("{}:80", 10000 + i)])).collect();
-            let script = nft::render_ruleset([&a], eps.iter());
+            let script = nft::render_ruleset(&[(&a, &NONE)], eps.iter());
             assert_eq!(script.matches(" : 10.89.0.2 . 80").count(), n, "one element per endpoint");
             rule_count(&script)
         })
         .collect();
-    assert_eq!(counts, [20, 20, 20]);
+    assert_eq!(counts, [32, 32, 32]);
 }
 
 #[test]
@@ -168,12 +177,12 @@ fn endpoint_elements_per_family_and_host_ip() {
         &["10.89.0.2/24", "fd00:89::2/64"],
         &["8080:80", "127.0.0.1:5353:53/udp", "[fd00::1]:8443:443/sctp", "9000-9001:9000-9001"],
     );
-    golden("endpoint_publish_add.nft", &nft::render_endpoint(&ep, nft::Change::Add).unwrap());
-    let del = nft::render_endpoint(&ep, nft::Change::Delete).unwrap();
+    golden("endpoint_publish_add.nft", &nft::render_endpoint(&ep, &RuleSet::default(), nft::Change::Add).unwrap());
+    let del = nft::render_endpoint(&ep, &RuleSet::default(), nft::Change::Delete).unwrap();
     assert!(del.lines().all(|l| l.starts_with("delete element inet weft ")), "{del}");
-    assert!(nft::render_endpoint(&endpoint(&a, &["10.89.0.2/24"]), nft::Change::Add).is_none());
+    assert!(nft::render_endpoint(&endpoint(&a, &["10.89.0.2/24"]), &RuleSet::default(), nft::Change::Add).is_none());
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
-    let ops = plan_endpoint(&a, &ep, &tmp);
+    let ops = plan_endpoint(&a, &RuleSet::default(), &ep, &tmp);
     assert!(matches!(ops.last(), Some(Op::Nft { .. })), "the nft transaction comes last");
 }
 
@@ -194,10 +203,10 @@ fn macvlan_endpoint_and_removal() {
     assert!(!net.is_bridge());
     assert_eq!(net.bridge.as_str(), "enp1s0");
     assert!(plan_network(&net, None).is_empty(), "weft makes no host objects for a macvlan network");
-    assert!(!nft::render_ruleset([&net], []).contains("enp1s0"), "no firewall elements for macvlan");
+    assert!(!nft::render_ruleset(&[(&net, &NONE)], []).contains("enp1s0"), "no firewall elements for macvlan");
     let ep = endpoint(&net, &["192.168.50.2/24"]);
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
-    golden("endpoint_macvlan.json", &json(&plan_endpoint(&net, &ep, &tmp)));
+    golden("endpoint_macvlan.json", &json(&plan_endpoint(&net, &RuleSet::default(), &ep, &tmp)));
     assert_eq!(
         plan_endpoint_removal(&net, &ep),
         vec![Op::DeleteLink { ns: Ns::Path(ep.spec.netns.clone()), link: ep.spec.ifname.clone() }]
@@ -211,10 +220,61 @@ fn endpoint_modes() {
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
     ep.spec.mode = EndpointMode::None;
     assert_eq!(
-        plan_endpoint(&net, &ep, &tmp),
+        plan_endpoint(&net, &RuleSet::default(), &ep, &tmp),
         vec![Op::LinkUp { ns: Ns::Path(ep.spec.netns.clone()), link: IfName::parse("x", "lo").unwrap() }]
     );
     assert!(plan_endpoint_removal(&net, &ep).is_empty());
     ep.spec.mode = EndpointMode::Host;
-    assert!(plan_endpoint(&net, &ep, &tmp).is_empty());
+    assert!(plan_endpoint(&net, &RuleSet::default(), &ep, &tmp).is_empty());
+}
+
+#[test]
+fn policy_becomes_group_sets_and_rules() {
+    use weft_model::policy::{Direction, Peer, Rule, RuleProto};
+    use weft_model::ports::Proto;
+    let net = network("p", &["10.89.0.0/24", "fd00:89::/64"], false);
+    let rs = RuleSet {
+        isolated: vec![("db".into(), Direction::Ingress), ("db".into(), Direction::Egress)],
+        rules: vec![
+            Rule {
+                name: "web-to-db".into(),
+                source: "policy/db".into(),
+                group: "db".into(),
+                direction: Direction::Ingress,
+                peers: vec![Peer::Group("web".into())],
+                proto: RuleProto::Ports(Proto::Tcp),
+                ports: vec![(5432, 5432), (6000, 6010)],
+            },
+            Rule {
+                name: "db-out".into(),
+                source: "policy/db".into(),
+                group: "db".into(),
+                direction: Direction::Egress,
+                peers: vec![Peer::Cidr {
+                    prefix: "10.0.0.0/8".parse().unwrap(),
+                    except: vec!["10.1.0.0/16".parse().unwrap()],
+                }],
+                proto: RuleProto::Any,
+                ports: vec![],
+            },
+        ],
+    };
+    let mut db = endpoint(&net, &["10.89.0.2/24", "fd00:89::2/64"]);
+    db.groups = vec!["db".into(), "unused".into()];
+    let script = nft::render_ruleset(&[(&net, &rs)], [&db]);
+    golden("ruleset_policy.nft", &script);
+    let els = nft::endpoint_elements(&db, &rs);
+    assert!(els.contains(&("iso_in4".to_string(), "10.89.0.2".to_string())));
+    assert!(els.contains(&("iso_out6".to_string(), "fd00:89::2".to_string())));
+    assert!(els.iter().any(|(s, e)| s.starts_with("g4_") && e == "10.89.0.2"));
+    assert!(!els.iter().any(|(_, e)| e.contains("unused")));
+    // Rules grow with the policy, not with endpoints.
+    let many: Vec<Endpoint> = (0..50)
+        .map(|i| {
+            let mut e = endpoint(&net, &[&format!("10.89.0.{}/24", i + 3)]);
+            e.groups = vec!["web".into()];
+            e
+        })
+        .collect();
+    assert_eq!(rule_count(&script), rule_count(&nft::render_ruleset(&[(&net, &rs)], many.iter())));
 }

@@ -32,6 +32,7 @@ fn round_trip_survives_reopen() {
         mac: Mac([2, 0x42, 10, 9, 0, 2]),
         addresses: vec!["10.9.0.2/24".parse().unwrap()],
         state: EndpointState::Ready,
+        groups: vec![],
     };
     {
         let s = RedbStore::open(&dir).unwrap();

@@ -25,6 +25,13 @@ pub fn from_wit(a: IpAddress) -> IpAddr {
     }
 }
 
+/// WIT prefix to model (a prefix length past the family's width is clamped).
+pub fn cidr_from_wit(c: &Cidr) -> IpNet {
+    let a = from_wit(c.address);
+    let max = if a.is_ipv4() { 32 } else { 128 };
+    IpNet::new(a, c.prefix.min(max)).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(a))
+}
+
 /// Model prefix to WIT.
 pub fn cidr(n: &IpNet) -> Cidr {
     Cidr { address: to_wit(n.network()), prefix: n.prefix_len() }

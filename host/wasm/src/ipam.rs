@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimits};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, PoolLeases};
 
 use crate::convert::{cidr, from_wit, to_wit};
@@ -56,13 +56,6 @@ pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::Ip
     bindings::IpamPre::new(pre).map_err(|e| load(format!("does not export the weft:ipam world: {e:#}")))
 }
 
-fn classify(module: &str, e: wasmtime::Error) -> PluginError {
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => PluginError::Deadline { module: module.to_owned(), ms: limits::deadline_ms() },
-        _ => PluginError::Trap { module: module.to_owned(), reason: format!("{e:#}") },
-    }
-}
-
 impl Ipam for WasmHost {
     fn allocate(
         &self,
@@ -74,14 +67,7 @@ impl Ipam for WasmHost {
     ) -> Result<IpAddr, DecisionError> {
         let failed = |e: PluginError| DecisionError::Failed { module: module.to_owned(), reason: e.to_string() };
         let m = self.ipam_module(module).map_err(failed)?;
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(limits::MAX_MEMORY_BYTES)
-            .instances(limits::MAX_INSTANCES)
-            .tables(limits::MAX_TABLES)
-            .memories(limits::MAX_MEMORIES)
-            .trap_on_grow_failure(true)
-            .build();
-        let state = IpamState { leases: std::mem::take(leases), limits };
+        let state = IpamState { leases: std::mem::take(leases), limits: limits::store_limits() };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
@@ -106,7 +92,7 @@ impl Ipam for WasmHost {
             Ok(Err(allocator::IpamError::Exhausted(m))) => Err(DecisionError::Exhausted(m)),
             Ok(Err(allocator::IpamError::Conflict(m))) => Err(DecisionError::Conflict(m)),
             Ok(Err(allocator::IpamError::Invalid(m))) => Err(DecisionError::Invalid(m)),
-            Err(e) => Err(failed(classify(module, e))),
+            Err(e) => Err(failed(crate::classify(module, e))),
         }
     }
 }

@@ -12,6 +12,7 @@ mod convert;
 mod engine;
 mod ipam;
 pub mod limits;
+mod policy;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,6 +64,17 @@ struct IpamModule {
 pub struct WasmHost {
     engine: Engine,
     ipam: RwLock<HashMap<String, Arc<IpamModule>>>,
+    policy: RwLock<HashMap<String, Arc<policy::bindings::PolicyPre<policy::PolicyState>>>>,
+}
+
+/// A trap or an epoch interruption, as a plugin error.
+fn classify(module: &str, e: wasmtime::Error) -> PluginError {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            PluginError::Deadline { module: module.to_owned(), ms: limits::deadline_ms() }
+        }
+        _ => PluginError::Trap { module: module.to_owned(), reason: format!("{e:#}") },
+    }
 }
 
 impl WasmHost {
@@ -72,7 +84,7 @@ impl WasmHost {
         let engine =
             engine::build().map_err(|e| PluginError::Load { module: "(engine)".into(), reason: e.to_string() })?;
         engine::start_ticker(&engine);
-        Ok(WasmHost { engine, ipam: RwLock::new(HashMap::new()) })
+        Ok(WasmHost { engine, ipam: RwLock::new(HashMap::new()), policy: RwLock::new(HashMap::new()) })
     }
 
     /// Load every `*.wasm` in `dir` as a built-in, named by file stem. The
@@ -96,6 +108,9 @@ impl WasmHost {
             if name.starts_with("ipam-") {
                 self.load_ipam(&name, &bytes)?;
                 names.push(name);
+            } else if name.starts_with("policy-") {
+                self.load_policy(&name, &bytes)?;
+                names.push(name);
             }
         }
         names.sort();
@@ -109,6 +124,28 @@ impl WasmHost {
         let module = Arc::new(IpamModule { digest: digest.clone(), pre });
         self.ipam.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), module);
         Ok(digest)
+    }
+
+    /// Compile and link a policy component under `name`; returns its sha256.
+    pub fn load_policy(&self, name: &str, bytes: &[u8]) -> Result<String, PluginError> {
+        let digest = hex(&Sha256::digest(bytes));
+        let pre = policy::prepare(&self.engine, name, bytes)?;
+        self.policy.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(pre));
+        Ok(digest)
+    }
+
+    /// Whether a policy module called `name` is loaded.
+    pub fn has_policy(&self, name: &str) -> bool {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+    }
+
+    fn policy_module(&self, name: &str) -> Result<Arc<policy::bindings::PolicyPre<policy::PolicyState>>, PluginError> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PluginError::Missing(name.to_owned()))
     }
 
     /// Whether an IPAM module called `name` is loaded.

@@ -28,6 +28,18 @@ pub const POOL_MEMORIES: u32 = 512;
 /// Concurrent tables across the pool.
 pub const POOL_TABLES: u32 = 1024;
 
+/// The limits of one store: memory cap (growth past it traps), instances,
+/// tables and memories.
+pub fn store_limits() -> wasmtime::StoreLimits {
+    wasmtime::StoreLimitsBuilder::new()
+        .memory_size(MAX_MEMORY_BYTES)
+        .instances(MAX_INSTANCES)
+        .tables(MAX_TABLES)
+        .memories(MAX_MEMORIES)
+        .trap_on_grow_failure(true)
+        .build()
+}
+
 /// The deadline in milliseconds, for messages.
 pub fn deadline_ms() -> u64 {
     EPOCH_TICK.as_millis() as u64 * CALL_DEADLINE_TICKS

@@ -1,0 +1,39 @@
+use super::*;
+
+fn rule(group: &str, peers: Vec<Peer>) -> Rule {
+    Rule {
+        name: "r".into(),
+        source: "doc".into(),
+        group: group.into(),
+        direction: Direction::Ingress,
+        peers,
+        proto: RuleProto::Ports(Proto::Tcp),
+        ports: vec![(80, 80)],
+    }
+}
+
+#[test]
+fn groups_in_first_use_order() {
+    let rs = RuleSet {
+        isolated: vec![("db".into(), Direction::Ingress)],
+        rules: vec![rule("db", vec![Peer::Group("web".into()), Peer::Network]), rule("web", vec![Peer::Any])],
+    };
+    assert_eq!(rs.groups(), ["db", "web"]);
+    assert!(rs.validate().is_ok());
+}
+
+#[test]
+fn bad_rule_sets_are_refused() {
+    let mut r = rule("db", vec![]);
+    r.ports = vec![(90, 80)];
+    assert!(RuleSet { isolated: vec![], rules: vec![r] }.validate().is_err());
+    let mut r = rule("db", vec![]);
+    r.proto = RuleProto::Any;
+    assert!(RuleSet { isolated: vec![], rules: vec![r] }.validate().unwrap_err().contains("ports need"));
+    let r = rule(
+        "db",
+        vec![Peer::Cidr { prefix: "10.0.0.0/8".parse().unwrap(), except: vec!["192.168.0.0/16".parse().unwrap()] }],
+    );
+    assert!(RuleSet { isolated: vec![], rules: vec![r] }.validate().is_err());
+    assert!(RuleSet { isolated: vec![(String::new(), Direction::Egress)], rules: vec![] }.validate().is_err());
+}

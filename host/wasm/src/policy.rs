@@ -1,0 +1,148 @@
+//! The `weft:policy` world on the host side: `compile` and `classify`, each
+//! in a fresh, limited store. The world imports nothing callable.
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, StoreLimits};
+use weft_model::ipam::DecisionError;
+use weft_model::policy::{Direction, EndpointInfo, NetworkInfo, Peer, Policy, Rule, RuleProto, RuleSet};
+use weft_model::ports::Proto;
+
+use crate::convert::cidr_from_wit;
+use crate::{PluginError, WasmHost, limits};
+
+/// Generated bindings for the `weft:policy/policy` world.
+pub mod bindings {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        path: ["../../wit/types", "../../wit/policy"],
+        world: "weft:policy/policy",
+        with: { "weft:types/types": crate::ipam::bindings::weft::types::types },
+    });
+}
+
+use bindings::weft::policy::types as wit;
+
+/// Store data for one policy call.
+pub struct PolicyState {
+    limits: StoreLimits,
+}
+
+/// Compile `bytes` and link it; the world imports only types.
+pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::PolicyPre<PolicyState>, PluginError> {
+    let load = |reason: String| PluginError::Load { module: name.to_owned(), reason };
+    let component = Component::new(engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
+    let linker: Linker<PolicyState> = Linker::new(engine);
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| load(format!("imports something the policy world does not grant: {e:#}")))?;
+    bindings::PolicyPre::new(pre).map_err(|e| load(format!("does not export the weft:policy world: {e:#}")))
+}
+
+fn network_info(n: &NetworkInfo) -> wit::NetworkInfo {
+    wit::NetworkInfo {
+        name: n.name.clone(),
+        tenant: n.tenant.clone(),
+        internal: n.internal,
+        options: n.options.clone(),
+    }
+}
+
+fn direction(d: wit::Direction) -> Direction {
+    match d {
+        wit::Direction::Ingress => Direction::Ingress,
+        wit::Direction::Egress => Direction::Egress,
+    }
+}
+
+fn rule_set(rs: wit::RuleSet) -> RuleSet {
+    RuleSet {
+        isolated: rs.isolated.into_iter().map(|i| (i.group, direction(i.direction))).collect(),
+        rules: rs
+            .rules
+            .into_iter()
+            .map(|r| Rule {
+                name: r.name,
+                source: r.source,
+                group: r.group,
+                direction: direction(r.direction),
+                peers: r
+                    .peers
+                    .into_iter()
+                    .map(|p| match p {
+                        wit::Peer::Group(g) => Peer::Group(g),
+                        wit::Peer::Network => Peer::Network,
+                        wit::Peer::Any => Peer::Any,
+                        wit::Peer::Cidr(c) => Peer::Cidr {
+                            prefix: cidr_from_wit(&c.prefix),
+                            except: c.except.iter().map(cidr_from_wit).collect(),
+                        },
+                    })
+                    .collect(),
+                proto: match r.protocol {
+                    wit::Protocol::Any => RuleProto::Any,
+                    wit::Protocol::Tcp => RuleProto::Ports(Proto::Tcp),
+                    wit::Protocol::Udp => RuleProto::Ports(Proto::Udp),
+                    wit::Protocol::Sctp => RuleProto::Ports(Proto::Sctp),
+                    wit::Protocol::Icmp => RuleProto::Icmp,
+                },
+                ports: r.ports.into_iter().map(|p| (p.first, p.last)).collect(),
+            })
+            .collect(),
+    }
+}
+
+impl WasmHost {
+    fn policy_call<T>(
+        &self,
+        module: &str,
+        f: impl FnOnce(&bindings::Policy, &mut Store<PolicyState>) -> wasmtime::Result<T>,
+    ) -> Result<T, DecisionError> {
+        let failed = |e: PluginError| DecisionError::Failed { module: module.to_owned(), reason: e.to_string() };
+        let m = self.policy_module(module).map_err(failed)?;
+        let mut store = Store::new(&self.engine, PolicyState { limits: limits::store_limits() });
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
+        store.epoch_deadline_trap();
+        let inst = m.instantiate(&mut store).map_err(|e| failed(crate::classify(module, e)))?;
+        f(&inst, &mut store).map_err(|e| failed(crate::classify(module, e)))
+    }
+}
+
+impl Policy for WasmHost {
+    fn compile(&self, module: &str, network: &NetworkInfo, documents: &[String]) -> Result<RuleSet, DecisionError> {
+        let info = network_info(network);
+        let out =
+            self.policy_call(module, |inst, store| inst.weft_policy_engine().call_compile(store, &info, documents))?;
+        let rs = rule_set(out.map_err(DecisionError::Invalid)?);
+        rs.validate().map_err(|why| DecisionError::Failed {
+            module: module.to_owned(),
+            reason: format!("compiled an invalid rule set: {why}"),
+        })?;
+        Ok(rs)
+    }
+
+    fn classify(
+        &self,
+        module: &str,
+        network: &NetworkInfo,
+        endpoint: &EndpointInfo,
+    ) -> Result<Vec<String>, DecisionError> {
+        let info = network_info(network);
+        let ep = wit::EndpointInfo {
+            name: endpoint.name.clone(),
+            network: endpoint.network.clone(),
+            labels: endpoint.labels.clone(),
+        };
+        let groups =
+            self.policy_call(module, |inst, store| inst.weft_policy_engine().call_classify(store, &info, &ep))?;
+        if groups.len() > weft_model::policy::MAX_GROUPS
+            || groups.iter().any(|g| g.is_empty() || g.len() > weft_model::policy::MAX_NAME)
+        {
+            return Err(DecisionError::Failed {
+                module: module.to_owned(),
+                reason: "classified into too many groups or a group with a bad name".into(),
+            });
+        }
+        Ok(groups)
+    }
+}
