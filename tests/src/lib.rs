@@ -179,7 +179,7 @@ impl Host {
             .unwrap();
         self.weftd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.socket().exists() {
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(c) = self.weftd.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {

@@ -385,6 +385,7 @@ async fn one_namespace_on_two_networks() {
     host.attach("back", "db", &db).await.unwrap();
     assert!(app.ping("10.85.0.3") && app.ping("10.86.0.3"), "reaches both networks");
     assert!(!web.ping("10.86.0.3"), "the networks stay isolated from each other");
+    assert!(!db.ping("10.85.0.3"), "in both directions");
     let routes = String::from_utf8_lossy(&app.exec(&["ip", "route", "show", "default"]).stdout).into_owned();
     assert!(routes.contains("via 10.85.0.1 dev eth0"), "the first network keeps the default route: {routes}");
 

@@ -64,6 +64,8 @@ async fn published_ports_reach_the_container_from_everywhere() {
     assert_eq!(tcp_connect(&other.name, "198.18.3.1:8080").unwrap(), "hello");
     assert_eq!(srv.last_peer().unwrap().to_string(), "10.81.0.2", "source kept across networks");
     assert!(tcp_connect(&other.name, "10.80.0.2:80").is_err(), "networks are isolated");
+    let _other_srv = Server::start(&other.name, "[::]:81");
+    assert!(tcp_connect(&web.name, "10.81.0.2:81").is_err(), "isolated in both directions");
 
     // A second endpoint may not take the same host port.
     let late = host.container("late");
@@ -113,4 +115,36 @@ async fn host_ip_limits_a_published_port() {
     let e = attach_publishing(&host, "a", "third", &third, &["70000:80"]).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("publish[0]"), "{}", e.message());
+}
+
+/// True if this kernel can open SCTP sockets (many CI kernels cannot).
+fn sctp_supported() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sctp_published_port() {
+    if !sctp_supported() {
+        eprintln!("SKIPPED sctp_published_port: this kernel has no SCTP (socket(IPPROTO_SCTP) fails)");
+        return;
+    }
+    let host = Host::new("sctp");
+    let out = host.outside(6);
+    host.create_network("a", &["10.72.0.0/24"]).await.unwrap();
+    let web = host.container("web");
+    attach_publishing(&host, "a", "web", &web, &["3868:3868/sctp"]).await.unwrap();
+    let server = "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_STREAM,socket.IPPROTO_SCTP);\
+s.bind(('0.0.0.0',3868));s.listen(1);s.settimeout(10);c,_=s.accept();c.send(b'hello')";
+    let mut srv =
+        std::process::Command::new("ip").args(["netns", "exec", &web.name, "python3", "-c", server]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let client = "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_STREAM,socket.IPPROTO_SCTP);\
+s.settimeout(5);s.connect(('198.18.6.1',3868));print(s.recv(5).decode())";
+    let got = out.exec(&["python3", "-c", client]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "hello", "{}", String::from_utf8_lossy(&got.stderr));
 }

@@ -83,8 +83,8 @@ impl<C: Controller> EndpointService for Api<C> {
 }
 
 /// Serve the API on a Unix socket at `path` until `shutdown` resolves. The
-/// socket is made owner-only (operator access by file permission); a stale
-/// socket file from an earlier run is replaced.
+/// socket is readable and writable by owner and group only (operator access
+/// by file permission); a stale socket file from an earlier run is replaced.
 pub async fn serve_unix<C: Controller>(
     ctl: Arc<C>,
     path: &Path,
@@ -93,14 +93,16 @@ pub async fn serve_unix<C: Controller>(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
+    // Bind and listen under a temporary name, then rename into place: the
+    // socket appears at `path` only once it accepts connections.
+    let tmp = path.with_extension("sock.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))?;
     }
+    std::fs::rename(&tmp, path)?;
     let api = Api { ctl };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<NetworkServiceServer<Api<C>>>().await;
