@@ -69,3 +69,22 @@ async fn policy_binding_errors_change_nothing() {
     assert!(nets.list_networks(pb::ListNetworksRequest::default()).await.unwrap().into_inner().networks.is_empty());
     assert!(!host.nft_tables().contains("weft"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_are_isolated_over_ipv6_too() {
+    let host = Host::new("iso6");
+    host.create_network("a", &["10.71.0.0/24", "fd00:71::/64"]).await.unwrap();
+    host.create_network("b", &["10.70.0.0/24", "fd00:70::/64"]).await.unwrap();
+    let a1 = host.container("a1");
+    let a2 = host.container("a2");
+    let b1 = host.container("b1");
+    host.attach("a", "a1", &a1).await.unwrap();
+    host.attach("a", "a2", &a2).await.unwrap();
+    host.attach("b", "b1", &b1).await.unwrap();
+    assert!(a2.ping("fd00:71::2"), "IPv6 within a network");
+    assert!(!b1.ping("fd00:71::2"), "b -> a over IPv6 is blocked");
+    assert!(!a1.ping("fd00:70::2"), "a -> b over IPv6 is blocked");
+    let _srv = Server::start(&a1.name, "[::]:80");
+    assert!(tcp_connect(&b1.name, "[fd00:71::2]:80").is_err());
+    assert_eq!(tcp_connect(&a2.name, "[fd00:71::2]:80").unwrap(), "hello");
+}
