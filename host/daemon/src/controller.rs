@@ -246,17 +246,7 @@ impl Ctl {
             addresses.push(ipnet::IpNet::new(addr, s.subnet.prefix_len()).map_err(internal)?);
         }
         let mac = req.mac.unwrap_or_else(|| default_mac(&addresses, &id));
-        let ep = Endpoint {
-            host_ifname: Endpoint::host_ifname_for(&id)?,
-            netns_id,
-            network_id: net.id.clone(),
-            id,
-            spec: req,
-            mac,
-            addresses,
-            state: EndpointState::Pending,
-            groups,
-        };
+        let ep = pending(id, &net, req, netns_id, mac, addresses, groups)?;
         st.endpoints.insert(ep.id.clone(), ep.clone());
         Ok(ep)
     }
@@ -323,17 +313,7 @@ impl Ctl {
             }
             _ => (Vec::new(), default_mac(&[], &id), netns_id),
         };
-        let ep = Endpoint {
-            host_ifname: Endpoint::host_ifname_for(&id)?,
-            netns_id,
-            network_id: net.id.clone(),
-            id,
-            spec: req,
-            mac,
-            addresses,
-            state: EndpointState::Pending,
-            groups: Vec::new(),
-        };
+        let ep = pending(id, net, req, netns_id, mac, addresses, Vec::new())?;
         st.endpoints.insert(ep.id.clone(), ep.clone());
         Ok(ep)
     }
@@ -353,6 +333,29 @@ impl Ctl {
             warn!(endpoint = id, error = %e, "could not delete endpoint record during rollback");
         }
     }
+}
+
+/// A new endpoint record in state `Pending`.
+fn pending(
+    id: String,
+    net: &Network,
+    spec: weft_model::endpoint::EndpointSpec,
+    netns_id: u64,
+    mac: Mac,
+    addresses: Vec<ipnet::IpNet>,
+    groups: Vec<String>,
+) -> Result<Endpoint, ControlError> {
+    Ok(Endpoint {
+        host_ifname: Endpoint::host_ifname_for(&id)?,
+        netns_id,
+        network_id: net.id.clone(),
+        id,
+        spec,
+        mac,
+        addresses,
+        state: EndpointState::Pending,
+        groups,
+    })
 }
 
 /// What the policy component is told about a network.

@@ -60,11 +60,34 @@ struct IpamModule {
     pre: ipam::bindings::IpamPre<ipam::IpamState>,
 }
 
+/// Loaded components of one world, by name.
+struct Modules<T>(RwLock<HashMap<String, Arc<T>>>);
+
+impl<T> Modules<T> {
+    fn new() -> Self {
+        Modules(RwLock::new(HashMap::new()))
+    }
+    fn insert(&self, name: &str, m: T) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(m));
+    }
+    fn has(&self, name: &str) -> bool {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+    }
+    fn get(&self, name: &str) -> Result<Arc<T>, PluginError> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PluginError::Missing(name.to_owned()))
+    }
+}
+
 /// The engine plus every loaded component, by name.
 pub struct WasmHost {
     engine: Engine,
-    ipam: RwLock<HashMap<String, Arc<IpamModule>>>,
-    policy: RwLock<HashMap<String, Arc<policy::bindings::PolicyPre<policy::PolicyState>>>>,
+    ipam: Modules<IpamModule>,
+    policy: Modules<policy::bindings::PolicyPre<policy::PolicyState>>,
 }
 
 /// A trap or an epoch interruption, as a plugin error.
@@ -84,7 +107,7 @@ impl WasmHost {
         let engine =
             engine::build().map_err(|e| PluginError::Load { module: "(engine)".into(), reason: e.to_string() })?;
         engine::start_ticker(&engine);
-        Ok(WasmHost { engine, ipam: RwLock::new(HashMap::new()), policy: RwLock::new(HashMap::new()) })
+        Ok(WasmHost { engine, ipam: Modules::new(), policy: Modules::new() })
     }
 
     /// Load every `*.wasm` in `dir` as a built-in, named by file stem. The
@@ -121,8 +144,7 @@ impl WasmHost {
     pub fn load_ipam(&self, name: &str, bytes: &[u8]) -> Result<String, PluginError> {
         let digest = hex(&Sha256::digest(bytes));
         let pre = ipam::prepare(&self.engine, name, bytes)?;
-        let module = Arc::new(IpamModule { digest: digest.clone(), pre });
-        self.ipam.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), module);
+        self.ipam.insert(name, IpamModule { digest: digest.clone(), pre });
         Ok(digest)
     }
 
@@ -130,41 +152,31 @@ impl WasmHost {
     pub fn load_policy(&self, name: &str, bytes: &[u8]) -> Result<String, PluginError> {
         let digest = hex(&Sha256::digest(bytes));
         let pre = policy::prepare(&self.engine, name, bytes)?;
-        self.policy.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(pre));
+        self.policy.insert(name, pre);
         Ok(digest)
     }
 
     /// Whether a policy module called `name` is loaded.
     pub fn has_policy(&self, name: &str) -> bool {
-        self.policy.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+        self.policy.has(name)
     }
 
     fn policy_module(&self, name: &str) -> Result<Arc<policy::bindings::PolicyPre<policy::PolicyState>>, PluginError> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| PluginError::Missing(name.to_owned()))
+        self.policy.get(name)
     }
 
     /// Whether an IPAM module called `name` is loaded.
     pub fn has_ipam(&self, name: &str) -> bool {
-        self.ipam.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+        self.ipam.has(name)
     }
 
     /// The sha256 of the IPAM module called `name`.
     pub fn ipam_digest(&self, name: &str) -> Option<String> {
-        self.ipam.read().unwrap_or_else(|p| p.into_inner()).get(name).map(|m| m.digest.clone())
+        self.ipam.get(name).ok().map(|m| m.digest.clone())
     }
 
     fn ipam_module(&self, name: &str) -> Result<Arc<IpamModule>, PluginError> {
-        self.ipam
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| PluginError::Missing(name.to_owned()))
+        self.ipam.get(name)
     }
 }
 
