@@ -35,8 +35,11 @@ impl Guest for Component {
         if !documents.is_empty() {
             return Err("policy-isolation takes no policy documents; bind a policy component that does".into());
         }
-        let isolated =
-            if icc(&network)? { Vec::new() } else { vec![Isolation { group: ALL.into(), direction: Direction::Ingress }] };
+        let isolated = if icc(&network)? {
+            Vec::new()
+        } else {
+            vec![Isolation { group: ALL.into(), direction: Direction::Ingress }]
+        };
         Ok(RuleSet { isolated, rules: Vec::new() })
     }
 
