@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// The built-in components, by folder name under `policies/`.
-const COMPONENTS: &[&str] = &["ipam-default", "policy-isolation"];
+const COMPONENTS: &[&str] = &["ipam-default", "naming-default", "policy-isolation"];
 /// The core-wasm target the guests are compiled for.
 const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 

@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod error;
 pub mod ids;
 pub mod ipam;
+pub mod naming;
 pub mod net;
 pub mod network;
 pub mod policy;

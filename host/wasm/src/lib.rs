@@ -12,6 +12,7 @@ mod convert;
 mod engine;
 mod ipam;
 pub mod limits;
+mod naming;
 mod policy;
 
 use std::collections::HashMap;
@@ -87,7 +88,24 @@ impl<T> Modules<T> {
 pub struct WasmHost {
     engine: Engine,
     ipam: Modules<IpamModule>,
-    policy: Modules<policy::bindings::PolicyPre<policy::PolicyState>>,
+    policy: Modules<policy::bindings::PolicyPre<CallState>>,
+    naming: Modules<naming::bindings::NamingPre<CallState>>,
+}
+
+/// Store data of a call into a world that imports nothing callable.
+pub struct CallState {
+    limits: wasmtime::StoreLimits,
+}
+
+impl WasmHost {
+    /// A fresh store with the sandbox limits and the call deadline.
+    fn limited_store(&self) -> wasmtime::Store<CallState> {
+        let mut store = wasmtime::Store::new(&self.engine, CallState { limits: limits::store_limits() });
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
+        store.epoch_deadline_trap();
+        store
+    }
 }
 
 /// A trap or an epoch interruption, as a plugin error.
@@ -107,7 +125,7 @@ impl WasmHost {
         let engine =
             engine::build().map_err(|e| PluginError::Load { module: "(engine)".into(), reason: e.to_string() })?;
         engine::start_ticker(&engine);
-        Ok(WasmHost { engine, ipam: Modules::new(), policy: Modules::new() })
+        Ok(WasmHost { engine, ipam: Modules::new(), policy: Modules::new(), naming: Modules::new() })
     }
 
     /// Load every `*.wasm` in `dir` as a built-in, named by file stem. The
@@ -133,6 +151,9 @@ impl WasmHost {
                 names.push(name);
             } else if name.starts_with("policy-") {
                 self.load_policy(&name, &bytes)?;
+                names.push(name);
+            } else if name.starts_with("naming-") {
+                self.naming.insert(&name, naming::prepare(&self.engine, &name, &bytes)?);
                 names.push(name);
             }
         }
@@ -161,8 +182,13 @@ impl WasmHost {
         self.policy.has(name)
     }
 
-    fn policy_module(&self, name: &str) -> Result<Arc<policy::bindings::PolicyPre<policy::PolicyState>>, PluginError> {
+    fn policy_module(&self, name: &str) -> Result<Arc<policy::bindings::PolicyPre<CallState>>, PluginError> {
         self.policy.get(name)
+    }
+
+    /// Whether a naming module called `name` is loaded.
+    pub fn has_naming(&self, name: &str) -> bool {
+        self.naming.has(name)
     }
 
     /// Whether an IPAM module called `name` is loaded.

@@ -2,13 +2,13 @@
 //! in a fresh, limited store. The world imports nothing callable.
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, StoreLimits};
+use wasmtime::{Engine, Store};
 use weft_model::ipam::DecisionError;
 use weft_model::policy::{Direction, EndpointInfo, NetworkInfo, Peer, Policy, Rule, RuleProto, RuleSet};
 use weft_model::ports::Proto;
 
 use crate::convert::cidr_from_wit;
-use crate::{PluginError, WasmHost, limits};
+use crate::{CallState, PluginError, WasmHost};
 
 /// Generated bindings for the `weft:policy/policy` world.
 pub mod bindings {
@@ -22,16 +22,11 @@ pub mod bindings {
 
 use bindings::weft::policy::types as wit;
 
-/// Store data for one policy call.
-pub struct PolicyState {
-    limits: StoreLimits,
-}
-
 /// Compile `bytes` and link it; the world imports only types.
-pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::PolicyPre<PolicyState>, PluginError> {
+pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::PolicyPre<CallState>, PluginError> {
     let load = |reason: String| PluginError::Load { module: name.to_owned(), reason };
     let component = Component::new(engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
-    let linker: Linker<PolicyState> = Linker::new(engine);
+    let linker: Linker<CallState> = Linker::new(engine);
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| load(format!("imports something the policy world does not grant: {e:#}")))?;
@@ -95,14 +90,11 @@ impl WasmHost {
     fn policy_call<T>(
         &self,
         module: &str,
-        f: impl FnOnce(&bindings::Policy, &mut Store<PolicyState>) -> wasmtime::Result<T>,
+        f: impl FnOnce(&bindings::Policy, &mut Store<CallState>) -> wasmtime::Result<T>,
     ) -> Result<T, DecisionError> {
         let failed = |e: PluginError| DecisionError::Failed { module: module.to_owned(), reason: e.to_string() };
         let m = self.policy_module(module).map_err(failed)?;
-        let mut store = Store::new(&self.engine, PolicyState { limits: limits::store_limits() });
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
-        store.epoch_deadline_trap();
+        let mut store = self.limited_store();
         let inst = m.instantiate(&mut store).map_err(|e| failed(crate::classify(module, e)))?;
         f(&inst, &mut store).map_err(|e| failed(crate::classify(module, e)))
     }

@@ -123,3 +123,28 @@ fn policy_isolation_compiles_docker_behaviour() {
     let ep = EndpointInfo { name: "e".into(), network: "n".into(), labels: vec![] };
     assert_eq!(h.classify("policy-isolation", &net, &ep).unwrap(), ["all"]);
 }
+
+#[test]
+fn naming_default_names_and_aliases() {
+    use weft_model::naming::{Naming, NamingEndpoint, NamingNetwork, RecordKind};
+    let h = host();
+    let ep = NamingEndpoint {
+        name: "Web".into(),
+        aliases: vec!["www".into()],
+        addresses: vec![ip("10.0.0.2"), ip("fd00::2")],
+        labels: vec![],
+    };
+    let net = NamingNetwork { name: "front".into(), tenant: "t".into(), options: vec![] };
+    let recs = h.names("naming-default", &ep, &net).unwrap();
+    let a: Vec<(String, String)> = recs
+        .iter()
+        .filter(|r| r.kind == RecordKind::Address)
+        .map(|r| (r.name.clone(), r.address.to_string()))
+        .collect();
+    for n in ["web", "web.front", "www", "www.front"] {
+        assert!(a.contains(&(n.to_string(), "10.0.0.2".to_string())), "{n} missing: {a:?}");
+        assert!(a.contains(&(n.to_string(), "fd00::2".to_string())));
+    }
+    let ptr: Vec<&str> = recs.iter().filter(|r| r.kind == RecordKind::Pointer).map(|r| r.name.as_str()).collect();
+    assert_eq!(ptr, ["web.front", "web.front"]);
+}
