@@ -119,7 +119,7 @@ mod tests {
             labels: vec![],
         };
         let ok = NameRecord { kind: RecordKind::Address, name: "web".into(), address: "10.0.0.2".parse().unwrap() };
-        assert!(check_records(&ep, &[ok.clone()]).is_ok());
+        assert!(check_records(&ep, std::slice::from_ref(&ok)).is_ok());
         let other = NameRecord { address: "10.0.0.3".parse().unwrap(), ..ok.clone() };
         assert!(check_records(&ep, &[other]).unwrap_err().contains("not endpoint"));
         let bad = NameRecord { name: "bad name".into(), ..ok };
