@@ -12,6 +12,7 @@ command -v nft >/dev/null || need+=(nftables)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v python3 >/dev/null || need+=(python3)
+command -v dig >/dev/null || need+=(dnsutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -38,6 +38,8 @@ enum Format {
     Json,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Manage networks.
@@ -48,6 +50,7 @@ enum Cmd {
     Endpoint(EndpointCmd),
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum NetworkCmd {
     /// Create a network.
@@ -100,8 +103,12 @@ struct CreateArgs {
     /// Policy component [default: policy-isolation].
     #[arg(long, default_value = "")]
     policy: String,
+    /// Naming component [default: naming-default].
+    #[arg(long, default_value = "")]
+    naming: String,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum EndpointCmd {
     /// Attach a network namespace to a network.
@@ -134,6 +141,9 @@ enum EndpointCmd {
         /// that endpoint's namespace); default: an interface on the network.
         #[arg(long, default_value = "")]
         mode: String,
+        /// Extra DNS name on this network (repeatable).
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
     },
     /// Detach an endpoint.
     Detach {
@@ -211,6 +221,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         labels: a.labels.iter().cloned().collect::<HashMap<_, _>>(),
                         ipam: a.ipam.clone(),
                         policy: a.policy.clone(),
+                        naming: a.naming.clone(),
                     };
                     let n = c.create_network(req).await.map_err(status)?.into_inner();
                     if json { output::print_json(&output::network_json(&n)) } else { println!("{}", n.id) }
@@ -242,7 +253,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::Endpoint(cmd) => {
             let mut c = EndpointServiceClient::new(channel);
             match cmd {
-                EndpointCmd::Attach { network, netns, name, ifname, ips, mac, labels, publish, mode } => {
+                EndpointCmd::Attach { network, netns, name, ifname, ips, mac, labels, publish, mode, aliases } => {
                     let req = pb::AttachEndpointRequest {
                         tenant,
                         network,
@@ -254,6 +265,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         labels: labels.into_iter().collect(),
                         publish,
                         mode,
+                        aliases,
                     };
                     let e = c.attach_endpoint(req).await.map_err(status)?.into_inner();
                     if json { output::print_json(&output::endpoint_json(&e)) } else { output::endpoint_table(&[e]) }

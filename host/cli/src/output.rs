@@ -31,6 +31,7 @@ pub fn network_json(n: &pb::Network) -> Value {
         "internal": n.internal,
         "ipam": n.ipam,
         "policy": n.policy,
+        "naming": n.naming,
         "options": sorted(&n.options),
         "labels": sorted(&n.labels),
         "endpoints": n.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
@@ -54,6 +55,9 @@ pub fn endpoint_json(e: &pb::Endpoint) -> Value {
         "publish": e.publish,
         "mode": e.mode,
         "groups": e.groups,
+        "aliases": e.aliases,
+        "dns_servers": e.dns_servers,
+        "dns_search": e.dns_search,
         "state": e.state,
     })
 }
@@ -104,6 +108,7 @@ pub fn network_detail(n: &pb::Network) {
     println!("Internal:  {}", n.internal);
     println!("IPAM:      {}", n.ipam);
     println!("Policy:    {}", n.policy);
+    println!("Naming:    {}", n.naming);
     for s in &n.subnets {
         let range = if s.ip_range.is_empty() { String::new() } else { format!("  range {}", s.ip_range) };
         println!("Subnet:    {}  gateway {}{range}", s.subnet, s.gateway);
@@ -152,6 +157,8 @@ pub fn endpoint_detail(e: &pb::Endpoint) {
     println!("Gateways:   {}", e.gateways.join(", "));
     println!("Mode:       {}", e.mode);
     println!("Groups:     {}", e.groups.join(", "));
+    println!("Aliases:    {}", e.aliases.join(", "));
+    println!("DNS:        {} (search {})", e.dns_servers.join(", "), e.dns_search.join(" "));
     println!("State:      {}", e.state);
     for p in &e.publish {
         println!("Publish:    {p}");

@@ -20,12 +20,33 @@ pub struct Config {
     /// (`target/modules` in a checkout), else /usr/local/lib/weft/modules.
     #[arg(long, env = "WEFT_MODULES_DIR")]
     pub modules_dir: Option<PathBuf>,
+    /// Upstream resolver for names weft does not own (repeatable; IP,
+    /// IP:PORT or [IPv6]:PORT). Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", value_parser = parse_upstream)]
+    pub dns_upstream: Vec<std::net::SocketAddr>,
+    /// Milliseconds to wait for one upstream before trying the next.
+    #[arg(long, default_value_t = 1500)]
+    pub dns_timeout_ms: u64,
     /// Seconds between reconcile passes (0 disables the periodic pass).
     #[arg(long, default_value_t = 30)]
     pub reconcile_interval_secs: u64,
 }
 
+fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    weft_dns::parse_upstream(s).ok_or_else(|| format!("{s:?} is not IP, IP:PORT or [IPv6]:PORT"))
+}
+
 impl Config {
+    /// The DNS service's configuration.
+    pub fn dns(&self) -> weft_dns::DnsConfig {
+        let upstreams = if self.dns_upstream.is_empty() {
+            weft_dns::parse_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+        } else {
+            self.dns_upstream.clone()
+        };
+        weft_dns::DnsConfig { upstreams, timeout: Duration::from_millis(self.dns_timeout_ms) }
+    }
+
     /// The built-in module directory to use.
     pub fn modules_dir(&self) -> PathBuf {
         if let Some(d) = &self.modules_dir {

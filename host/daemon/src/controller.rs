@@ -12,6 +12,7 @@ use weft_kernel::{ApplyError, Kernel, KernelError};
 use weft_model::api::{Controller, EndpointView, NetworkView, Ref};
 use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointMode, EndpointState};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, check_answer};
+use weft_model::naming::{NameRecord, Naming, NamingEndpoint, NamingNetwork};
 use weft_model::network::{CreateNetwork, InvalidOrExists, Network, conflicts_with};
 use weft_model::policy::{EndpointInfo, NetworkInfo, Policy};
 use weft_model::{ControlError, EndpointName, InvalidRequest, Mac, NetworkName, Tenant};
@@ -35,6 +36,8 @@ pub struct Ctl {
     pub(crate) gate: RwLock<()>,
     /// Serialises nftables transactions so the newest render always wins.
     nft_lock: tokio::sync::Mutex<()>,
+    /// The embedded DNS server.
+    pub(crate) dns: weft_dns::Dns,
 }
 
 fn internal(e: impl std::fmt::Display) -> ControlError {
@@ -61,6 +64,7 @@ impl Ctl {
             wasm,
             gate: RwLock::new(()),
             nft_lock: tokio::sync::Mutex::new(()),
+            dns: weft_dns::Dns::new(cfg.dns()),
         };
         ctl.load_state()?;
         ctl.reconcile().await;
@@ -251,6 +255,60 @@ impl Ctl {
         Ok(ep)
     }
 
+    /// Start the network's DNS server (if it has DNS) and load the records of
+    /// its endpoints. A no-op for a network already served.
+    pub(crate) async fn serve_dns(&self, net: &Network) -> Result<(), KernelError> {
+        if !net.spec.dns || self.dns.serves(&net.id) {
+            return Ok(());
+        }
+        let gateways: Vec<IpAddr> = net.spec.subnets.iter().map(|s| s.gateway).collect();
+        let subnets: Vec<ipnet::IpNet> = net.spec.subnets.iter().map(|s| s.subnet).collect();
+        let upstreams = (!net.spec.dns_upstream.is_empty()).then(|| net.spec.dns_upstream.clone());
+        self.dns
+            .serve_network(&net.id, net.spec.name.as_str(), &gateways, &subnets, upstreams)
+            .await
+            .map_err(|e| KernelError::new("dns listen", &net.spec.name, e))?;
+        let endpoints: Vec<Endpoint> = self
+            .lock()
+            .endpoints_of(&net.id)
+            .filter(|e| e.state == EndpointState::Ready && e.spec.mode == EndpointMode::Network)
+            .cloned()
+            .collect();
+        for ep in endpoints {
+            match self.decide_names(net, &ep) {
+                Ok(records) => {
+                    let addrs: Vec<IpAddr> = ep.addresses.iter().map(|a| a.addr()).collect();
+                    self.dns.set_endpoint(&net.id, &ep.id, ep.netns_id, &addrs, records);
+                }
+                Err(e) => warn!(endpoint = %ep.spec.name, error = %e, "naming"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The DNS records of `ep` on `net`, decided by the network's naming
+    /// component and checked by the host; none if the network has no DNS.
+    fn decide_names(&self, net: &Network, ep: &Endpoint) -> Result<Vec<NameRecord>, ControlError> {
+        if !net.spec.dns || ep.spec.mode != EndpointMode::Network {
+            return Ok(Vec::new());
+        }
+        let endpoint = NamingEndpoint {
+            name: ep.spec.name.to_string(),
+            aliases: ep.spec.aliases.clone(),
+            addresses: ep.addresses.iter().map(|a| a.addr()).collect(),
+            labels: ep.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        let network = NamingNetwork {
+            name: net.spec.name.to_string(),
+            tenant: net.spec.tenant.to_string(),
+            options: net.spec.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        self.wasm.names(&net.spec.naming, &endpoint, &network).map_err(|e| match e {
+            DecisionError::Invalid(m) => InvalidRequest::new("aliases", m).into(),
+            other => ControlError::Plugin(format!("{other}; nothing was changed")),
+        })
+    }
+
     /// After `gone` left its namespace, give the namespace's remaining
     /// endpoint with the lowest interface name the default route (the
     /// detached one may have held it).
@@ -400,6 +458,9 @@ impl Controller for Ctl {
         if !self.wasm.has_ipam(&spec.ipam) {
             return Err(ControlError::NotFound(format!("ipam module {:?} not found", spec.ipam)));
         }
+        if !self.wasm.has_naming(&spec.naming) {
+            return Err(ControlError::NotFound(format!("naming module {:?} not found", spec.naming)));
+        }
         if !self.wasm.has_policy(&spec.policy) {
             return Err(ControlError::NotFound(format!("policy module {:?} not found", spec.policy)));
         }
@@ -448,7 +509,10 @@ impl Controller for Ctl {
         }
         let ops = plan_network(&net, None);
         let applied = match self.apply_or_undo(&ops).await {
-            Ok(()) => self.sync_nft().await.map_err(|e| (e, true)),
+            Ok(()) => match self.sync_nft().await {
+                Ok(()) => self.serve_dns(&net).await.map_err(|e| (e, true)),
+                Err(e) => Err((e, true)),
+            },
             Err(e) => Err((e, false)),
         };
         if let Err((e, bridge_made)) = applied {
@@ -517,6 +581,7 @@ impl Controller for Ctl {
             let _ = self.sync_nft().await;
             return Err(internal(format!("deleting network {:?}: {e}", name.as_str())));
         }
+        self.dns.stop_network(&net.id).await;
         self.store.delete_network(&net.id).map_err(internal)?;
         info!(network = %name, tenant = %tenant, "network deleted");
         Ok(())
@@ -541,6 +606,13 @@ impl Controller for Ctl {
             let policy = st.policy_of(&ep.network_id);
             (ep, net, policy, cursors)
         };
+        let records = match self.decide_names(&net, &ep) {
+            Ok(r) => r,
+            Err(e) => {
+                self.lock().remove_endpoint(&ep.id);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.store.put_endpoint(&ep, &cursors) {
             self.lock().remove_endpoint(&ep.id);
             return Err(internal(e));
@@ -556,6 +628,10 @@ impl Controller for Ctl {
             let _ = self.kernel.apply(&plan_endpoint_removal(&net, &ep)).await;
             self.forget(&ep.id);
             return Err(internal(e));
+        }
+        if !records.is_empty() {
+            let addrs: Vec<IpAddr> = ep.addresses.iter().map(|a| a.addr()).collect();
+            self.dns.set_endpoint(&net.id, &ep.id, ep.netns_id, &addrs, records);
         }
         let mut st = self.lock();
         st.endpoints.insert(ep.id.clone(), ep.clone());
@@ -589,6 +665,7 @@ impl Controller for Ctl {
                 ep.spec.name.as_str()
             )));
         }
+        self.dns.remove_endpoint(&ep.network_id, &ep.id);
         // Stop forwarding its published ports first. If the elements are not
         // there (table flushed by hand), the whole table is re-rendered below.
         let mut resync = false;

@@ -62,6 +62,11 @@ impl Ctl {
         if let Err(e) = self.sync_nft().await {
             warn!(error = %e, "applying nftables table");
         }
+        for net in &networks {
+            if let Err(e) = self.serve_dns(net).await {
+                warn!(network = %net.spec.name, error = %e, "starting DNS");
+            }
+        }
         for ep in endpoints.iter().filter(|e| e.state == EndpointState::Ready && e.spec.mode == EndpointMode::Network) {
             let Some(net) = networks.iter().find(|n| n.id == ep.network_id && n.is_bridge()) else {
                 continue;

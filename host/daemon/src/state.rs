@@ -93,7 +93,13 @@ impl State {
                     .collect()
             })
             .unwrap_or_default();
-        EndpointView { endpoint: ep.clone(), gateways }
+        let (dns_servers, dns_search) = match self.networks.get(&ep.network_id) {
+            Some(n) if n.spec.dns => {
+                (n.spec.subnets.iter().map(|s| s.gateway).collect(), vec![n.spec.name.to_string()])
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        EndpointView { endpoint: ep.clone(), gateways, dns_servers, dns_search }
     }
 
     /// A network with its endpoints.

@@ -23,6 +23,7 @@ pub fn create_network(r: pb::CreateNetworkRequest) -> CreateNetwork {
         labels: r.labels.into_iter().collect(),
         ipam: r.ipam,
         policy: r.policy,
+        naming: r.naming,
     }
 }
 
@@ -39,6 +40,7 @@ pub fn attach(r: pb::AttachEndpointRequest) -> AttachEndpoint {
         labels: r.labels.into_iter().collect(),
         publish: r.publish,
         mode: r.mode,
+        aliases: r.aliases,
     }
 }
 
@@ -71,6 +73,7 @@ pub fn network(v: NetworkView) -> pb::Network {
         labels: n.spec.labels.into_iter().collect(),
         ipam: n.spec.ipam,
         policy: n.spec.policy,
+        naming: n.spec.naming,
         endpoints: v.endpoints.into_iter().map(endpoint).collect(),
     }
 }
@@ -93,6 +96,9 @@ pub fn endpoint(v: EndpointView) -> pb::Endpoint {
         publish: e.spec.publish.iter().map(ToString::to_string).collect(),
         mode: e.spec.mode.to_string(),
         groups: e.groups,
+        aliases: e.spec.aliases,
+        dns_servers: v.dns_servers.iter().map(ToString::to_string).collect(),
+        dns_search: v.dns_search,
         state: match e.state {
             EndpointState::Pending => "pending",
             EndpointState::Ready => "ready",

@@ -94,11 +94,14 @@ impl Netlink {
     pub async fn apply(&self, op: &Op) -> Result<(), KernelError> {
         let link = self.handle.link();
         match op {
-            Op::CreateBridge { name, mtu } => {
+            Op::CreateBridge { name, mtu, mac } => {
                 // Bridged IP traffic passes the inet hooks of this bridge only
                 // (br_netfilter per bridge), so policy sees traffic between
                 // endpoints of one network.
-                let mut b = LinkBridge::new(name.as_str()).nf_call_iptables(true).nf_call_ip6tables(true);
+                let mut b = LinkBridge::new(name.as_str())
+                    .nf_call_iptables(true)
+                    .nf_call_ip6tables(true)
+                    .address(mac.0.to_vec());
                 if let Some(m) = mtu {
                     b = b.mtu(*m);
                 }

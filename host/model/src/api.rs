@@ -24,6 +24,10 @@ pub struct EndpointView {
     pub endpoint: Endpoint,
     /// Gateways of the subnets it has addresses in.
     pub gateways: Vec<std::net::IpAddr>,
+    /// DNS servers for its resolv.conf (empty: no DNS on the network).
+    pub dns_servers: Vec<std::net::IpAddr>,
+    /// DNS search domains for its resolv.conf.
+    pub dns_search: Vec<String>,
 }
 
 /// Addresses an object by tenant and name(s), as raw request strings.

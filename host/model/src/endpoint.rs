@@ -40,6 +40,8 @@ pub struct AttachEndpoint {
     pub publish: Vec<String>,
     /// `""` (an interface on the network), `none`, `host` or `container:NAME`.
     pub mode: String,
+    /// Extra DNS names of the endpoint on this network.
+    pub aliases: Vec<String>,
 }
 
 /// How an endpoint joins its network, as Docker's network modes.
@@ -116,6 +118,9 @@ pub struct EndpointSpec {
     /// How the endpoint joins the network.
     #[serde(default)]
     pub mode: EndpointMode,
+    /// Extra DNS names (lower-case).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 impl AttachEndpoint {
@@ -163,6 +168,16 @@ impl AttachEndpoint {
         }
         let mac = if self.mac.is_empty() { None } else { Some(Mac::parse("mac", &self.mac)?) };
         validate_labels(&self.labels)?;
+        let mut aliases: Vec<String> = Vec::new();
+        for (i, a) in self.aliases.iter().enumerate() {
+            let a = a.to_ascii_lowercase();
+            if !crate::naming::is_dns_name(&a) {
+                return Err(InvalidRequest::new(format!("aliases[{i}]"), format!("{a:?} is not a valid DNS name")));
+            }
+            if !aliases.contains(&a) {
+                aliases.push(a);
+            }
+        }
         let mut publish: Vec<PortMapping> = Vec::new();
         for (i, p) in self.publish.iter().enumerate() {
             let field = format!("publish[{i}]");
@@ -184,6 +199,7 @@ impl AttachEndpoint {
             labels: self.labels.clone(),
             publish,
             mode,
+            aliases,
         })
     }
 }

@@ -17,7 +17,7 @@ pub const DEFAULT_IPAM: &str = "ipam-default";
 /// Driver names weft implements.
 pub const DRIVERS: &[&str] = &["bridge", "macvlan"];
 /// Network options (`--opt KEY=VALUE`) weft understands.
-pub const KNOWN_OPTIONS: &[&str] = &["mtu", "bridge_name", "parent", "macvlan_mode", "icc"];
+pub const KNOWN_OPTIONS: &[&str] = &["mtu", "bridge_name", "parent", "macvlan_mode", "icc", "dns", "dns_upstream"];
 /// macvlan modes (`--opt macvlan_mode=`), as the kernel names them.
 pub const MACVLAN_MODES: &[&str] = &["bridge", "vepa", "private", "passthru"];
 /// Smallest MTU Linux accepts for IPv4 (RFC 791); IPv6 needs 1280 (RFC 8200).
@@ -59,6 +59,8 @@ pub struct CreateNetwork {
     pub ipam: String,
     /// Policy component name; empty for [`crate::policy::DEFAULT_POLICY`].
     pub policy: String,
+    /// Naming component name; empty for [`crate::naming::DEFAULT_NAMING`].
+    pub naming: String,
 }
 
 /// One validated subnet of a network.
@@ -118,6 +120,24 @@ pub struct NetworkSpec {
     /// Policy component bound to the network.
     #[serde(default = "default_policy")]
     pub policy: String,
+    /// Naming component bound to the network.
+    #[serde(default = "default_naming")]
+    pub naming: String,
+    /// The embedded DNS server answers on the gateways (`--opt dns=false`
+    /// turns it off; never on macvlan networks, whose gateway is not the host).
+    #[serde(default = "default_true")]
+    pub dns: bool,
+    /// Upstream resolvers of this network (`--opt dns_upstream=IP[:PORT],...`).
+    #[serde(default)]
+    pub dns_upstream: Vec<std::net::SocketAddr>,
+}
+
+fn default_naming() -> String {
+    crate::naming::DEFAULT_NAMING.to_owned()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_policy() -> String {
@@ -244,6 +264,8 @@ impl CreateNetwork {
         let mut mtu = None;
         let mut bridge_name = None;
         let mut parent = None;
+        let mut dns = true;
+        let mut dns_upstream = Vec::new();
         let mut mode = "bridge".to_owned();
         for (k, v) in &self.options {
             let field = format!("options[{k}]");
@@ -271,6 +293,25 @@ impl CreateNetwork {
                 }
                 // Interpreted by the network's policy component.
                 "icc" => {}
+                "dns" => {
+                    dns = match v.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(InvalidRequest::new(field, format!("dns={v:?} must be true or false"))),
+                    }
+                }
+                "dns_upstream" => {
+                    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        let up = part
+                            .parse::<std::net::SocketAddr>()
+                            .ok()
+                            .or_else(|| part.parse::<IpAddr>().ok().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                            .ok_or_else(|| {
+                                InvalidRequest::new(&field, format!("{part:?} is not IP, IP:PORT or [IPv6]:PORT"))
+                            })?;
+                        dns_upstream.push(up);
+                    }
+                }
                 "bridge_name" | "parent" | "macvlan_mode" => {
                     return Err(InvalidRequest::new(
                         field,
@@ -297,6 +338,7 @@ impl CreateNetwork {
             None
         };
         validate_label_map("labels", &self.labels)?;
+        let is_bridge = macvlan.is_none();
         let ipam = if self.ipam.is_empty() { DEFAULT_IPAM.to_owned() } else { self.ipam.clone() };
         Ok(NetworkSpec {
             tenant,
@@ -308,6 +350,9 @@ impl CreateNetwork {
             bridge_name,
             macvlan,
             policy: if self.policy.is_empty() { default_policy() } else { self.policy.clone() },
+            naming: if self.naming.is_empty() { default_naming() } else { self.naming.clone() },
+            dns: dns && is_bridge,
+            dns_upstream,
             options: self.options.clone(),
             labels: self.labels.clone(),
             ipam,

@@ -10,10 +10,10 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use weft_model::IfName;
 use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::network::Network;
 use weft_model::policy::RuleSet;
+use weft_model::{IfName, Mac};
 
 pub use ops::{Ns, Op};
 
@@ -48,7 +48,7 @@ pub fn plan_network(net: &Network, observed: Option<&ObservedLink>) -> Vec<Op> {
     let have = match observed {
         Some(o) => o,
         None => {
-            ops.push(Op::CreateBridge { name: net.bridge.clone(), mtu: net.spec.mtu });
+            ops.push(Op::CreateBridge { name: net.bridge.clone(), mtu: net.spec.mtu, mac: bridge_mac(&net.id) });
             &empty
         }
     };
@@ -187,6 +187,14 @@ pub fn undo(applied: &[Op]) -> Vec<Op> {
 /// Whether an address family is present among `addrs`.
 pub fn has_family(addrs: &[IpNet], like: IpAddr) -> bool {
     addrs.iter().any(|a| a.network().is_ipv4() == like.is_ipv4())
+}
+
+/// A fixed MAC for a network's bridge, from its id. Without one, a Linux
+/// bridge takes the lowest MAC of its ports, so it changes as endpoints come
+/// and go and every container's cached gateway MAC goes stale.
+pub fn bridge_mac(network_id: &str) -> Mac {
+    let hex = |i: usize| network_id.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0);
+    Mac([0x02, hex(0), hex(2), hex(4), hex(6), hex(8)])
 }
 
 fn has_v6(net: &Network) -> bool {

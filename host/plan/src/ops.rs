@@ -36,6 +36,8 @@ pub enum Op {
         name: IfName,
         /// MTU.
         mtu: Option<u32>,
+        /// A fixed MAC, so the bridge's address does not follow its ports.
+        mac: Mac,
     },
     /// `ip link add NAME type veth peer name PEER [mtu N]` in the host namespace.
     CreateVeth {
