@@ -24,7 +24,10 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// binary's location (target/debug/deps/...).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    // Test binaries live in target/<profile>/deps, other binaries (the
+    // benchmarks) beside weftd in target/<profile>.
+    let beside = exe.parent().unwrap().to_path_buf();
+    let dir = if beside.join("weftd").exists() { beside } else { beside.parent().unwrap().to_path_buf() };
     for b in ["weftd", "weft"] {
         assert!(
             dir.join(b).exists(),
