@@ -37,10 +37,10 @@ fn load(ns: &str, server: Ipv4Addr, names: Vec<String>, secs: u64, outstanding: 
             .map(|n| {
                 let mut q = Message::new(0, MessageType::Query, OpCode::Query);
                 q.metadata.recursion_desired = true;
-                q.queries.push(Query::query(Name::from_str(&format!("{n}.")).expect("name"), RecordType::A));
-                q.to_vec().expect("encode")
+                q.queries.push(Query::query(Name::from_str(&format!("{n}."))?, RecordType::A));
+                Ok(q.to_vec()?)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let mut in_flight: HashMap<u16, Instant> = HashMap::new();
         let mut lat: Vec<Duration> = Vec::new();
         let (mut sent, mut next_id, mut k) = (0u64, 0u16, 0usize);
