@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, StoreLimits};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, PoolLeases};
 
@@ -45,15 +45,11 @@ impl bindings::weft::ipam::leases::Host for IpamState {
 
 /// Compile `bytes` and link it against the ipam world's imports only.
 pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::IpamPre<IpamState>, PluginError> {
-    let load = |reason: String| PluginError::Load { module: name.to_owned(), reason };
-    let component = Component::new(engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
     let mut linker: Linker<IpamState> = Linker::new(engine);
     bindings::Ipam::add_to_linker::<IpamState, HasSelf<IpamState>>(&mut linker, |s| s)
-        .map_err(|e| load(e.to_string()))?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| load(format!("imports something the ipam world does not grant: {e:#}")))?;
-    bindings::IpamPre::new(pre).map_err(|e| load(format!("does not export the weft:ipam world: {e:#}")))
+        .map_err(|e| PluginError::Load { module: name.to_owned(), reason: e.to_string() })?;
+    let pre = crate::link(engine, name, "weft:ipam", bytes, &linker)?;
+    bindings::IpamPre::new(pre).map_err(|e| crate::wrong_world(name, "weft:ipam", e))
 }
 
 impl Ipam for WasmHost {

@@ -108,6 +108,29 @@ impl WasmHost {
     }
 }
 
+/// Compile `bytes` as a component and pre-instantiate it against `linker`,
+/// which defines only what `world` grants: a component importing anything
+/// else (any WASI interface, say) is refused here, naming the import.
+fn link<T: 'static>(
+    engine: &wasmtime::Engine,
+    name: &str,
+    world: &str,
+    bytes: &[u8],
+    linker: &wasmtime::component::Linker<T>,
+) -> Result<wasmtime::component::InstancePre<T>, PluginError> {
+    let load = |reason: String| PluginError::Load { module: name.to_owned(), reason };
+    let component = wasmtime::component::Component::new(engine, bytes)
+        .map_err(|e| load(format!("not a valid component: {e:#}")))?;
+    linker
+        .instantiate_pre(&component)
+        .map_err(|e| load(format!("imports something the {world} world does not grant: {e:#}")))
+}
+
+/// The error for a component that links but does not export its world.
+fn wrong_world(name: &str, world: &str, e: wasmtime::Error) -> PluginError {
+    PluginError::Load { module: name.to_owned(), reason: format!("does not export the {world} world: {e:#}") }
+}
+
 /// A trap or an epoch interruption, as a plugin error.
 fn classify(module: &str, e: wasmtime::Error) -> PluginError {
     match e.downcast_ref::<wasmtime::Trap>() {

@@ -2,7 +2,7 @@
 //! store, and the host's check of every record it returns.
 
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use weft_model::ipam::DecisionError;
 use weft_model::naming::{NameRecord, Naming, NamingEndpoint, NamingNetwork, RecordKind, check_records};
 
@@ -23,13 +23,8 @@ use bindings::weft::naming::types as wit;
 
 /// Compile `bytes` and link it; the world imports only types.
 pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::NamingPre<CallState>, PluginError> {
-    let load = |reason: String| PluginError::Load { module: name.to_owned(), reason };
-    let component = Component::new(engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
-    let linker: Linker<CallState> = Linker::new(engine);
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| load(format!("imports something the naming world does not grant: {e:#}")))?;
-    bindings::NamingPre::new(pre).map_err(|e| load(format!("does not export the weft:naming world: {e:#}")))
+    let pre = crate::link(engine, name, "weft:naming", bytes, &Linker::new(engine))?;
+    bindings::NamingPre::new(pre).map_err(|e| crate::wrong_world(name, "weft:naming", e))
 }
 
 impl Naming for WasmHost {

@@ -1,7 +1,7 @@
 //! The `weft:policy` world on the host side: `compile` and `classify`, each
 //! in a fresh, limited store. The world imports nothing callable.
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 use weft_model::ipam::DecisionError;
 use weft_model::policy::{Direction, EndpointInfo, NetworkInfo, Peer, Policy, Rule, RuleProto, RuleSet};
@@ -24,13 +24,8 @@ use bindings::weft::policy::types as wit;
 
 /// Compile `bytes` and link it; the world imports only types.
 pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::PolicyPre<CallState>, PluginError> {
-    let load = |reason: String| PluginError::Load { module: name.to_owned(), reason };
-    let component = Component::new(engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
-    let linker: Linker<CallState> = Linker::new(engine);
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| load(format!("imports something the policy world does not grant: {e:#}")))?;
-    bindings::PolicyPre::new(pre).map_err(|e| load(format!("does not export the weft:policy world: {e:#}")))
+    let pre = crate::link(engine, name, "weft:policy", bytes, &Linker::new(engine))?;
+    bindings::PolicyPre::new(pre).map_err(|e| crate::wrong_world(name, "weft:policy", e))
 }
 
 fn network_info(n: &NetworkInfo) -> wit::NetworkInfo {
