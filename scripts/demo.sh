@@ -57,6 +57,10 @@ step "a -> b (IPv4 and IPv6)"
 ip netns exec weft-demo-a ping -c 2 10.89.0.3
 ip netns exec weft-demo-a ping -c 2 fd00:89::3
 
+step "a resolves b through weft's DNS (dig @10.89.0.1 b)"
+ip netns exec weft-demo-a dig +short @10.89.0.1 b
+ip netns exec weft-demo-a dig +short @10.89.0.1 b.demo AAAA
+
 step "weftd is running (pid $(cat $RUN/weftd.pid), log $RUN/weftd.log)"
 echo "try:   $WEFT network ls"
 echo "       $WEFT endpoint ls -o json"
