@@ -53,9 +53,11 @@ fn load(ns: &str, server: Ipv4Addr, names: Vec<String>, secs: u64, outstanding: 
                 let mut q = queries[k % queries.len()].clone();
                 k += 1;
                 q[..2].copy_from_slice(&next_id.to_be_bytes());
-                sock.send(&q)?;
-                in_flight.insert(next_id, Instant::now());
                 sent += 1;
+                // A refused send (the server's socket is gone) is a lost query.
+                if sock.send(&q).is_ok() {
+                    in_flight.insert(next_id, Instant::now());
+                }
             }
             match sock.recv(&mut buf) {
                 Ok(n) if n >= 2 => {
@@ -65,12 +67,24 @@ fn load(ns: &str, server: Ipv4Addr, names: Vec<String>, secs: u64, outstanding: 
                     }
                 }
                 Ok(_) => {}
-                // A query unanswered for 200 ms is dropped from the window
-                // (counted as not answered).
+                // A query unanswered for 200 ms, or refused (ICMP port
+                // unreachable: nothing listening), is lost.
                 Err(_) => in_flight.clear(),
             }
         }
         let took = start.elapsed().as_secs_f64();
+        // Drain: answers to the last window still count.
+        let drain_end = Instant::now() + Duration::from_millis(200);
+        while !in_flight.is_empty() && Instant::now() < drain_end {
+            match sock.recv(&mut buf) {
+                Ok(n) if n >= 2 => {
+                    if let Some(t) = in_flight.remove(&u16::from_be_bytes([buf[0], buf[1]])) {
+                        lat.push(t.elapsed());
+                    }
+                }
+                _ => break,
+            }
+        }
         lat.sort();
         let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied();
         Ok(Load {
@@ -101,6 +115,7 @@ struct Aardvark {
     client: Netns,
     dir: std::path::PathBuf,
     child: Child,
+    conf: String,
 }
 
 impl Aardvark {
@@ -126,7 +141,7 @@ impl Aardvark {
             let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 52, 1, 0)) + i as u32);
             conf.push_str(&format!("{:064x} {ip}  {n}\n", i + 2));
         }
-        std::fs::write(dir.join("bench"), conf)?;
+        std::fs::write(dir.join("bench"), &conf)?;
         let child = Command::new("ip")
             .args(["netns", "exec", h, AARDVARK, "--config"])
             .arg(&dir)
@@ -134,7 +149,19 @@ impl Aardvark {
             .spawn()
             .context("starting aardvark-dns (apt-get install aardvark-dns)")?;
         std::thread::sleep(Duration::from_millis(500));
-        Ok(Aardvark { _host: host, client, dir, child })
+        Ok(Aardvark { _host: host, client, dir, child, conf })
+    }
+
+    /// Rewrite the config with `extra` lines and tell aardvark-dns to reload
+    /// (SIGHUP), as netavark does on every container start and stop.
+    fn reload(&self, extra: &str) -> Result<()> {
+        std::fs::write(self.dir.join("bench"), format!("{}{extra}", self.conf))?;
+        let pid = std::fs::read_to_string(self.dir.join("aardvark.pid")).context("aardvark.pid")?;
+        let ok = Command::new("kill").args(["-HUP", pid.trim()]).status()?.success();
+        if !ok {
+            bail!("SIGHUP to aardvark-dns failed");
+        }
+        Ok(())
     }
 }
 
@@ -177,6 +204,43 @@ pub fn run(n_names: usize, secs: u64, outstanding: usize) -> Result<()> {
     check_answers(&aard.client, "10.52.0.1", "svc0", "10.52.1.0")?;
     let a = load(&aard.client.name, Ipv4Addr::new(10, 52, 0, 1), names, secs, outstanding)?;
 
+    // Churn: queries keep flowing (8 in flight, 200 ms to answer) while
+    // 100 endpoints are added and removed, one at a time.
+    let churn_secs = 8;
+    let cli = client.name.clone();
+    let wl = std::thread::spawn(move || load(&cli, Ipv4Addr::new(10, 51, 0, 1), vec!["svc0".into()], churn_secs, 8));
+    let spare = weft.container("churn");
+    let t0 = Instant::now();
+    rt.block_on(async {
+        for i in 0..100 {
+            weft.attach("bench", &format!("tmp{i}"), &spare).await?;
+            let req = weft_grpc::pb::DetachEndpointRequest {
+                network: "bench".into(),
+                name: format!("tmp{i}"),
+                ..Default::default()
+            };
+            weft.endpoints().await.detach_endpoint(req).await?;
+        }
+        Ok::<(), tonic::Status>(())
+    })?;
+    let weft_churn = t0.elapsed();
+    let wc = wl.join().map_err(|_| anyhow::anyhow!("load thread"))??;
+    let cli = aard.client.name.clone();
+    let al = std::thread::spawn(move || load(&cli, Ipv4Addr::new(10, 52, 0, 1), vec!["svc0".into()], churn_secs, 8));
+    let t0 = Instant::now();
+    // Paced like weft's changes, so both see the same change rate.
+    let pace = weft_churn / 200;
+    for i in 0..100 {
+        aard.reload(&format!("{:064x} 10.52.200.{}  tmp{i}\n", 1_000_000 + i, i % 250 + 1))?;
+        std::thread::sleep(pace);
+        aard.reload("")?;
+        std::thread::sleep(pace);
+    }
+    let aard_churn = t0.elapsed();
+    let ac = al.join().map_err(|_| anyhow::anyhow!("load thread"))??;
+    let aard_alive = check_answers(&aard.client, "10.52.0.1", "svc0", "10.52.1.0").is_ok();
+    let weft_alive = check_answers(&client, "10.51.0.1", "svc0", "10.51.0.3").is_ok();
+
     println!("| server | names | outstanding | seconds | sent | answered | queries/s | p50 | p99 |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (who, l) in [("weft (embedded, hickory)", &w), ("aardvark-dns 1.4 (Debian)", &a)] {
@@ -190,6 +254,25 @@ pub fn run(n_names: usize, secs: u64, outstanding: usize) -> Result<()> {
         );
     }
     println!("\nweft / aardvark-dns throughput: {:.2}x", w.qps / a.qps.max(1.0));
+    println!("\nUnder churn (100 adds + 100 removes while queries flow, {churn_secs} s, 8 in flight):\n");
+    println!("| server | how a change is applied | changes took | sent | answered | lost | answers afterwards |");
+    println!("|---|---|---:|---:|---:|---:|---|");
+    println!(
+        "| weft | attach + detach over gRPC, table updated in place | {:.1} s | {} | {} | {} | {} |",
+        weft_churn.as_secs_f64(),
+        wc.sent,
+        wc.answered,
+        wc.sent - wc.answered,
+        if weft_alive { "yes" } else { "no" }
+    );
+    println!(
+        "| aardvark-dns 1.4 | config rewritten + SIGHUP, as netavark does | {:.1} s | {} | {} | {} | {} |",
+        aard_churn.as_secs_f64(),
+        ac.sent,
+        ac.answered,
+        ac.sent - ac.answered,
+        if aard_alive { "yes" } else { "no" }
+    );
     Ok(())
 }
 
