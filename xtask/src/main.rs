@@ -13,6 +13,12 @@ use anyhow::{Context, Result, bail};
 
 /// The built-in components, by folder name under `policies/`.
 const COMPONENTS: &[&str] = &["ipam-default", "naming-default", "policy-isolation"];
+/// Hostile components for the sandbox tests, built into `target/test-modules/`
+/// (never loaded as built-ins).
+const HOSTILE: &[&str] = &["ipam-hostile"];
+/// A component that imports WASI on purpose: built for wasm32-wasip2.
+const WASI_IMPORTER: &str = "ipam-wasi";
+
 /// The core-wasm target the guests are compiled for.
 const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -88,8 +94,27 @@ fn build_policies(root: &Path) -> Result<()> {
     run(Command::new(cargo()).current_dir(&policies).args(["build", "--release", "--target", GUEST_TARGET]))
         .context("building policies/ (is the target installed? `rustup target add wasm32-unknown-unknown`)")?;
     let out = root.join("target").join("modules");
-    std::fs::create_dir_all(&out)?;
-    for name in COMPONENTS {
+    componentize_all(&policies, COMPONENTS, &out)?;
+    componentize_all(&policies, HOSTILE, &root.join("target").join("test-modules"))?;
+    run(Command::new(cargo()).current_dir(&policies).args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "-p",
+        WASI_IMPORTER,
+    ]))
+    .context("building the WASI-importing test component (`rustup target add wasm32-wasip2`)")?;
+    let wasi = policies.join("target/wasm32-wasip2/release").join(format!("{}.wasm", WASI_IMPORTER.replace('-', "_")));
+    std::fs::copy(&wasi, root.join("target/test-modules").join(format!("{WASI_IMPORTER}.wasm")))
+        .with_context(|| format!("copying {}", wasi.display()))?;
+    Ok(())
+}
+
+/// Turn each named core module into a component in `out`.
+fn componentize_all(policies: &Path, names: &[&str], out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    for name in names {
         let core =
             policies.join("target").join(GUEST_TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
         let bytes = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;

@@ -148,3 +148,58 @@ fn naming_default_names_and_aliases() {
     let ptr: Vec<&str> = recs.iter().filter(|r| r.kind == RecordKind::Pointer).map(|r| r.name.as_str()).collect();
     assert_eq!(ptr, ["web.front", "web.front"]);
 }
+
+fn test_module(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-modules").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}: run `cargo xtask build-policies` first", path.display()))
+}
+
+/// A hostile component is contained: every misbehaviour becomes an error for
+/// that one call, within the deadline, and the host keeps serving.
+#[test]
+fn hostile_guests_are_contained() {
+    let h = host();
+    h.load_ipam("ipam-hostile", &test_module("ipam-hostile")).unwrap();
+    let pool = Pool { subnet: "10.0.0.0/24".parse().unwrap(), range: None, gateway: Some(ip("10.0.0.1")) };
+    let call = |endpoint: &str| {
+        let req = IpamRequest { network: "n".into(), endpoint: endpoint.into(), static_address: None };
+        let started = std::time::Instant::now();
+        let r = h.allocate("ipam-hostile", &pool, &req, &[], &mut PoolLeases::default());
+        (r, started.elapsed())
+    };
+    let (r, took) = call("spin");
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("deadline"), "{e}");
+    assert!(took < std::time::Duration::from_secs(2), "an endless loop is stopped at the deadline ({took:?})");
+    for (what, why) in
+        [("grow", "memory cap"), ("recurse", "stack limit"), ("trap", "abort"), ("huge", "64 MiB answer")]
+    {
+        let (r, _) = call(what);
+        let e = r.expect_err(why).to_string();
+        assert!(e.contains("trapped") || e.contains("deadline"), "{what}: {e}");
+    }
+    // A wrong answer comes back as an answer; the host's check refuses it.
+    let (r, _) = call("outside");
+    let outside = IpamRequest { network: "n".into(), endpoint: "outside".into(), static_address: None };
+    let answer = r.unwrap();
+    assert!(weft_model::ipam::check_answer(&pool, &outside, &PoolLeases::default(), answer).is_err());
+    // The host still serves, and no pooled instance leaked: more calls than
+    // the pool has slots.
+    let mut leases = PoolLeases::default();
+    for _ in 0..(crate::limits::POOL_COMPONENT_INSTANCES as usize + 50) {
+        let (r, _) = call("ok");
+        assert!(r.is_ok());
+        assert!(h.allocate("ipam-default", &pool, &req(None), &[], &mut leases).is_ok());
+    }
+}
+
+#[test]
+fn wasi_imports_and_wrong_worlds_are_refused_at_load() {
+    let h = host();
+    let e = h.load_ipam("ipam-wasi", &test_module("ipam-wasi")).unwrap_err().to_string();
+    assert!(e.contains("does not grant") && e.contains("wasi:"), "names the WASI import: {e}");
+    assert!(!h.has_ipam("ipam-wasi"));
+    let naming = std::fs::read(modules_dir().join("naming-default.wasm")).unwrap();
+    let e = h.load_ipam("naming-as-ipam", &naming).unwrap_err().to_string();
+    assert!(e.contains("does not export the weft:ipam world"), "{e}");
+}
