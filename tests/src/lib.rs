@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -319,11 +319,6 @@ impl Drop for Host {
 /// The address part of "10.0.0.2/24".
 pub fn addr_of(cidr: &str) -> String {
     cidr.split('/').next().unwrap().to_owned()
-}
-
-/// Whether `path` exists (helper for readability in tests).
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
 
 /// A TCP and UDP server in a namespace that answers "hello" to every

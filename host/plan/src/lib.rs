@@ -6,8 +6,6 @@
 pub mod nft;
 pub mod ops;
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use weft_model::endpoint::{Endpoint, EndpointMode};
@@ -182,11 +180,6 @@ pub fn undo(applied: &[Op]) -> Vec<Op> {
             _ => None,
         })
         .collect()
-}
-
-/// Whether an address family is present among `addrs`.
-pub fn has_family(addrs: &[IpNet], like: IpAddr) -> bool {
-    addrs.iter().any(|a| a.network().is_ipv4() == like.is_ipv4())
 }
 
 /// A fixed MAC for a network's bridge, from its id. Without one, a Linux

@@ -227,25 +227,12 @@ pub fn render_ruleset<'a>(
 \t\tjump pol_out
 \t\taccept
 \t}
-\tchain pol_in {
-\t\tmeta nfproto ipv4 ip daddr != @iso_in4 return
-\t\tmeta nfproto ipv6 ip6 daddr != @iso_in6 return
 ",
     );
-    s.push_str(&rules_in);
+    isolation_chain(&mut s, "pol_in", "daddr", "iso_in", &rules_in);
+    isolation_chain(&mut s, "pol_out", "saddr", "iso_out", &rules_out);
     s.push_str(
-        "\t\tdrop
-\t}
-\tchain pol_out {
-\t\tmeta nfproto ipv4 ip saddr != @iso_out4 return
-\t\tmeta nfproto ipv6 ip6 saddr != @iso_out6 return
-",
-    );
-    s.push_str(&rules_out);
-    s.push_str(
-        "\t\tdrop
-\t}
-\tchain postrouting {
+        "\tchain postrouting {
 \t\ttype nat hook postrouting priority srcnat; policy accept;
 \t\tct status dnat iifname . oifname @intra masquerade
 \t\toifname @bridges ip saddr 127.0.0.0/8 masquerade
@@ -257,6 +244,16 @@ pub fn render_ruleset<'a>(
 ",
     );
     s
+}
+
+/// One direction's check: an address not in the isolated set returns at
+/// once; otherwise the allow rules, then drop.
+fn isolation_chain(s: &mut String, chain: &str, dir: &str, iso: &str, rules: &str) {
+    let _ = writeln!(s, "\tchain {chain} {{");
+    let _ = writeln!(s, "\t\tmeta nfproto ipv4 ip {dir} != @{iso}4 return");
+    let _ = writeln!(s, "\t\tmeta nfproto ipv6 ip6 {dir} != @{iso}6 return");
+    s.push_str(rules);
+    s.push_str("\t\tdrop\n\t}\n");
 }
 
 /// One allow rule as nftables rules (one per peer and family), each ending

@@ -79,7 +79,7 @@ impl Ipam for WasmHost {
             endpoint: request.endpoint.clone(),
             static_address: request.static_address.map(to_wit),
         };
-        let result = m.pre.instantiate(&mut store).and_then(|inst| {
+        let result = m.instantiate(&mut store).and_then(|inst| {
             inst.weft_ipam_allocator().call_allocate(&mut store, wit_pool, &wit_req, &config.to_vec())
         });
         *leases = store.into_data().leases;

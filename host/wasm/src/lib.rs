@@ -55,12 +55,6 @@ pub enum PluginError {
     Missing(String),
 }
 
-/// A loaded IPAM component.
-struct IpamModule {
-    digest: String,
-    pre: ipam::bindings::IpamPre<ipam::IpamState>,
-}
-
 /// Loaded components of one world, by name.
 struct Modules<T>(RwLock<HashMap<String, Arc<T>>>);
 
@@ -87,7 +81,7 @@ impl<T> Modules<T> {
 /// The engine plus every loaded component, by name.
 pub struct WasmHost {
     engine: Engine,
-    ipam: Modules<IpamModule>,
+    ipam: Modules<ipam::bindings::IpamPre<ipam::IpamState>>,
     policy: Modules<policy::bindings::PolicyPre<CallState>>,
     naming: Modules<naming::bindings::NamingPre<CallState>>,
 }
@@ -188,7 +182,7 @@ impl WasmHost {
     pub fn load_ipam(&self, name: &str, bytes: &[u8]) -> Result<String, PluginError> {
         let digest = hex(&Sha256::digest(bytes));
         let pre = ipam::prepare(&self.engine, name, bytes)?;
-        self.ipam.insert(name, IpamModule { digest: digest.clone(), pre });
+        self.ipam.insert(name, pre);
         Ok(digest)
     }
 
@@ -219,12 +213,7 @@ impl WasmHost {
         self.ipam.has(name)
     }
 
-    /// The sha256 of the IPAM module called `name`.
-    pub fn ipam_digest(&self, name: &str) -> Option<String> {
-        self.ipam.get(name).ok().map(|m| m.digest.clone())
-    }
-
-    fn ipam_module(&self, name: &str) -> Result<Arc<IpamModule>, PluginError> {
+    fn ipam_module(&self, name: &str) -> Result<Arc<ipam::bindings::IpamPre<ipam::IpamState>>, PluginError> {
         self.ipam.get(name)
     }
 }
