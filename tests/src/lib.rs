@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 use tonic::transport::Channel;
-use weft_grpc::client::{EndpointServiceClient, NetworkServiceClient, connect_unix};
+use weft_grpc::client::{EndpointServiceClient, NetworkServiceClient, PolicyServiceClient, connect_unix};
 use weft_grpc::pb;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -231,6 +231,9 @@ impl Host {
     pub async fn endpoints(&self) -> EndpointServiceClient<Channel> {
         EndpointServiceClient::new(self.channel().await)
     }
+    pub async fn policies(&self) -> PolicyServiceClient<Channel> {
+        PolicyServiceClient::new(self.channel().await)
+    }
 
     /// Create a network with the given subnets.
     pub async fn create_network(&self, name: &str, subnets: &[&str]) -> Result<pb::Network, tonic::Status> {
@@ -405,4 +408,35 @@ pub fn udp_query(ns: &str, addr: &str) -> Result<String, String> {
     })
     .join()
     .unwrap()
+}
+
+/// Whether a TCP connection from `ns` to `addr` gets the server's greeting
+/// within `wait` (a dropped SYN times out; a reset fails at once).
+pub fn probe_tcp(ns: &str, addr: SocketAddr, wait: Duration) -> std::thread::JoinHandle<bool> {
+    on_ns(ns, move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, wait) else { return false };
+        let _ = s.set_read_timeout(Some(wait));
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).is_ok() && &buf == b"hello"
+    })
+}
+
+/// Whether a UDP datagram from `ns` to `addr` is answered within `wait`
+/// (sent twice, half the time each).
+pub fn probe_udp(ns: &str, addr: SocketAddr, wait: Duration) -> std::thread::JoinHandle<bool> {
+    on_ns(ns, move || {
+        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+        let Ok(u) = std::net::UdpSocket::bind(bind) else { return false };
+        let _ = u.set_read_timeout(Some(wait / 2));
+        let mut buf = [0u8; 16];
+        for _ in 0..2 {
+            if u.send_to(b"ping", addr).is_err() {
+                return false;
+            }
+            if let Ok((n, _)) = u.recv_from(&mut buf) {
+                return &buf[..n] == b"hello";
+            }
+        }
+        false
+    })
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// The built-in components, by folder name under `policies/`.
-const COMPONENTS: &[&str] = &["ipam-default", "naming-default", "policy-isolation"];
+const COMPONENTS: &[&str] = &["ipam-default", "naming-default", "policy-isolation", "policy-k8s"];
 /// Hostile components for the sandbox tests, built into `target/test-modules/`
 /// (never loaded as built-ins).
 const HOSTILE: &[&str] = &["ipam-hostile"];

@@ -3,13 +3,14 @@
 //! message (which names the field and the rule) and exit non-zero.
 
 mod output;
+mod policy;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use weft_grpc::client::{EndpointServiceClient, NetworkServiceClient, connect_unix};
+use weft_grpc::client::{EndpointServiceClient, NetworkServiceClient, PolicyServiceClient, connect_unix};
 use weft_grpc::pb;
 
 /// weft — control container networks through weftd.
@@ -48,6 +49,9 @@ enum Cmd {
     /// Manage endpoints (container attachments).
     #[command(subcommand)]
     Endpoint(EndpointCmd),
+    /// Manage policy documents and explain verdicts.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -69,6 +73,16 @@ enum NetworkCmd {
         /// Network names.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Change a live network: bind another policy component (its documents
+    /// are recompiled and applied in one transaction; on failure the old
+    /// rules stay).
+    Update {
+        /// Network name.
+        name: String,
+        /// The policy component to bind.
+        #[arg(long)]
+        policy: String,
     },
 }
 
@@ -106,6 +120,10 @@ struct CreateArgs {
     /// Naming component [default: naming-default].
     #[arg(long, default_value = "")]
     naming: String,
+    /// Configuration for the network's components: KEY=VALUE, or @FILE (a
+    /// YAML or JSON mapping; non-string values are passed as JSON).
+    #[arg(long = "module-config", value_parser = parse_module_config)]
+    module_config: Vec<Vec<(String, String)>>,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -172,6 +190,23 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
+fn parse_module_config(s: &str) -> Result<Vec<(String, String)>, String> {
+    let Some(path) = s.strip_prefix('@') else { return parse_kv(s).map(|kv| vec![kv]) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
+    let map: serde_yaml::Mapping =
+        serde_yaml::from_str(&text).map_err(|e| format!("{path}: want a YAML or JSON mapping: {e}"))?;
+    map.into_iter()
+        .map(|(k, v)| {
+            let k = k.as_str().ok_or_else(|| format!("{path}: keys must be strings"))?.to_owned();
+            let v = match v {
+                serde_yaml::Value::String(s) => s,
+                other => serde_json::to_string(&other).map_err(|e| format!("{path}: {k}: {e}"))?,
+            };
+            Ok((k, v))
+        })
+        .collect()
+}
+
 fn family_of(s: &str) -> Option<bool> {
     let addr = s.split('/').next()?;
     addr.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4())
@@ -222,6 +257,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         ipam: a.ipam.clone(),
                         policy: a.policy.clone(),
                         naming: a.naming.clone(),
+                        module_config: a.module_config.iter().flatten().cloned().collect::<HashMap<_, _>>(),
                     };
                     let n = c.create_network(req).await.map_err(status)?.into_inner();
                     if json { output::print_json(&output::network_json(&n)) } else { println!("{}", n.id) }
@@ -248,8 +284,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                         println!("{name}");
                     }
                 }
+                NetworkCmd::Update { name, policy } => {
+                    let req = pb::UpdateNetworkRequest { tenant, name, policy };
+                    let n = c.update_network(req).await.map_err(status)?.into_inner();
+                    if json { output::print_json(&output::network_json(&n)) } else { println!("{}", n.name) }
+                }
             }
         }
+        Cmd::Policy(cmd) => policy::run(PolicyServiceClient::new(channel), tenant, json, cmd).await?,
         Cmd::Endpoint(cmd) => {
             let mut c = EndpointServiceClient::new(channel);
             match cmd {

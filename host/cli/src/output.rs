@@ -32,6 +32,7 @@ pub fn network_json(n: &pb::Network) -> Value {
         "ipam": n.ipam,
         "policy": n.policy,
         "naming": n.naming,
+        "module_config": sorted(&n.module_config),
         "options": sorted(&n.options),
         "labels": sorted(&n.labels),
         "endpoints": n.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
@@ -62,7 +63,8 @@ pub fn endpoint_json(e: &pb::Endpoint) -> Value {
     })
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+/// Print aligned columns.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -118,6 +120,10 @@ pub fn network_detail(n: &pb::Network) {
     }
     for (k, v) in sorted(&n.labels) {
         println!("Label:     {k}={v}");
+    }
+    for (k, v) in sorted(&n.module_config) {
+        let v = if v.contains('\n') || v.len() > 60 { format!("({} bytes)", v.len()) } else { v.clone() };
+        println!("Config:    {k}={v}");
     }
     println!();
     endpoint_table(&n.endpoints);

@@ -9,7 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 use weft_kernel::{ApplyError, Kernel, KernelError};
-use weft_model::api::{Controller, EndpointView, NetworkView, Ref};
+use weft_model::api::{
+    ApplyDocuments, CheckPolicy, Controller, DeleteDocuments, DocumentsChanged, EndpointView, NetworkView,
+    PolicyVerdict, Ref, UpdateNetwork,
+};
+use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointMode, EndpointState};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, check_answer};
 use weft_model::naming::{NameRecord, Naming, NamingEndpoint, NamingNetwork};
@@ -23,7 +27,7 @@ use weft_store::{RedbStore, Store};
 use weft_wasm::WasmHost;
 
 use crate::config::Config;
-use crate::state::{State, pool_key};
+use crate::state::{State, documents_for, pool_key};
 
 /// weftd's controller.
 pub struct Ctl {
@@ -35,12 +39,12 @@ pub struct Ctl {
     /// so reconcile never races an attach or detach.
     pub(crate) gate: RwLock<()>,
     /// Serialises nftables transactions so the newest render always wins.
-    nft_lock: tokio::sync::Mutex<()>,
+    pub(crate) nft_lock: tokio::sync::Mutex<()>,
     /// The embedded DNS server.
     pub(crate) dns: weft_dns::Dns,
 }
 
-fn internal(e: impl std::fmt::Display) -> ControlError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ControlError {
     ControlError::Internal(e.to_string())
 }
 
@@ -74,12 +78,16 @@ impl Ctl {
     fn load_state(&self) -> anyhow::Result<()> {
         let snap = self.store.load()?;
         let mut st = self.lock();
+        for d in snap.documents {
+            st.documents.insert(d.store_key(), d);
+        }
         for n in snap.networks {
             // The same component compiles the same rule set again; if it no
             // longer can, the network runs with no isolation and says so.
-            match self.wasm.compile(&n.spec.policy, &network_info(&n), &[]) {
-                Ok(rs) => {
-                    st.policies.insert(n.id.clone(), rs);
+            let docs = documents_for(&n, st.documents.values());
+            match self.wasm.compile(&n.spec.policy, &network_info(&n), &docs) {
+                Ok(c) => {
+                    st.policies.insert(n.id.clone(), Arc::new(c));
                 }
                 Err(e) => warn!(network = %n.spec.name, error = %e, "policy did not compile at start-up"),
             }
@@ -221,7 +229,9 @@ impl Ctl {
             network: net.spec.name.to_string(),
             labels: req.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
-        let groups = self.wasm.classify(&net.spec.policy, &network_info(&net), &info).map_err(policy_error)?;
+        let state = st.policy_of(&net.id);
+        let groups =
+            self.wasm.classify(&net.spec.policy, &network_info(&net), &state.state, &info).map_err(policy_error)?;
         let id = new_id();
         let mut addresses = Vec::new();
         for s in &net.spec.subnets {
@@ -423,6 +433,7 @@ pub(crate) fn network_info(net: &Network) -> NetworkInfo {
         tenant: net.spec.tenant.to_string(),
         internal: net.spec.internal,
         options: net.spec.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        config: net.spec.config_list(),
     }
 }
 
@@ -468,7 +479,8 @@ impl Controller for Ctl {
         let net = Network::new(new_id(), spec)?;
         // Compile once per policy change: a policy that does not compile
         // refuses the network before anything is made.
-        let policy = self.wasm.compile(&net.spec.policy, &network_info(&net), &[]).map_err(policy_error)?;
+        let docs = documents_for(&net, self.lock().documents.values());
+        let policy = Arc::new(self.wasm.compile(&net.spec.policy, &network_info(&net), &docs).map_err(policy_error)?);
         let exists = self.kernel.link_exists(&net.bridge).await.map_err(internal)?;
         if !net.is_bridge() && !exists {
             return Err(InvalidRequest::new(
@@ -618,7 +630,7 @@ impl Controller for Ctl {
             return Err(internal(e));
         }
         let tmp = Endpoint::peer_tmp_ifname_for(&ep.id)?;
-        let ops = plan_endpoint(&net, &policy, &ep, &tmp);
+        let ops = plan_endpoint(&net, &policy.rules, &ep, &tmp);
         if let Err(e) = self.apply_or_undo(&ops).await {
             self.forget(&ep.id);
             return Err(internal(format!("attaching endpoint {:?}: {e}; rolled back", ep.spec.name.as_str())));
@@ -670,7 +682,7 @@ impl Controller for Ctl {
         // there (table flushed by hand), the whole table is re-rendered below.
         let mut resync = false;
         let policy = self.lock().policy_of(&ep.network_id);
-        if let Some(script) = nft::render_endpoint(&ep, &policy, nft::Change::Delete) {
+        if let Some(script) = nft::render_endpoint(&ep, &policy.rules, nft::Change::Delete) {
             let _g = self.nft_lock.lock().await;
             resync = self.kernel.apply(&[Op::Nft { script }]).await.is_err();
         }
@@ -712,5 +724,25 @@ impl Controller for Ctl {
             (&a.endpoint.spec.network, &a.endpoint.spec.name).cmp(&(&b.endpoint.spec.network, &b.endpoint.spec.name))
         });
         Ok(v)
+    }
+
+    async fn update_network(&self, req: UpdateNetwork) -> Result<NetworkView, ControlError> {
+        Ctl::update_network(self, req).await
+    }
+
+    async fn apply_documents(&self, req: ApplyDocuments) -> Result<DocumentsChanged, ControlError> {
+        Ctl::apply_documents(self, req).await
+    }
+
+    async fn list_documents(&self, r: Ref) -> Result<Vec<StoredDocument>, ControlError> {
+        Ctl::list_documents(self, r)
+    }
+
+    async fn delete_documents(&self, req: DeleteDocuments) -> Result<DocumentsChanged, ControlError> {
+        Ctl::delete_documents(self, req).await
+    }
+
+    async fn check_policy(&self, req: CheckPolicy) -> Result<PolicyVerdict, ControlError> {
+        Ctl::check_policy(self, req)
     }
 }

@@ -5,6 +5,7 @@
 
 mod config;
 mod controller;
+mod policy;
 mod reconcile;
 mod state;
 

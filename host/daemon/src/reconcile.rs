@@ -88,7 +88,7 @@ impl Ctl {
                         Err(_) => continue,
                     };
                     let policy = self.lock().policy_of(&net.id);
-                    if let Err(e) = self.apply_or_undo(&plan_endpoint(net, &policy, ep, &tmp)).await {
+                    if let Err(e) = self.apply_or_undo(&plan_endpoint(net, &policy.rules, ep, &tmp)).await {
                         warn!(endpoint = %ep.spec.name, error = %e, "re-creating endpoint");
                     }
                 }

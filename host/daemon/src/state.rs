@@ -4,12 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use weft_model::api::{EndpointView, NetworkView};
+use weft_model::document::StoredDocument;
 use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::ipam::PoolLeases;
 use weft_model::network::Network;
-use weft_model::policy::RuleSet;
+use weft_model::policy::{Compiled, DEFAULT_POLICY, RuleSet};
 use weft_model::{ControlError, NetworkName, Tenant};
 use weft_plan::nft;
 
@@ -23,7 +25,23 @@ pub struct State {
     /// Leases per pool, keyed by [`pool_key`].
     pub leases: HashMap<String, PoolLeases>,
     /// Each network's compiled policy, by network id.
-    pub policies: HashMap<String, RuleSet>,
+    pub policies: HashMap<String, Arc<Compiled>>,
+    /// Every tenant's policy documents, by store key.
+    pub documents: BTreeMap<String, StoredDocument>,
+}
+
+/// The documents `net`'s policy component compiles, in a stable order: the
+/// ones applied to it by name, and the tenant-wide ones unless it runs the
+/// default component (which takes none).
+pub fn documents_for<'a>(net: &Network, documents: impl IntoIterator<Item = &'a StoredDocument>) -> Vec<String> {
+    documents
+        .into_iter()
+        .filter(|d| {
+            d.tenant == net.spec.tenant.as_str()
+                && (d.network == net.spec.name.as_str() || (d.network.is_empty() && net.spec.policy != DEFAULT_POLICY))
+        })
+        .map(|d| d.doc.body.clone())
+        .collect()
 }
 
 /// The key of a network's pool of one family (also the IPAM cursor's key).
@@ -52,7 +70,7 @@ impl State {
     }
 
     /// A network's compiled policy (empty if it has none yet).
-    pub fn policy_of(&self, network_id: &str) -> RuleSet {
+    pub fn policy_of(&self, network_id: &str) -> Arc<Compiled> {
         self.policies.get(network_id).cloned().unwrap_or_default()
     }
 
@@ -63,7 +81,7 @@ impl State {
         }
         let empty = RuleSet::default();
         let nets: Vec<(&Network, &RuleSet)> =
-            self.networks.values().map(|n| (n, self.policies.get(&n.id).unwrap_or(&empty))).collect();
+            self.networks.values().map(|n| (n, self.policies.get(&n.id).map_or(&empty, |c| &c.rules))).collect();
         nft::render_ruleset(&nets, self.endpoints.values())
     }
 

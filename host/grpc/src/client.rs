@@ -8,6 +8,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use crate::pb::endpoint_service_client::EndpointServiceClient;
 pub use crate::pb::network_service_client::NetworkServiceClient;
+pub use crate::pb::policy_service_client::PolicyServiceClient;
 
 /// A channel to weftd at the Unix socket `path`.
 pub async fn connect_unix(path: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {

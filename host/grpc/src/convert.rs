@@ -1,9 +1,11 @@
 //! Protobuf <-> model conversion. Requests become the model's raw request
 //! types (validation happens in the model); views become messages.
 
-use weft_model::api::{EndpointView, NetworkView, Ref};
+use weft_model::api::{DocumentsChanged, EndpointView, NetworkView, PolicyVerdict, Ref};
+use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, EndpointState};
 use weft_model::network::{CreateNetwork, SubnetRequest};
+use weft_model::policy::explain::Check;
 
 use crate::pb;
 
@@ -24,6 +26,7 @@ pub fn create_network(r: pb::CreateNetworkRequest) -> CreateNetwork {
         ipam: r.ipam,
         policy: r.policy,
         naming: r.naming,
+        module_config: r.module_config.into_iter().collect(),
     }
 }
 
@@ -74,6 +77,7 @@ pub fn network(v: NetworkView) -> pb::Network {
         ipam: n.spec.ipam,
         policy: n.spec.policy,
         naming: n.spec.naming,
+        module_config: n.spec.module_config.into_iter().collect(),
         endpoints: v.endpoints.into_iter().map(endpoint).collect(),
     }
 }
@@ -104,5 +108,61 @@ pub fn endpoint(v: EndpointView) -> pb::Endpoint {
             EndpointState::Ready => "ready",
         }
         .into(),
+    }
+}
+
+/// A stored policy document to message.
+pub fn document(d: StoredDocument) -> pb::PolicyDocument {
+    pb::PolicyDocument {
+        kind: d.doc.key.kind,
+        namespace: d.doc.key.namespace,
+        name: d.doc.key.name,
+        network: d.network,
+        body: d.doc.body,
+    }
+}
+
+/// The outcome of an apply.
+pub fn applied(c: DocumentsChanged) -> pb::ApplyPoliciesResponse {
+    pb::ApplyPoliciesResponse {
+        documents: c
+            .documents
+            .into_iter()
+            .map(|(d, a)| pb::AppliedDocument { document: Some(document(d)), action: a.as_str().into() })
+            .collect(),
+        networks: c.networks,
+    }
+}
+
+/// The outcome of a delete.
+pub fn deleted(c: DocumentsChanged) -> pb::DeletePoliciesResponse {
+    pb::DeletePoliciesResponse {
+        documents: c.documents.into_iter().map(|(d, _)| document(d)).collect(),
+        networks: c.networks,
+    }
+}
+
+fn check(c: Check) -> pb::PolicyCheck {
+    match c {
+        Check::NotIsolated => pb::PolicyCheck { outcome: "not_isolated".into(), ..Default::default() },
+        Check::Allowed { rule, source } => {
+            pb::PolicyCheck { outcome: "allowed".into(), rule, source, isolated_by: vec![] }
+        }
+        Check::Denied { isolated_by } => pb::PolicyCheck {
+            outcome: "denied".into(),
+            isolated_by: isolated_by.into_iter().map(|(g, s)| format!("{g} ({s})")).collect(),
+            ..Default::default()
+        },
+    }
+}
+
+/// A verdict to message.
+pub fn verdict(v: PolicyVerdict) -> pb::CheckPolicyResponse {
+    pb::CheckPolicyResponse {
+        allowed: v.explanation.allowed,
+        egress: Some(check(v.explanation.egress)),
+        ingress: Some(check(v.explanation.ingress)),
+        from_address: v.from.to_string(),
+        to_address: v.to.to_string(),
     }
 }

@@ -10,8 +10,10 @@ use tonic::{Request, Response, Status};
 
 use crate::pb::endpoint_service_server::{EndpointService, EndpointServiceServer};
 use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
+use crate::pb::policy_service_server::{PolicyService, PolicyServiceServer};
 use crate::status::to_status;
 use crate::{Controller, convert, pb};
+use weft_model::api::{ApplyDocuments, CheckPolicy, DeleteDocuments, UpdateNetwork};
 
 /// Both services over one controller.
 pub struct Api<C> {
@@ -49,6 +51,53 @@ impl<C: Controller> NetworkService for Api<C> {
         let r = r.into_inner();
         self.ctl.delete_network(convert::reference(r.tenant, r.name, String::new())).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteNetworkResponse {}))
+    }
+    async fn update_network(&self, r: Request<pb::UpdateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
+        let r = r.into_inner();
+        let req = UpdateNetwork { tenant: r.tenant, name: r.name, policy: r.policy };
+        let v = self.ctl.update_network(req).await.map_err(to_status)?;
+        Ok(Response::new(convert::network(v)))
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Controller> PolicyService for Api<C> {
+    async fn apply_policies(
+        &self,
+        r: Request<pb::ApplyPoliciesRequest>,
+    ) -> Result<Response<pb::ApplyPoliciesResponse>, Status> {
+        let r = r.into_inner();
+        let req = ApplyDocuments { tenant: r.tenant, network: r.network, text: r.documents };
+        let c = self.ctl.apply_documents(req).await.map_err(to_status)?;
+        Ok(Response::new(convert::applied(c)))
+    }
+    async fn list_policies(
+        &self,
+        r: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let r = r.into_inner();
+        let docs =
+            self.ctl.list_documents(convert::reference(r.tenant, r.network, String::new())).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListPoliciesResponse { documents: docs.into_iter().map(convert::document).collect() }))
+    }
+    async fn delete_policies(
+        &self,
+        r: Request<pb::DeletePoliciesRequest>,
+    ) -> Result<Response<pb::DeletePoliciesResponse>, Status> {
+        let r = r.into_inner();
+        let req =
+            DeleteDocuments { tenant: r.tenant, text: r.documents, name: r.name, kind: r.kind, namespace: r.namespace };
+        let c = self.ctl.delete_documents(req).await.map_err(to_status)?;
+        Ok(Response::new(convert::deleted(c)))
+    }
+    async fn check_policy(
+        &self,
+        r: Request<pb::CheckPolicyRequest>,
+    ) -> Result<Response<pb::CheckPolicyResponse>, Status> {
+        let r = r.into_inner();
+        let req = CheckPolicy { tenant: r.tenant, network: r.network, from: r.from, to: r.to, port: r.port };
+        let v = self.ctl.check_policy(req).await.map_err(to_status)?;
+        Ok(Response::new(convert::verdict(v)))
     }
 }
 
@@ -107,6 +156,7 @@ pub async fn serve_unix<C: Controller>(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<NetworkServiceServer<Api<C>>>().await;
     health.set_serving::<EndpointServiceServer<Api<C>>>().await;
+    health.set_serving::<PolicyServiceServer<Api<C>>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -117,7 +167,8 @@ pub async fn serve_unix<C: Controller>(
         .build_v1alpha()?;
     tonic::transport::Server::builder()
         .add_service(NetworkServiceServer::new(api.clone()))
-        .add_service(EndpointServiceServer::new(api))
+        .add_service(EndpointServiceServer::new(api.clone()))
+        .add_service(PolicyServiceServer::new(api))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

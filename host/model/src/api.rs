@@ -4,9 +4,11 @@
 
 use std::future::Future;
 
+use crate::document::StoredDocument;
 use crate::endpoint::{AttachEndpoint, Endpoint};
 use crate::error::ControlError;
 use crate::network::{CreateNetwork, Network};
+use crate::policy::explain::Explanation;
 
 /// A network with its endpoints, as returned to clients.
 #[derive(Debug, Clone)]
@@ -41,6 +43,101 @@ pub struct Ref {
     pub name: String,
 }
 
+/// Change a live network (only what can change without re-plumbing).
+#[derive(Debug, Clone, Default)]
+pub struct UpdateNetwork {
+    /// Tenant; empty for default.
+    pub tenant: String,
+    /// Network name.
+    pub name: String,
+    /// The policy component to bind; empty keeps the current one.
+    pub policy: String,
+}
+
+/// Apply policy documents.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyDocuments {
+    /// Tenant; empty for default.
+    pub tenant: String,
+    /// The network they apply to; empty for every network of the tenant
+    /// whose policy component takes documents.
+    pub network: String,
+    /// YAML or JSON: one document, several separated by `---`, or a List.
+    pub text: String,
+}
+
+/// What happened to one applied document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocAction {
+    /// It is new.
+    Created,
+    /// It replaced a different version.
+    Configured,
+    /// It was already there as given.
+    Unchanged,
+}
+
+impl DocAction {
+    /// As kubectl prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocAction::Created => "created",
+            DocAction::Configured => "configured",
+            DocAction::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The outcome of applying or deleting documents.
+#[derive(Debug, Clone, Default)]
+pub struct DocumentsChanged {
+    /// The documents with what happened to each (deletes: `Configured`).
+    pub documents: Vec<(StoredDocument, DocAction)>,
+    /// The networks whose policy was recompiled and re-applied.
+    pub networks: Vec<String>,
+}
+
+/// Delete documents: those named in `text`, or one by name.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteDocuments {
+    /// Tenant; empty for default.
+    pub tenant: String,
+    /// Documents (as for apply) whose identities to delete.
+    pub text: String,
+    /// Otherwise: the document's name ...
+    pub name: String,
+    /// ... its kind, if several match ...
+    pub kind: String,
+    /// ... and its namespace, if several match.
+    pub namespace: String,
+}
+
+/// Ask whether a flow between two endpoints of a network is allowed.
+#[derive(Debug, Clone, Default)]
+pub struct CheckPolicy {
+    /// Tenant; empty for default.
+    pub tenant: String,
+    /// The network.
+    pub network: String,
+    /// Source endpoint name.
+    pub from: String,
+    /// Destination endpoint name.
+    pub to: String,
+    /// `PORT[/tcp|udp|sctp]` or `icmp`.
+    pub port: String,
+}
+
+/// The verdict with the addresses it was decided for.
+#[derive(Debug, Clone)]
+pub struct PolicyVerdict {
+    /// The verdict and its reasons.
+    pub explanation: Explanation,
+    /// The source address used.
+    pub from: std::net::IpAddr,
+    /// The destination address used.
+    pub to: std::net::IpAddr,
+}
+
 /// What weftd does for its clients.
 pub trait Controller: Send + Sync + 'static {
     /// Create a network.
@@ -59,4 +156,20 @@ pub trait Controller: Send + Sync + 'static {
     fn get_endpoint(&self, r: Ref) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
     /// A tenant's endpoints, optionally of one network (`r.network`).
     fn list_endpoints(&self, r: Ref) -> impl Future<Output = Result<Vec<EndpointView>, ControlError>> + Send;
+    /// Change a live network's policy component.
+    fn update_network(&self, req: UpdateNetwork) -> impl Future<Output = Result<NetworkView, ControlError>> + Send;
+    /// Apply policy documents (all or nothing).
+    fn apply_documents(
+        &self,
+        req: ApplyDocuments,
+    ) -> impl Future<Output = Result<DocumentsChanged, ControlError>> + Send;
+    /// A tenant's documents, optionally only those applied to one network.
+    fn list_documents(&self, r: Ref) -> impl Future<Output = Result<Vec<StoredDocument>, ControlError>> + Send;
+    /// Delete policy documents (all or nothing).
+    fn delete_documents(
+        &self,
+        req: DeleteDocuments,
+    ) -> impl Future<Output = Result<DocumentsChanged, ControlError>> + Send;
+    /// Explain whether a flow is allowed.
+    fn check_policy(&self, req: CheckPolicy) -> impl Future<Output = Result<PolicyVerdict, ControlError>> + Send;
 }

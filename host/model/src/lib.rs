@@ -4,6 +4,7 @@
 //! the planner, the daemon and the gRPC edge alike.
 
 pub mod api;
+pub mod document;
 pub mod endpoint;
 pub mod error;
 pub mod ids;

@@ -61,6 +61,8 @@ pub struct CreateNetwork {
     pub policy: String,
     /// Naming component name; empty for [`crate::naming::DEFAULT_NAMING`].
     pub naming: String,
+    /// Configuration handed to the network's components (`--module-config`).
+    pub module_config: BTreeMap<String, String>,
 }
 
 /// One validated subnet of a network.
@@ -130,6 +132,69 @@ pub struct NetworkSpec {
     /// Upstream resolvers of this network (`--opt dns_upstream=IP[:PORT],...`).
     #[serde(default)]
     pub dns_upstream: Vec<std::net::SocketAddr>,
+    /// Configuration handed to the network's IPAM, policy and naming
+    /// components with every call.
+    #[serde(default)]
+    pub module_config: BTreeMap<String, String>,
+}
+
+impl NetworkSpec {
+    /// The module configuration as the WIT `config` list.
+    pub fn config_list(&self) -> Vec<(String, String)> {
+        self.module_config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Most keys of a network's module configuration.
+pub const MAX_MODULE_CONFIG_KEYS: usize = 256;
+/// Largest module configuration (keys and values together).
+pub const MAX_MODULE_CONFIG_BYTES: usize = 1 << 20;
+
+/// Check a module name: 1 to 63 lowercase letters, digits and '-', starting
+/// with a letter.
+pub fn validate_module_name(field: &str, s: &str) -> Result<(), InvalidRequest> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidRequest::new(
+            field,
+            format!("module name {s:?} must be 1 to 63 lowercase letters, digits or '-', starting with a letter"),
+        ))
+    }
+}
+
+/// Check a module configuration: bounded keys, sizes; values may hold any
+/// text but NUL (a file's contents, say).
+pub fn validate_module_config(m: &BTreeMap<String, String>) -> Result<(), InvalidRequest> {
+    if m.len() > MAX_MODULE_CONFIG_KEYS {
+        return Err(InvalidRequest::new(
+            "module_config",
+            format!("{} keys (at most {MAX_MODULE_CONFIG_KEYS})", m.len()),
+        ));
+    }
+    let total: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_MODULE_CONFIG_BYTES {
+        return Err(InvalidRequest::new(
+            "module_config",
+            format!("{total} bytes in all (at most {MAX_MODULE_CONFIG_BYTES})"),
+        ));
+    }
+    for (k, v) in m {
+        if k.is_empty() || k.len() > 253 || !k.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
+            return Err(InvalidRequest::new(
+                format!("module_config[{k}]"),
+                format!("key {k:?} must be 1 to 253 printable characters without '='"),
+            ));
+        }
+        if v.contains('\0') {
+            return Err(InvalidRequest::new(format!("module_config[{k}]"), "value must not contain NUL"));
+        }
+    }
+    Ok(())
 }
 
 fn default_naming() -> String {
@@ -340,6 +405,12 @@ impl CreateNetwork {
         validate_label_map("labels", &self.labels)?;
         let is_bridge = macvlan.is_none();
         let ipam = if self.ipam.is_empty() { DEFAULT_IPAM.to_owned() } else { self.ipam.clone() };
+        let policy = if self.policy.is_empty() { default_policy() } else { self.policy.clone() };
+        let naming = if self.naming.is_empty() { default_naming() } else { self.naming.clone() };
+        validate_module_name("ipam", &ipam)?;
+        validate_module_name("policy", &policy)?;
+        validate_module_name("naming", &naming)?;
+        validate_module_config(&self.module_config)?;
         Ok(NetworkSpec {
             tenant,
             name,
@@ -349,8 +420,9 @@ impl CreateNetwork {
             mtu,
             bridge_name,
             macvlan,
-            policy: if self.policy.is_empty() { default_policy() } else { self.policy.clone() },
-            naming: if self.naming.is_empty() { default_naming() } else { self.naming.clone() },
+            policy,
+            naming,
+            module_config: self.module_config.clone(),
             dns: dns && is_bridge,
             dns_upstream,
             options: self.options.clone(),

@@ -17,6 +17,8 @@ pub const MAX_GROUPS: usize = 1024;
 pub const MAX_RULES: usize = 4096;
 /// Longest group or rule name.
 pub const MAX_NAME: usize = 253;
+/// Longest source (document) reference of a rule or isolation.
+pub const MAX_SOURCE: usize = 512;
 
 /// Direction of a flow relative to a group's members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,14 +80,47 @@ pub struct Rule {
     pub ports: Vec<(u16, u16)>,
 }
 
-/// A compiled policy: isolated (group, direction) pairs and allow rules.
+/// Members of `group` are isolated in `direction`: only flows a rule allows
+/// pass (replies of allowed connections always do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// The isolated group.
+    pub group: String,
+    /// The isolated direction.
+    pub direction: Direction,
+    /// The document that isolates it (for explanations).
+    pub source: String,
+}
+
+impl Isolation {
+    /// `group` isolated in `direction` by `source`.
+    pub fn new(group: &str, direction: Direction, source: &str) -> Isolation {
+        Isolation { group: group.to_owned(), direction, source: source.to_owned() }
+    }
+}
+
+/// A compiled policy: isolated groups and allow rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleSet {
     /// Isolated groups.
-    pub isolated: Vec<(String, Direction)>,
+    pub isolated: Vec<Isolation>,
     /// Allow rules.
     pub rules: Vec<Rule>,
 }
+
+/// What compiling a network's documents produced: the rule set the host
+/// programs and the component's opaque state, handed back to `classify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compiled {
+    /// The rule set.
+    pub rules: RuleSet,
+    /// The component's state (selectors, namespace labels, ...).
+    pub state: String,
+}
+
+/// Longest classify state a component may return (it is kept per network
+/// and passed to every classify call).
+pub const MAX_STATE: usize = 4 << 20;
 
 impl RuleSet {
     /// The host's check of a component's rule set: bounded sizes, sane
@@ -103,8 +138,11 @@ impl RuleSet {
                 return Err(format!("group name {g:?} must be 1 to {MAX_NAME} bytes"));
             }
         }
+        if let Some(i) = self.isolated.iter().find(|i| i.source.len() > MAX_SOURCE) {
+            return Err(format!("isolation of group {:?}: source longer than {MAX_SOURCE} bytes", i.group));
+        }
         for r in &self.rules {
-            if r.name.len() > MAX_NAME || r.source.len() > 4096 {
+            if r.name.len() > MAX_NAME || r.source.len() > MAX_SOURCE {
                 return Err(format!("rule {:?}: name or source too long", r.name));
             }
             for (a, b) in &r.ports {
@@ -134,8 +172,8 @@ impl RuleSet {
                 out.push(g.to_owned());
             }
         };
-        for (g, _) in &self.isolated {
-            add(g);
+        for i in &self.isolated {
+            add(&i.group);
         }
         for r in &self.rules {
             add(&r.group);
@@ -160,6 +198,8 @@ pub struct NetworkInfo {
     pub internal: bool,
     /// Options.
     pub options: Vec<(String, String)>,
+    /// Module configuration bound with the component.
+    pub config: Vec<(String, String)>,
 }
 
 /// What a policy component is told about an endpoint.
@@ -175,16 +215,19 @@ pub struct EndpointInfo {
 
 /// Something that makes policy decisions. Implemented by the Wasm host.
 pub trait Policy: Send + Sync {
-    /// Compile `documents` for a network.
-    fn compile(&self, module: &str, network: &NetworkInfo, documents: &[String]) -> Result<RuleSet, DecisionError>;
-    /// The groups an endpoint belongs to.
+    /// Compile `documents` (JSON objects) for a network.
+    fn compile(&self, module: &str, network: &NetworkInfo, documents: &[String]) -> Result<Compiled, DecisionError>;
+    /// The groups an endpoint belongs to, given the compiled `state`.
     fn classify(
         &self,
         module: &str,
         network: &NetworkInfo,
+        state: &str,
         endpoint: &EndpointInfo,
     ) -> Result<Vec<String>, DecisionError>;
 }
+
+pub mod explain;
 
 #[cfg(test)]
 #[path = "policy_tests.rs"]

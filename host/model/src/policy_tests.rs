@@ -15,7 +15,7 @@ fn rule(group: &str, peers: Vec<Peer>) -> Rule {
 #[test]
 fn groups_in_first_use_order() {
     let rs = RuleSet {
-        isolated: vec![("db".into(), Direction::Ingress)],
+        isolated: vec![Isolation::new("db", Direction::Ingress, "doc")],
         rules: vec![rule("db", vec![Peer::Group("web".into()), Peer::Network]), rule("web", vec![Peer::Any])],
     };
     assert_eq!(rs.groups(), ["db", "web"]);
@@ -35,5 +35,7 @@ fn bad_rule_sets_are_refused() {
         vec![Peer::Cidr { prefix: "10.0.0.0/8".parse().unwrap(), except: vec!["192.168.0.0/16".parse().unwrap()] }],
     );
     assert!(RuleSet { isolated: vec![], rules: vec![r] }.validate().is_err());
-    assert!(RuleSet { isolated: vec![(String::new(), Direction::Egress)], rules: vec![] }.validate().is_err());
+    assert!(
+        RuleSet { isolated: vec![Isolation::new("", Direction::Egress, "doc")], rules: vec![] }.validate().is_err()
+    );
 }

@@ -77,9 +77,9 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<(String, String
         for a in [v4, v6].into_iter().flatten() {
             let fam = if a.is_ipv4() { 4 } else { 6 };
             out.push((group_set(&ep.network_id, idx, fam), a.to_string()));
-            for (ig, dir) in &policy.isolated {
-                if ig == g {
-                    let set = match dir {
+            for iso in &policy.isolated {
+                if &iso.group == g {
+                    let set = match iso.direction {
                         Direction::Ingress => format!("iso_in{fam}"),
                         Direction::Egress => format!("iso_out{fam}"),
                     };

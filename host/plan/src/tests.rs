@@ -230,11 +230,14 @@ fn endpoint_modes() {
 
 #[test]
 fn policy_becomes_group_sets_and_rules() {
-    use weft_model::policy::{Direction, Peer, Rule, RuleProto};
+    use weft_model::policy::{Direction, Isolation, Peer, Rule, RuleProto};
     use weft_model::ports::Proto;
     let net = network("p", &["10.89.0.0/24", "fd00:89::/64"], false);
     let rs = RuleSet {
-        isolated: vec![("db".into(), Direction::Ingress), ("db".into(), Direction::Egress)],
+        isolated: vec![
+            Isolation::new("db", Direction::Ingress, "policy/db"),
+            Isolation::new("db", Direction::Egress, "policy/db"),
+        ],
         rules: vec![
             Rule {
                 name: "web-to-db".into(),

@@ -15,12 +15,14 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
+use weft_model::document::StoredDocument;
 use weft_model::endpoint::Endpoint;
 use weft_model::network::Network;
 
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("ipam_cursors");
+const DOCUMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("documents");
 
 /// The file name of the embedded database inside `--state-dir`.
 pub const DB_FILE: &str = "weft.redb";
@@ -48,6 +50,23 @@ pub struct Snapshot {
     pub endpoints: Vec<Endpoint>,
     /// IPAM cursors: (`network-id/pool`, last address).
     pub cursors: Vec<(String, IpAddr)>,
+    /// Every tenant's policy documents.
+    pub documents: Vec<StoredDocument>,
+}
+
+/// Several changes that land in one transaction (a policy change: the
+/// documents, the networks whose policy changed and the endpoints whose
+/// groups changed).
+#[derive(Debug, Default)]
+pub struct Batch<'a> {
+    /// Networks to insert or replace.
+    pub networks: Vec<&'a Network>,
+    /// Endpoints to insert or replace.
+    pub endpoints: Vec<&'a Endpoint>,
+    /// Documents to insert or replace.
+    pub put_documents: Vec<&'a StoredDocument>,
+    /// Store keys of documents to delete.
+    pub delete_documents: Vec<String>,
 }
 
 /// Durable desired state.
@@ -62,6 +81,8 @@ pub trait Store: Send + Sync {
     fn put_endpoint(&self, e: &Endpoint, cursors: &[(String, IpAddr)]) -> Result<(), StoreError>;
     /// Delete an endpoint (and so its leases).
     fn delete_endpoint(&self, id: &str) -> Result<(), StoreError>;
+    /// Apply every change of `batch` in one transaction.
+    fn commit(&self, batch: &Batch<'_>) -> Result<(), StoreError>;
 }
 
 /// The embedded redb store.
@@ -80,6 +101,7 @@ impl RedbStore {
             txn.open_table(NETWORKS).map_err(|e| err("init")(&e))?;
             txn.open_table(ENDPOINTS).map_err(|e| err("init")(&e))?;
             txn.open_table(CURSORS).map_err(|e| err("init")(&e))?;
+            txn.open_table(DOCUMENTS).map_err(|e| err("init")(&e))?;
         }
         txn.commit().map_err(|e| err("init")(&e))?;
         Ok(RedbStore { db })
@@ -119,6 +141,7 @@ impl Store for RedbStore {
         let txn = self.db.begin_read().map_err(|e| err("load")(&e))?;
         let networks = decode_all(&txn, NETWORKS)?;
         let endpoints = decode_all(&txn, ENDPOINTS)?;
+        let documents = decode_all(&txn, DOCUMENTS)?;
         let table = txn.open_table(CURSORS).map_err(|e| err("load")(&e))?;
         let mut cursors = Vec::new();
         for row in table.iter().map_err(|e| err("load")(&e))? {
@@ -127,7 +150,7 @@ impl Store for RedbStore {
                 cursors.push((k.value().to_owned(), a));
             }
         }
-        Ok(Snapshot { networks, endpoints, cursors })
+        Ok(Snapshot { networks, endpoints, cursors, documents })
     }
 
     fn put_network(&self, n: &Network) -> Result<(), StoreError> {
@@ -161,6 +184,27 @@ impl Store for RedbStore {
     fn delete_endpoint(&self, id: &str) -> Result<(), StoreError> {
         self.write("delete endpoint", |txn| {
             txn.open_table(ENDPOINTS)?.remove(id)?;
+            Ok(())
+        })
+    }
+
+    fn commit(&self, batch: &Batch<'_>) -> Result<(), StoreError> {
+        self.write("commit", |txn| {
+            let mut t = txn.open_table(NETWORKS)?;
+            for n in &batch.networks {
+                t.insert(n.id.as_str(), encode(n)?.as_slice())?;
+            }
+            let mut t = txn.open_table(ENDPOINTS)?;
+            for e in &batch.endpoints {
+                t.insert(e.id.as_str(), encode(e)?.as_slice())?;
+            }
+            let mut t = txn.open_table(DOCUMENTS)?;
+            for k in &batch.delete_documents {
+                t.remove(k.as_str())?;
+            }
+            for d in &batch.put_documents {
+                t.insert(d.store_key().as_str(), encode(d)?.as_slice())?;
+            }
             Ok(())
         })
     }

@@ -50,3 +50,26 @@ fn round_trip_survives_reopen() {
     assert!(snap.networks.is_empty() && snap.endpoints.is_empty() && snap.cursors.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_batch_lands_whole_and_documents_round_trip() {
+    use weft_model::document::{DocKey, Document};
+    let dir = tmpdir("batch");
+    let doc = |name: &str| StoredDocument {
+        tenant: "t".into(),
+        network: "n1".into(),
+        doc: Document {
+            key: DocKey { kind: "NetworkPolicy".into(), namespace: "x".into(), name: name.into() },
+            body: format!(r#"{{"kind":"NetworkPolicy","metadata":{{"name":"{name}"}}}}"#),
+        },
+    };
+    let (a, b) = (doc("a"), doc("b"));
+    {
+        let s = RedbStore::open(&dir).unwrap();
+        s.commit(&Batch { put_documents: vec![&a, &b], ..Default::default() }).unwrap();
+        s.commit(&Batch { delete_documents: vec![a.store_key()], ..Default::default() }).unwrap();
+    }
+    let snap = RedbStore::open(&dir).unwrap().load().unwrap();
+    assert_eq!(snap.documents, vec![b]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,7 +4,9 @@
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 use weft_model::ipam::DecisionError;
-use weft_model::policy::{Direction, EndpointInfo, NetworkInfo, Peer, Policy, Rule, RuleProto, RuleSet};
+use weft_model::policy::{
+    Compiled, Direction, EndpointInfo, Isolation, MAX_STATE, NetworkInfo, Peer, Policy, Rule, RuleProto, RuleSet,
+};
 use weft_model::ports::Proto;
 
 use crate::convert::cidr_from_wit;
@@ -34,6 +36,7 @@ fn network_info(n: &NetworkInfo) -> wit::NetworkInfo {
         tenant: n.tenant.clone(),
         internal: n.internal,
         options: n.options.clone(),
+        config: n.config.clone(),
     }
 }
 
@@ -46,7 +49,11 @@ fn direction(d: wit::Direction) -> Direction {
 
 fn rule_set(rs: wit::RuleSet) -> RuleSet {
     RuleSet {
-        isolated: rs.isolated.into_iter().map(|i| (i.group, direction(i.direction))).collect(),
+        isolated: rs
+            .isolated
+            .into_iter()
+            .map(|i| Isolation { group: i.group, direction: direction(i.direction), source: i.source })
+            .collect(),
         rules: rs
             .rules
             .into_iter()
@@ -96,22 +103,25 @@ impl WasmHost {
 }
 
 impl Policy for WasmHost {
-    fn compile(&self, module: &str, network: &NetworkInfo, documents: &[String]) -> Result<RuleSet, DecisionError> {
+    fn compile(&self, module: &str, network: &NetworkInfo, documents: &[String]) -> Result<Compiled, DecisionError> {
         let info = network_info(network);
         let out =
             self.policy_call(module, |inst, store| inst.weft_policy_engine().call_compile(store, &info, documents))?;
-        let rs = rule_set(out.map_err(DecisionError::Invalid)?);
-        rs.validate().map_err(|why| DecisionError::Failed {
-            module: module.to_owned(),
-            reason: format!("compiled an invalid rule set: {why}"),
-        })?;
-        Ok(rs)
+        let out = out.map_err(DecisionError::Invalid)?;
+        let bad = |reason: String| DecisionError::Failed { module: module.to_owned(), reason };
+        if out.state.len() > MAX_STATE {
+            return Err(bad(format!("returned a classify state of {} bytes (at most {MAX_STATE})", out.state.len())));
+        }
+        let rules = rule_set(out.rules);
+        rules.validate().map_err(|why| bad(format!("compiled an invalid rule set: {why}")))?;
+        Ok(Compiled { rules, state: out.state })
     }
 
     fn classify(
         &self,
         module: &str,
         network: &NetworkInfo,
+        state: &str,
         endpoint: &EndpointInfo,
     ) -> Result<Vec<String>, DecisionError> {
         let info = network_info(network);
@@ -120,8 +130,9 @@ impl Policy for WasmHost {
             network: endpoint.network.clone(),
             labels: endpoint.labels.clone(),
         };
-        let groups =
-            self.policy_call(module, |inst, store| inst.weft_policy_engine().call_classify(store, &info, &ep))?;
+        let groups = self
+            .policy_call(module, |inst, store| inst.weft_policy_engine().call_classify(store, &info, state, &ep))?
+            .map_err(|why| DecisionError::Failed { module: module.to_owned(), reason: format!("classify: {why}") })?;
         if groups.len() > weft_model::policy::MAX_GROUPS
             || groups.iter().any(|g| g.is_empty() || g.len() > weft_model::policy::MAX_NAME)
         {

@@ -107,21 +107,22 @@ fn refuses_what_is_not_an_ipam_component() {
 
 #[test]
 fn policy_isolation_compiles_docker_behaviour() {
-    use weft_model::policy::{Direction, EndpointInfo, NetworkInfo, Policy};
+    use weft_model::policy::{Direction, EndpointInfo, Isolation, NetworkInfo, Policy};
     let h = host();
     assert!(h.has_policy("policy-isolation"));
-    let mut net = NetworkInfo { name: "n".into(), tenant: "t".into(), internal: false, options: vec![] };
-    let rs = h.compile("policy-isolation", &net, &[]).unwrap();
+    let mut net =
+        NetworkInfo { name: "n".into(), tenant: "t".into(), internal: false, options: vec![], config: vec![] };
+    let rs = h.compile("policy-isolation", &net, &[]).unwrap().rules;
     assert!(rs.isolated.is_empty() && rs.rules.is_empty(), "icc=true isolates nothing");
     net.options.push(("icc".into(), "false".into()));
-    let rs = h.compile("policy-isolation", &net, &[]).unwrap();
-    assert_eq!(rs.isolated, [("all".to_string(), Direction::Ingress)]);
+    let rs = h.compile("policy-isolation", &net, &[]).unwrap().rules;
+    assert_eq!(rs.isolated, [Isolation::new("all", Direction::Ingress, "option icc=false")]);
     let e = h.compile("policy-isolation", &net, &["kind: NetworkPolicy".into()]).unwrap_err();
     assert!(matches!(e, DecisionError::Invalid(_)), "{e:?}");
     net.options[0].1 = "maybe".into();
     assert!(h.compile("policy-isolation", &net, &[]).is_err());
     let ep = EndpointInfo { name: "e".into(), network: "n".into(), labels: vec![] };
-    assert_eq!(h.classify("policy-isolation", &net, &ep).unwrap(), ["all"]);
+    assert_eq!(h.classify("policy-isolation", &net, "", &ep).unwrap(), ["all"]);
 }
 
 #[test]

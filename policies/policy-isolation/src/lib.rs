@@ -15,7 +15,7 @@ wit_bindgen::generate!({
 });
 
 use exports::weft::policy::engine::Guest;
-use weft::policy::types::{Direction, EndpointInfo, Isolation, NetworkInfo, RuleSet};
+use weft::policy::types::{Compiled, Direction, EndpointInfo, Isolation, NetworkInfo, RuleSet};
 
 /// The one group every endpoint is in.
 const ALL: &str = "all";
@@ -31,20 +31,20 @@ fn icc(network: &NetworkInfo) -> Result<bool, String> {
 }
 
 impl Guest for Component {
-    fn compile(network: NetworkInfo, documents: Vec<String>) -> Result<RuleSet, String> {
+    fn compile(network: NetworkInfo, documents: Vec<String>) -> Result<Compiled, String> {
         if !documents.is_empty() {
             return Err("policy-isolation takes no policy documents; bind a policy component that does".into());
         }
         let isolated = if icc(&network)? {
             Vec::new()
         } else {
-            vec![Isolation { group: ALL.into(), direction: Direction::Ingress }]
+            vec![Isolation { group: ALL.into(), direction: Direction::Ingress, source: "option icc=false".into() }]
         };
-        Ok(RuleSet { isolated, rules: Vec::new() })
+        Ok(Compiled { rules: RuleSet { isolated, rules: Vec::new() }, state: String::new() })
     }
 
-    fn classify(_network: NetworkInfo, _endpoint: EndpointInfo) -> Vec<String> {
-        vec![ALL.into()]
+    fn classify(_network: NetworkInfo, _state: String, _endpoint: EndpointInfo) -> Result<Vec<String>, String> {
+        Ok(vec![ALL.into()])
     }
 }
 
