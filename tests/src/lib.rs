@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 use tonic::transport::Channel;
-use weft_grpc::client::{EndpointServiceClient, NetworkServiceClient, PolicyServiceClient, connect_unix};
+use weft_grpc::client::{
+    EndpointServiceClient, ModuleServiceClient, NetworkServiceClient, PolicyServiceClient, connect_unix,
+};
 use weft_grpc::pb;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -48,6 +50,18 @@ pub fn sh(args: &[&str]) -> Output {
 /// Run a command in namespace `ns`, returning its output (not checked).
 pub fn in_ns(ns: &str, args: &[&str]) -> Output {
     Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
+}
+
+/// A built component: `target/modules/NAME.wasm` (built-ins) or
+/// `target/test-modules/NAME.wasm` (hostile and test-only ones).
+pub fn component(name: &str) -> Vec<u8> {
+    let target = bin_dir().parent().unwrap().to_path_buf();
+    let p = [target.join("modules"), target.join("test-modules")]
+        .into_iter()
+        .map(|d| d.join(format!("{name}.wasm")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name}.wasm not built: run `cargo xtask build-policies`"));
+    std::fs::read(p).unwrap()
 }
 
 /// A network namespace made by the test and deleted on drop.
@@ -233,6 +247,24 @@ impl Host {
     }
     pub async fn policies(&self) -> PolicyServiceClient<Channel> {
         PolicyServiceClient::new(self.channel().await)
+    }
+    pub async fn modules(&self) -> ModuleServiceClient<Channel> {
+        ModuleServiceClient::new(self.channel().await)
+    }
+
+    /// Upload `bytes` as `tenant`'s module `name` of `kind`, in 1 MiB chunks.
+    pub async fn upload(
+        &self,
+        tenant: &str,
+        name: &str,
+        kind: &str,
+        bytes: &[u8],
+    ) -> Result<pb::Module, tonic::Status> {
+        use pb::upload_module_request::Part;
+        let header = pb::ModuleHeader { tenant: tenant.into(), name: name.into(), kind: kind.into() };
+        let mut parts = vec![pb::UploadModuleRequest { part: Some(Part::Header(header)) }];
+        parts.extend(bytes.chunks(1 << 20).map(|c| pb::UploadModuleRequest { part: Some(Part::Chunk(c.to_vec())) }));
+        self.modules().await.upload_module(tokio_stream::iter(parts)).await.map(|r| r.into_inner())
     }
 
     /// Create a network with the given subnets.

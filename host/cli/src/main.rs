@@ -2,6 +2,7 @@
 //! Tables by default, `-o json` on every read; errors print the daemon's
 //! message (which names the field and the rule) and exit non-zero.
 
+mod module;
 mod output;
 mod policy;
 
@@ -10,7 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use weft_grpc::client::{EndpointServiceClient, NetworkServiceClient, PolicyServiceClient, connect_unix};
+use weft_grpc::client::{
+    EndpointServiceClient, ModuleServiceClient, NetworkServiceClient, PolicyServiceClient, connect_unix,
+};
 use weft_grpc::pb;
 
 /// weft — control container networks through weftd.
@@ -52,6 +55,9 @@ enum Cmd {
     /// Manage policy documents and explain verdicts.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Manage the tenant's Wasm components (IPAM, policy, naming).
+    #[command(subcommand)]
+    Module(module::ModuleCmd),
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -292,6 +298,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Cmd::Policy(cmd) => policy::run(PolicyServiceClient::new(channel), tenant, json, cmd).await?,
+        Cmd::Module(cmd) => module::run(ModuleServiceClient::new(channel), tenant, json, cmd).await?,
         Cmd::Endpoint(cmd) => {
             let mut c = EndpointServiceClient::new(channel);
             match cmd {

@@ -30,6 +30,15 @@ pub struct Config {
     /// Seconds between reconcile passes (0 disables the periodic pass).
     #[arg(long, default_value_t = 30)]
     pub reconcile_interval_secs: u64,
+    /// Largest module upload accepted, in bytes.
+    #[arg(long, default_value_t = weft_model::module::DEFAULT_MAX_MODULE_BYTES)]
+    pub module_max_bytes: usize,
+    /// Wall-clock seconds one upload's compile worker may run.
+    #[arg(long, default_value_t = 120)]
+    pub compile_timeout_secs: u64,
+    /// Address space one upload's compile worker may use, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub compile_memory_mib: u64,
 }
 
 fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {

@@ -10,8 +10,8 @@ use tokio::sync::RwLock;
 use tracing::{info, warn};
 use weft_kernel::{ApplyError, Kernel, KernelError};
 use weft_model::api::{
-    ApplyDocuments, CheckPolicy, Controller, DeleteDocuments, DocumentsChanged, EndpointView, NetworkView,
-    PolicyVerdict, Ref, UpdateNetwork,
+    ApplyDocuments, CheckPolicy, Controller, DeleteDocuments, DocumentsChanged, EndpointView, ModuleView, NetworkView,
+    PolicyVerdict, Ref, UpdateNetwork, UploadModule,
 };
 use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointMode, EndpointState};
@@ -27,7 +27,11 @@ use weft_store::{RedbStore, Store};
 use weft_wasm::WasmHost;
 
 use crate::config::Config;
+use crate::modules::ModuleFiles;
 use crate::state::{State, documents_for, pool_key};
+use sha2::{Digest, Sha256};
+use weft_model::module::ModuleRecord;
+use weft_wasm::Kind;
 
 /// weftd's controller.
 pub struct Ctl {
@@ -42,6 +46,10 @@ pub struct Ctl {
     pub(crate) nft_lock: tokio::sync::Mutex<()>,
     /// The embedded DNS server.
     pub(crate) dns: weft_dns::Dns,
+    /// The built-in components (tenant empty), shared by every tenant.
+    pub(crate) builtins: Vec<ModuleRecord>,
+    /// Where uploaded modules live and how they are compiled.
+    pub(crate) files: ModuleFiles,
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> ControlError {
@@ -59,9 +67,26 @@ impl Ctl {
         let store = RedbStore::open(&cfg.state_dir)?;
         let wasm = Arc::new(WasmHost::new()?);
         let dir = cfg.modules_dir();
-        let loaded = wasm.load_builtin_dir(&dir)?;
-        info!(dir = %dir.display(), modules = ?loaded, "built-in components loaded");
+        let builtins: Vec<ModuleRecord> = wasm
+            .load_builtin_dir(&dir)?
+            .into_iter()
+            .map(|(name, kind, bytes)| ModuleRecord {
+                tenant: String::new(),
+                name,
+                kind: kind.as_str().to_owned(),
+                digest: Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
+                size: bytes.len() as u64,
+                created: 0,
+                imports: Vec::new(),
+                exports: vec![kind.world()],
+            })
+            .collect();
+        let names: Vec<&str> = builtins.iter().map(|b| b.name.as_str()).collect();
+        info!(dir = %dir.display(), modules = ?names, "built-in components loaded");
+        let snap = store.load()?;
         let ctl = Ctl {
+            builtins,
+            files: ModuleFiles::new(cfg)?,
             state: Mutex::new(State::default()),
             store: Box::new(store),
             kernel: Kernel::new()?,
@@ -70,13 +95,13 @@ impl Ctl {
             nft_lock: tokio::sync::Mutex::new(()),
             dns: weft_dns::Dns::new(cfg.dns()),
         };
-        ctl.load_state()?;
+        ctl.load_modules(snap.modules.clone()).await;
+        ctl.load_state(snap);
         ctl.reconcile().await;
         Ok(ctl)
     }
 
-    fn load_state(&self) -> anyhow::Result<()> {
-        let snap = self.store.load()?;
+    fn load_state(&self, snap: weft_store::Snapshot) {
         let mut st = self.lock();
         for d in snap.documents {
             st.documents.insert(d.store_key(), d);
@@ -85,7 +110,7 @@ impl Ctl {
             // The same component compiles the same rule set again; if it no
             // longer can, the network runs with no isolation and says so.
             let docs = documents_for(&n, st.documents.values());
-            match self.wasm.compile(&n.spec.policy, &network_info(&n), &docs) {
+            match self.wasm.compile(&self.module_key(&n, &n.spec.policy), &network_info(&n), &docs) {
                 Ok(c) => {
                     st.policies.insert(n.id.clone(), Arc::new(c));
                 }
@@ -100,7 +125,6 @@ impl Ctl {
             st.leases.entry(key).or_default().last = Some(last);
         }
         info!(networks = st.networks.len(), endpoints = st.endpoints.len(), "state loaded");
-        Ok(())
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -230,8 +254,11 @@ impl Ctl {
             labels: req.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
         let state = st.policy_of(&net.id);
-        let groups =
-            self.wasm.classify(&net.spec.policy, &network_info(&net), &state.state, &info).map_err(policy_error)?;
+        let groups = self
+            .wasm
+            .classify(&self.module_key(&net, &net.spec.policy), &network_info(&net), &state.state, &info)
+            .map_err(policy_error)?;
+        let ipam = self.module_key(&net, &net.spec.ipam);
         let id = new_id();
         let mut addresses = Vec::new();
         for s in &net.spec.subnets {
@@ -244,7 +271,7 @@ impl Ctl {
             };
             let key = pool_key(&net.id, s.gateway);
             let leases = st.leases.entry(key).or_default();
-            let decided = self.wasm.allocate(&net.spec.ipam, &pool, &ireq, &[], leases);
+            let decided = self.wasm.allocate(&ipam, &pool, &ireq, &net.spec.config_list(), leases);
             let addr = match decided {
                 Ok(a) => a,
                 Err(e) => {
@@ -312,8 +339,9 @@ impl Ctl {
             name: net.spec.name.to_string(),
             tenant: net.spec.tenant.to_string(),
             options: net.spec.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            config: net.spec.config_list(),
         };
-        self.wasm.names(&net.spec.naming, &endpoint, &network).map_err(|e| match e {
+        self.wasm.names(&self.module_key(net, &net.spec.naming), &endpoint, &network).map_err(|e| match e {
             DecisionError::Invalid(m) => InvalidRequest::new("aliases", m).into(),
             other => ControlError::Plugin(format!("{other}; nothing was changed")),
         })
@@ -466,21 +494,16 @@ fn default_mac(addrs: &[ipnet::IpNet], id: &str) -> Mac {
 impl Controller for Ctl {
     async fn create_network(&self, req: CreateNetwork) -> Result<NetworkView, ControlError> {
         let spec = req.validate()?;
-        if !self.wasm.has_ipam(&spec.ipam) {
-            return Err(ControlError::NotFound(format!("ipam module {:?} not found", spec.ipam)));
-        }
-        if !self.wasm.has_naming(&spec.naming) {
-            return Err(ControlError::NotFound(format!("naming module {:?} not found", spec.naming)));
-        }
-        if !self.wasm.has_policy(&spec.policy) {
-            return Err(ControlError::NotFound(format!("policy module {:?} not found", spec.policy)));
-        }
         let _gate = self.gate.read().await;
+        self.check_binding(&spec.tenant, Kind::Ipam, "ipam", &spec.ipam)?;
+        self.check_binding(&spec.tenant, Kind::Naming, "naming", &spec.naming)?;
+        self.check_binding(&spec.tenant, Kind::Policy, "policy", &spec.policy)?;
         let net = Network::new(new_id(), spec)?;
         // Compile once per policy change: a policy that does not compile
         // refuses the network before anything is made.
         let docs = documents_for(&net, self.lock().documents.values());
-        let policy = Arc::new(self.wasm.compile(&net.spec.policy, &network_info(&net), &docs).map_err(policy_error)?);
+        let module = self.module_key(&net, &net.spec.policy);
+        let policy = Arc::new(self.wasm.compile(&module, &network_info(&net), &docs).map_err(policy_error)?);
         let exists = self.kernel.link_exists(&net.bridge).await.map_err(internal)?;
         if !net.is_bridge() && !exists {
             return Err(InvalidRequest::new(
@@ -609,16 +632,18 @@ impl Controller for Ctl {
             })?
         };
         let _gate = self.gate.read().await;
-        let (mut ep, net, policy, cursors) = {
+        // The decisions run guest code (up to its deadline): tell the runtime
+        // this thread blocks, so other requests keep being served meanwhile.
+        let (mut ep, net, policy, cursors) = tokio::task::block_in_place(|| {
             let mut st = self.lock();
             let ep = self.decide(&mut st, &spec, netns_id)?;
             let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
             let cursors: Vec<(String, IpAddr)> =
                 ep.addresses.iter().map(|a| (pool_key(&net.id, a.addr()), a.addr())).collect();
             let policy = st.policy_of(&ep.network_id);
-            (ep, net, policy, cursors)
-        };
-        let records = match self.decide_names(&net, &ep) {
+            Ok::<_, ControlError>((ep, net, policy, cursors))
+        })?;
+        let records = match tokio::task::block_in_place(|| self.decide_names(&net, &ep)) {
             Ok(r) => r,
             Err(e) => {
                 self.lock().remove_endpoint(&ep.id);
@@ -744,5 +769,25 @@ impl Controller for Ctl {
 
     async fn check_policy(&self, req: CheckPolicy) -> Result<PolicyVerdict, ControlError> {
         Ctl::check_policy(self, req)
+    }
+
+    fn max_module_bytes(&self) -> usize {
+        self.files.max_bytes
+    }
+
+    async fn upload_module(&self, req: UploadModule) -> Result<ModuleView, ControlError> {
+        Ctl::upload_module(self, req).await
+    }
+
+    async fn list_modules(&self, tenant: String) -> Result<Vec<ModuleView>, ControlError> {
+        Ctl::list_modules(self, &tenant)
+    }
+
+    async fn get_module(&self, r: Ref) -> Result<ModuleView, ControlError> {
+        Ctl::get_module(self, &r)
+    }
+
+    async fn delete_module(&self, r: Ref) -> Result<(), ControlError> {
+        Ctl::delete_module(self, &r).await
     }
 }

@@ -5,9 +5,11 @@
 
 mod config;
 mod controller;
+mod modules;
 mod policy;
 mod reconcile;
 mod state;
+mod worker;
 
 use std::sync::Arc;
 
@@ -15,8 +17,16 @@ use anyhow::Context;
 use clap::Parser;
 use tracing::info;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(worker::ARG) {
+        return Ok(worker::main(&args[2..]));
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn serve() -> anyhow::Result<()> {
     let cfg = config::Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))

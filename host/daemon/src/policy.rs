@@ -74,12 +74,12 @@ impl Ctl {
         let mut regrouped: HashMap<String, Endpoint> = HashMap::new();
         for (net, docs, eps) in &affected {
             let info = network_info(net);
-            let c = self.wasm.compile(&net.spec.policy, &info, docs).map_err(|e| change_error(net, e))?;
+            let module = self.module_key(net, &net.spec.policy);
+            let c = self.wasm.compile(&module, &info, docs).map_err(|e| change_error(net, e))?;
             for ep in eps {
                 let labels = ep.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 let ei = EndpointInfo { name: ep.spec.name.to_string(), network: net.spec.name.to_string(), labels };
-                let groups =
-                    self.wasm.classify(&net.spec.policy, &info, &c.state, &ei).map_err(|e| change_error(net, e))?;
+                let groups = self.wasm.classify(&module, &info, &c.state, &ei).map_err(|e| change_error(net, e))?;
                 if groups != ep.groups {
                     let mut e = ep.clone();
                     e.groups = groups;
@@ -266,13 +266,11 @@ impl Ctl {
     pub(crate) async fn update_network(&self, req: UpdateNetwork) -> Result<NetworkView, ControlError> {
         let tenant = Tenant::parse("tenant", &req.tenant)?;
         let name = NetworkName::parse("name", &req.name)?;
+        let _gate = self.gate.write().await;
         if !req.policy.is_empty() {
             validate_module_name("policy", &req.policy)?;
-            if !self.wasm.has_policy(&req.policy) {
-                return Err(ControlError::NotFound(format!("policy module {:?} not found", req.policy)));
-            }
+            self.check_binding(&tenant, weft_wasm::Kind::Policy, "policy", &req.policy)?;
         }
-        let _gate = self.gate.write().await;
         let (net, docs) = {
             let st = self.lock();
             (st.network_by_name(&tenant, &name)?.clone(), st.documents.clone())

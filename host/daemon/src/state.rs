@@ -28,6 +28,8 @@ pub struct State {
     pub policies: HashMap<String, Arc<Compiled>>,
     /// Every tenant's policy documents, by store key.
     pub documents: BTreeMap<String, StoredDocument>,
+    /// Every tenant's uploaded modules (that loaded), by store key.
+    pub modules: BTreeMap<String, weft_model::module::ModuleRecord>,
 }
 
 /// The documents `net`'s policy component compiles, in a stable order: the

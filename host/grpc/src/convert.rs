@@ -1,7 +1,7 @@
 //! Protobuf <-> model conversion. Requests become the model's raw request
 //! types (validation happens in the model); views become messages.
 
-use weft_model::api::{DocumentsChanged, EndpointView, NetworkView, PolicyVerdict, Ref};
+use weft_model::api::{DocumentsChanged, EndpointView, ModuleView, NetworkView, PolicyVerdict, Ref};
 use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, EndpointState};
 use weft_model::network::{CreateNetwork, SubnetRequest};
@@ -164,5 +164,22 @@ pub fn verdict(v: PolicyVerdict) -> pb::CheckPolicyResponse {
         ingress: Some(check(v.explanation.ingress)),
         from_address: v.from.to_string(),
         to_address: v.to.to_string(),
+    }
+}
+
+/// A module to message.
+pub fn module(v: ModuleView) -> pb::Module {
+    let r = v.record;
+    pb::Module {
+        tenant: r.tenant,
+        name: r.name,
+        kind: r.kind,
+        digest: r.digest,
+        size: r.size,
+        builtin: v.builtin,
+        created: r.created,
+        imports: r.imports,
+        exports: r.exports,
+        bound_to: v.bound_to,
     }
 }

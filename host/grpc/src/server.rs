@@ -9,13 +9,14 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::pb::endpoint_service_server::{EndpointService, EndpointServiceServer};
+use crate::pb::module_service_server::{ModuleService, ModuleServiceServer};
 use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
 use crate::pb::policy_service_server::{PolicyService, PolicyServiceServer};
 use crate::status::to_status;
 use crate::{Controller, convert, pb};
-use weft_model::api::{ApplyDocuments, CheckPolicy, DeleteDocuments, UpdateNetwork};
+use weft_model::api::{ApplyDocuments, CheckPolicy, DeleteDocuments, UpdateNetwork, UploadModule};
 
-/// Both services over one controller.
+/// Every service over one controller.
 pub struct Api<C> {
     ctl: Arc<C>,
 }
@@ -131,6 +132,62 @@ impl<C: Controller> EndpointService for Api<C> {
     }
 }
 
+#[tonic::async_trait]
+impl<C: Controller> ModuleService for Api<C> {
+    async fn upload_module(
+        &self,
+        r: Request<tonic::Streaming<pb::UploadModuleRequest>>,
+    ) -> Result<Response<pb::Module>, Status> {
+        use pb::upload_module_request::Part;
+        let mut stream = r.into_inner();
+        let cap = self.ctl.max_module_bytes();
+        let header = match stream.message().await? {
+            Some(pb::UploadModuleRequest { part: Some(Part::Header(h)) }) => h,
+            _ => return Err(Status::invalid_argument("module: the first message of an upload must be its header")),
+        };
+        let mut bytes = Vec::new();
+        while let Some(m) = stream.message().await? {
+            match m.part {
+                Some(Part::Chunk(c)) => {
+                    // Refuse as soon as the cap is passed, not after
+                    // buffering everything a client sends.
+                    if bytes.len() + c.len() > cap {
+                        return Err(Status::invalid_argument(format!(
+                            "module: {:?} is over the {cap}-byte limit (weftd --module-max-bytes)",
+                            header.name
+                        )));
+                    }
+                    bytes.extend_from_slice(&c);
+                }
+                _ => return Err(Status::invalid_argument("module: only the first message may be a header")),
+            }
+        }
+        let req = UploadModule { tenant: header.tenant, name: header.name, kind: header.kind, bytes };
+        let v = self.ctl.upload_module(req).await.map_err(to_status)?;
+        Ok(Response::new(convert::module(v)))
+    }
+    async fn list_modules(
+        &self,
+        r: Request<pb::ListModulesRequest>,
+    ) -> Result<Response<pb::ListModulesResponse>, Status> {
+        let v = self.ctl.list_modules(r.into_inner().tenant).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListModulesResponse { modules: v.into_iter().map(convert::module).collect() }))
+    }
+    async fn get_module(&self, r: Request<pb::GetModuleRequest>) -> Result<Response<pb::Module>, Status> {
+        let r = r.into_inner();
+        let v = self.ctl.get_module(convert::reference(r.tenant, String::new(), r.name)).await.map_err(to_status)?;
+        Ok(Response::new(convert::module(v)))
+    }
+    async fn delete_module(
+        &self,
+        r: Request<pb::DeleteModuleRequest>,
+    ) -> Result<Response<pb::DeleteModuleResponse>, Status> {
+        let r = r.into_inner();
+        self.ctl.delete_module(convert::reference(r.tenant, String::new(), r.name)).await.map_err(to_status)?;
+        Ok(Response::new(pb::DeleteModuleResponse {}))
+    }
+}
+
 /// Serve the API on a Unix socket at `path` until `shutdown` resolves. The
 /// socket is readable and writable by owner and group only (operator access
 /// by file permission); a stale socket file from an earlier run is replaced.
@@ -157,6 +214,7 @@ pub async fn serve_unix<C: Controller>(
     health.set_serving::<NetworkServiceServer<Api<C>>>().await;
     health.set_serving::<EndpointServiceServer<Api<C>>>().await;
     health.set_serving::<PolicyServiceServer<Api<C>>>().await;
+    health.set_serving::<ModuleServiceServer<Api<C>>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -168,7 +226,8 @@ pub async fn serve_unix<C: Controller>(
     tonic::transport::Server::builder()
         .add_service(NetworkServiceServer::new(api.clone()))
         .add_service(EndpointServiceServer::new(api.clone()))
-        .add_service(PolicyServiceServer::new(api))
+        .add_service(PolicyServiceServer::new(api.clone()))
+        .add_service(ModuleServiceServer::new(api))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -7,6 +7,7 @@ use std::future::Future;
 use crate::document::StoredDocument;
 use crate::endpoint::{AttachEndpoint, Endpoint};
 use crate::error::ControlError;
+use crate::module::ModuleRecord;
 use crate::network::{CreateNetwork, Network};
 use crate::policy::explain::Explanation;
 
@@ -138,6 +139,30 @@ pub struct PolicyVerdict {
     pub to: std::net::IpAddr,
 }
 
+/// Upload a module.
+#[derive(Debug, Clone, Default)]
+pub struct UploadModule {
+    /// Tenant; empty for default.
+    pub tenant: String,
+    /// Name to bind it by.
+    pub name: String,
+    /// `ipam`, `policy` or `naming`.
+    pub kind: String,
+    /// The component.
+    pub bytes: Vec<u8>,
+}
+
+/// A module as shown to clients.
+#[derive(Debug, Clone)]
+pub struct ModuleView {
+    /// The record (built-ins: tenant empty).
+    pub record: ModuleRecord,
+    /// A built-in everybody may bind.
+    pub builtin: bool,
+    /// The tenant's networks bound to it.
+    pub bound_to: Vec<String>,
+}
+
 /// What weftd does for its clients.
 pub trait Controller: Send + Sync + 'static {
     /// Create a network.
@@ -170,6 +195,16 @@ pub trait Controller: Send + Sync + 'static {
         &self,
         req: DeleteDocuments,
     ) -> impl Future<Output = Result<DocumentsChanged, ControlError>> + Send;
+    /// The largest module upload accepted, in bytes.
+    fn max_module_bytes(&self) -> usize;
+    /// Validate, compile and record a module.
+    fn upload_module(&self, req: UploadModule) -> impl Future<Output = Result<ModuleView, ControlError>> + Send;
+    /// The tenant's modules and the built-ins.
+    fn list_modules(&self, tenant: String) -> impl Future<Output = Result<Vec<ModuleView>, ControlError>> + Send;
+    /// One module (`r.name`) the tenant may see.
+    fn get_module(&self, r: Ref) -> impl Future<Output = Result<ModuleView, ControlError>> + Send;
+    /// Remove a module no network is bound to.
+    fn delete_module(&self, r: Ref) -> impl Future<Output = Result<(), ControlError>> + Send;
     /// Explain whether a flow is allowed.
     fn check_policy(&self, req: CheckPolicy) -> impl Future<Output = Result<PolicyVerdict, ControlError>> + Send;
 }

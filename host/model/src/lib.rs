@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod error;
 pub mod ids;
 pub mod ipam;
+pub mod module;
 pub mod naming;
 pub mod net;
 pub mod network;

@@ -54,6 +54,8 @@ pub struct NamingNetwork {
     pub tenant: String,
     /// Options.
     pub options: Vec<(String, String)>,
+    /// Module configuration bound with the component.
+    pub config: Vec<(String, String)>,
 }
 
 /// Something that decides names. Implemented by the Wasm host.

@@ -17,12 +17,14 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 use weft_model::document::StoredDocument;
 use weft_model::endpoint::Endpoint;
+use weft_model::module::ModuleRecord;
 use weft_model::network::Network;
 
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("ipam_cursors");
 const DOCUMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("documents");
+const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 
 /// The file name of the embedded database inside `--state-dir`.
 pub const DB_FILE: &str = "weft.redb";
@@ -52,6 +54,8 @@ pub struct Snapshot {
     pub cursors: Vec<(String, IpAddr)>,
     /// Every tenant's policy documents.
     pub documents: Vec<StoredDocument>,
+    /// Every tenant's uploaded modules.
+    pub modules: Vec<ModuleRecord>,
 }
 
 /// Several changes that land in one transaction (a policy change: the
@@ -81,6 +85,10 @@ pub trait Store: Send + Sync {
     fn put_endpoint(&self, e: &Endpoint, cursors: &[(String, IpAddr)]) -> Result<(), StoreError>;
     /// Delete an endpoint (and so its leases).
     fn delete_endpoint(&self, id: &str) -> Result<(), StoreError>;
+    /// Insert or replace a module record.
+    fn put_module(&self, m: &ModuleRecord) -> Result<(), StoreError>;
+    /// Delete a module record.
+    fn delete_module(&self, key: &str) -> Result<(), StoreError>;
     /// Apply every change of `batch` in one transaction.
     fn commit(&self, batch: &Batch<'_>) -> Result<(), StoreError>;
 }
@@ -102,6 +110,7 @@ impl RedbStore {
             txn.open_table(ENDPOINTS).map_err(|e| err("init")(&e))?;
             txn.open_table(CURSORS).map_err(|e| err("init")(&e))?;
             txn.open_table(DOCUMENTS).map_err(|e| err("init")(&e))?;
+            txn.open_table(MODULES).map_err(|e| err("init")(&e))?;
         }
         txn.commit().map_err(|e| err("init")(&e))?;
         Ok(RedbStore { db })
@@ -142,6 +151,7 @@ impl Store for RedbStore {
         let networks = decode_all(&txn, NETWORKS)?;
         let endpoints = decode_all(&txn, ENDPOINTS)?;
         let documents = decode_all(&txn, DOCUMENTS)?;
+        let modules = decode_all(&txn, MODULES)?;
         let table = txn.open_table(CURSORS).map_err(|e| err("load")(&e))?;
         let mut cursors = Vec::new();
         for row in table.iter().map_err(|e| err("load")(&e))? {
@@ -150,7 +160,7 @@ impl Store for RedbStore {
                 cursors.push((k.value().to_owned(), a));
             }
         }
-        Ok(Snapshot { networks, endpoints, cursors, documents })
+        Ok(Snapshot { networks, endpoints, cursors, documents, modules })
     }
 
     fn put_network(&self, n: &Network) -> Result<(), StoreError> {
@@ -184,6 +194,20 @@ impl Store for RedbStore {
     fn delete_endpoint(&self, id: &str) -> Result<(), StoreError> {
         self.write("delete endpoint", |txn| {
             txn.open_table(ENDPOINTS)?.remove(id)?;
+            Ok(())
+        })
+    }
+
+    fn put_module(&self, m: &ModuleRecord) -> Result<(), StoreError> {
+        self.write("put module", |txn| {
+            txn.open_table(MODULES)?.insert(m.store_key().as_str(), encode(m)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn delete_module(&self, key: &str) -> Result<(), StoreError> {
+        self.write("delete module", |txn| {
+            txn.open_table(MODULES)?.remove(key)?;
             Ok(())
         })
     }

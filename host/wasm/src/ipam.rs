@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store, StoreLimits};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, PoolLeases};
 
@@ -43,12 +43,16 @@ impl bindings::weft::ipam::leases::Host for IpamState {
     }
 }
 
-/// Compile `bytes` and link it against the ipam world's imports only.
-pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::IpamPre<IpamState>, PluginError> {
+/// Link `component` against the ipam world's imports only.
+pub fn prepare(
+    engine: &Engine,
+    name: &str,
+    component: &Component,
+) -> Result<bindings::IpamPre<IpamState>, PluginError> {
     let mut linker: Linker<IpamState> = Linker::new(engine);
     bindings::Ipam::add_to_linker::<IpamState, HasSelf<IpamState>>(&mut linker, |s| s)
         .map_err(|e| PluginError::Load { module: name.to_owned(), reason: e.to_string() })?;
-    let pre = crate::link(engine, name, "weft:ipam", bytes, &linker)?;
+    let pre = crate::link(name, "weft:ipam", component, &linker)?;
     bindings::IpamPre::new(pre).map_err(|e| crate::wrong_world(name, "weft:ipam", e))
 }
 

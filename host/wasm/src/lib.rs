@@ -11,6 +11,7 @@
 mod convert;
 mod engine;
 mod ipam;
+mod kind;
 pub mod limits;
 mod naming;
 mod policy;
@@ -19,9 +20,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wasmtime::Engine;
+use wasmtime::component::Component;
+
+pub use kind::{ComponentInfo, Kind, check_header};
 
 /// Why a component could not be loaded or a call did not produce an answer.
 #[derive(Debug, Clone, Error)]
@@ -68,6 +71,9 @@ impl<T> Modules<T> {
     fn has(&self, name: &str) -> bool {
         self.0.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
     }
+    fn remove(&self, name: &str) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
     fn get(&self, name: &str) -> Result<Arc<T>, PluginError> {
         self.0
             .read()
@@ -102,22 +108,19 @@ impl WasmHost {
     }
 }
 
-/// Compile `bytes` as a component and pre-instantiate it against `linker`,
-/// which defines only what `world` grants: a component importing anything
-/// else (any WASI interface, say) is refused here, naming the import.
+/// Pre-instantiate `component` against `linker`, which defines only what
+/// `world` grants: a component importing anything else (any WASI
+/// interface, say) is refused here, naming the import.
 fn link<T: 'static>(
-    engine: &wasmtime::Engine,
     name: &str,
     world: &str,
-    bytes: &[u8],
+    component: &Component,
     linker: &wasmtime::component::Linker<T>,
 ) -> Result<wasmtime::component::InstancePre<T>, PluginError> {
-    let load = |reason: String| PluginError::Load { module: name.to_owned(), reason };
-    let component = wasmtime::component::Component::new(engine, bytes)
-        .map_err(|e| load(format!("not a valid component: {e:#}")))?;
-    linker
-        .instantiate_pre(&component)
-        .map_err(|e| load(format!("imports something the {world} world does not grant: {e:#}")))
+    linker.instantiate_pre(component).map_err(|e| PluginError::Load {
+        module: name.to_owned(),
+        reason: format!("imports something the {world} world does not grant: {e:#}"),
+    })
 }
 
 /// The error for a component that links but does not export its world.
@@ -146,13 +149,14 @@ impl WasmHost {
     }
 
     /// Load every `*.wasm` in `dir` as a built-in, named by file stem. The
-    /// world is taken from the name's prefix (`ipam-*`). Returns the names.
-    pub fn load_builtin_dir(&self, dir: &Path) -> Result<Vec<String>, PluginError> {
+    /// world is taken from the name's prefix (`ipam-*`). Returns the names
+    /// with their kinds and bytes (for digests).
+    pub fn load_builtin_dir(&self, dir: &Path) -> Result<Vec<(String, Kind, Vec<u8>)>, PluginError> {
         let entries = std::fs::read_dir(dir).map_err(|e| PluginError::Load {
             module: dir.display().to_string(),
             reason: format!("cannot read the built-in module directory ({e}); run `cargo xtask build-policies`"),
         })?;
-        let mut names = Vec::new();
+        let mut out = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_none_or(|e| e != "wasm") {
@@ -161,37 +165,68 @@ impl WasmHost {
             let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
                 continue;
             };
+            let Some(kind) = Kind::of_builtin(&name) else { continue };
             let bytes =
                 std::fs::read(&path).map_err(|e| PluginError::Load { module: name.clone(), reason: e.to_string() })?;
-            if name.starts_with("ipam-") {
-                self.load_ipam(&name, &bytes)?;
-                names.push(name);
-            } else if name.starts_with("policy-") {
-                self.load_policy(&name, &bytes)?;
-                names.push(name);
-            } else if name.starts_with("naming-") {
-                self.naming.insert(&name, naming::prepare(&self.engine, &name, &bytes)?);
-                names.push(name);
-            }
+            self.load(kind, &name, &bytes)?;
+            out.push((name, kind, bytes));
         }
-        names.sort();
-        Ok(names)
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
-    /// Compile and link an IPAM component under `name`; returns its sha256.
-    pub fn load_ipam(&self, name: &str, bytes: &[u8]) -> Result<String, PluginError> {
-        let digest = hex(&Sha256::digest(bytes));
-        let pre = ipam::prepare(&self.engine, name, bytes)?;
-        self.ipam.insert(name, pre);
-        Ok(digest)
+    /// Compile `bytes` in this process and install it under `key`. For
+    /// built-ins and tests: uploads are compiled by a bounded worker
+    /// ([`compile_untrusted`]) and installed with [`WasmHost::load_precompiled`].
+    pub fn load(&self, kind: Kind, key: &str, bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
+        let load = |reason: String| PluginError::Load { module: key.to_owned(), reason };
+        check_header(bytes).map_err(load)?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
+        self.install(kind, key, &component)
     }
 
-    /// Compile and link a policy component under `name`; returns its sha256.
-    pub fn load_policy(&self, name: &str, bytes: &[u8]) -> Result<String, PluginError> {
-        let digest = hex(&Sha256::digest(bytes));
-        let pre = policy::prepare(&self.engine, name, bytes)?;
-        self.policy.insert(name, pre);
-        Ok(digest)
+    /// Install a component precompiled by [`compile_untrusted`] from `path`.
+    pub fn load_precompiled(&self, kind: Kind, key: &str, path: &Path) -> Result<ComponentInfo, PluginError> {
+        let component = engine::deserialize(&self.engine, path)
+            .map_err(|e| PluginError::Load { module: key.to_owned(), reason: format!("{e:#}") })?;
+        self.install(kind, key, &component)
+    }
+
+    /// Check `component` against `kind`'s world, link it and make it
+    /// callable as `key` (replacing any module of that key).
+    fn install(&self, kind: Kind, key: &str, component: &Component) -> Result<ComponentInfo, PluginError> {
+        let info = kind::check_world(&self.engine, component, kind)
+            .map_err(|reason| PluginError::Load { module: key.to_owned(), reason })?;
+        match kind {
+            Kind::Ipam => self.ipam.insert(key, ipam::prepare(&self.engine, key, component)?),
+            Kind::Policy => self.policy.insert(key, policy::prepare(&self.engine, key, component)?),
+            Kind::Naming => self.naming.insert(key, naming::prepare(&self.engine, key, component)?),
+        }
+        Ok(info)
+    }
+
+    /// Forget the module `key` of `kind` (calls in flight finish).
+    pub fn remove(&self, kind: Kind, key: &str) {
+        match kind {
+            Kind::Ipam => self.ipam.remove(key),
+            Kind::Policy => self.policy.remove(key),
+            Kind::Naming => self.naming.remove(key),
+        }
+    }
+
+    /// Whether a module `key` of `kind` is loaded.
+    pub fn has(&self, kind: Kind, key: &str) -> bool {
+        match kind {
+            Kind::Ipam => self.ipam.has(key),
+            Kind::Policy => self.policy.has(key),
+            Kind::Naming => self.naming.has(key),
+        }
+    }
+
+    /// Compile and link an IPAM component under `name` (tests).
+    pub fn load_ipam(&self, name: &str, bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
+        self.load(Kind::Ipam, name, bytes)
     }
 
     /// Whether a policy module called `name` is loaded.
@@ -218,8 +253,18 @@ impl WasmHost {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Compile an untrusted upload for `kind` and return the precompiled
+/// artefact, after checking it is a component of that world. Meant to run in
+/// a throwaway worker process with resource limits (weftd's
+/// `compile-module`): wasmtime does not treat a compile-time denial of
+/// service as its bug. The engine has the same settings as the host's, so
+/// the host can load the result.
+pub fn compile_untrusted(kind: Kind, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    check_header(bytes)?;
+    let engine = engine::build_for_compile().map_err(|e| format!("engine: {e:#}"))?;
+    let component = Component::new(&engine, bytes).map_err(|e| format!("not a valid component: {e:#}"))?;
+    kind::check_world(&engine, &component, kind)?;
+    component.serialize().map_err(|e| format!("serializing: {e:#}"))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! store, and the host's check of every record it returns.
 
 use wasmtime::Engine;
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 use weft_model::ipam::DecisionError;
 use weft_model::naming::{NameRecord, Naming, NamingEndpoint, NamingNetwork, RecordKind, check_records};
 
@@ -21,9 +21,13 @@ pub mod bindings {
 
 use bindings::weft::naming::types as wit;
 
-/// Compile `bytes` and link it; the world imports only types.
-pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::NamingPre<CallState>, PluginError> {
-    let pre = crate::link(engine, name, "weft:naming", bytes, &Linker::new(engine))?;
+/// Link `component`; the world imports only types.
+pub fn prepare(
+    engine: &Engine,
+    name: &str,
+    component: &Component,
+) -> Result<bindings::NamingPre<CallState>, PluginError> {
+    let pre = crate::link(name, "weft:naming", component, &Linker::new(engine))?;
     bindings::NamingPre::new(pre).map_err(|e| crate::wrong_world(name, "weft:naming", e))
 }
 
@@ -50,7 +54,7 @@ impl Naming for WasmHost {
         let mut store = self.limited_store();
         let out = m
             .instantiate(&mut store)
-            .and_then(|inst| inst.weft_naming_namer().call_names(&mut store, &ep, &net, &Vec::new()))
+            .and_then(|inst| inst.weft_naming_namer().call_names(&mut store, &ep, &net, &network.config))
             .map_err(|e| failed(crate::classify(module, e).to_string()))?
             .map_err(DecisionError::Invalid)?;
         let records: Vec<NameRecord> = out

@@ -1,7 +1,7 @@
 //! The `weft:policy` world on the host side: `compile` and `classify`, each
 //! in a fresh, limited store. The world imports nothing callable.
 
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 use weft_model::ipam::DecisionError;
 use weft_model::policy::{
@@ -24,9 +24,13 @@ pub mod bindings {
 
 use bindings::weft::policy::types as wit;
 
-/// Compile `bytes` and link it; the world imports only types.
-pub fn prepare(engine: &Engine, name: &str, bytes: &[u8]) -> Result<bindings::PolicyPre<CallState>, PluginError> {
-    let pre = crate::link(engine, name, "weft:policy", bytes, &Linker::new(engine))?;
+/// Link `component`; the world imports only types.
+pub fn prepare(
+    engine: &Engine,
+    name: &str,
+    component: &Component,
+) -> Result<bindings::PolicyPre<CallState>, PluginError> {
+    let pre = crate::link(name, "weft:policy", component, &Linker::new(engine))?;
     bindings::PolicyPre::new(pre).map_err(|e| crate::wrong_world(name, "weft:policy", e))
 }
 

@@ -88,6 +88,8 @@ fn static_requests_and_ranges() {
 fn refuses_what_is_not_an_ipam_component() {
     let h = host();
     let e = h.load_ipam("junk", b"not wasm at all").unwrap_err();
+    assert!(e.to_string().contains("not a WebAssembly binary"), "{e}");
+    let e = h.load_ipam("truncated", b"\0asm\x0d\0\x01\0\x07").unwrap_err();
     assert!(e.to_string().contains("not a valid component"), "{e}");
     // A core module (not a component) is refused too.
     let core = b"\0asm\x01\0\0\0";
@@ -135,7 +137,7 @@ fn naming_default_names_and_aliases() {
         addresses: vec![ip("10.0.0.2"), ip("fd00::2")],
         labels: vec![],
     };
-    let net = NamingNetwork { name: "front".into(), tenant: "t".into(), options: vec![] };
+    let net = NamingNetwork { name: "front".into(), tenant: "t".into(), options: vec![], config: vec![] };
     let recs = h.names("naming-default", &ep, &net).unwrap();
     let a: Vec<(String, String)> = recs
         .iter()
@@ -202,5 +204,27 @@ fn wasi_imports_and_wrong_worlds_are_refused_at_load() {
     assert!(!h.has_ipam("ipam-wasi"));
     let naming = std::fs::read(modules_dir().join("naming-default.wasm")).unwrap();
     let e = h.load_ipam("naming-as-ipam", &naming).unwrap_err().to_string();
-    assert!(e.contains("does not export the weft:ipam world"), "{e}");
+    assert!(e.contains("does not export weft:ipam/allocator@0.1.0"), "{e}");
+}
+
+#[test]
+fn a_worker_compiled_artefact_loads_in_the_pooled_host() {
+    let h = host();
+    let bytes = std::fs::read(modules_dir().join("ipam-default.wasm")).unwrap();
+    let art = compile_untrusted(Kind::Ipam, &bytes).unwrap();
+    let path = std::env::temp_dir().join(format!("weft-wasm-test-{}.cwasm", std::process::id()));
+    std::fs::write(&path, &art).unwrap();
+    let info = h.load_precompiled(Kind::Ipam, "t/pre", &path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(info.exports.iter().any(|e| e == "weft:ipam/allocator@0.1.0"), "{info:?}");
+    assert!(info.imports.iter().any(|i| i.starts_with("weft:ipam/leases")), "{info:?}");
+    let pool = Pool { subnet: "10.0.0.0/24".parse().unwrap(), range: None, gateway: Some(ip("10.0.0.1")) };
+    assert_eq!(h.allocate("t/pre", &pool, &req(None), &[], &mut PoolLeases::default()).unwrap(), ip("10.0.0.2"));
+    // The worker refuses what the host would refuse, with the same words.
+    let e = compile_untrusted(Kind::Ipam, &test_module("ipam-wasi")).unwrap_err();
+    assert!(e.contains("imports wasi:") && e.contains("grants no WASI"), "{e}");
+    let e = compile_untrusted(Kind::Policy, &bytes).unwrap_err();
+    assert!(e.contains("does not export weft:policy/engine@0.1.0"), "{e}");
+    h.remove(Kind::Ipam, "t/pre");
+    assert!(!h.has(Kind::Ipam, "t/pre"));
 }

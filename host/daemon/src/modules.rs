@@ -1,0 +1,365 @@
+//! Tenant modules: upload, list, inspect, remove, and which component a
+//! network's module name means.
+//!
+//! An upload is checked at the edge (name, kind, size cap, a component and
+//! not a core module), then compiled once by a resource-limited worker
+//! process ([`crate::worker`]) into `<state-dir>/modules/<sha256>.cwasm`,
+//! beside the source `<sha256>.wasm`. The artefact is loaded (the host
+//! re-checks the world and links only what it grants) and the record stored.
+//! The same bytes uploaded again, by anyone, reuse the artefact; after a
+//! restart artefacts are loaded without compiling, and recompiled from the
+//! source only if this wasmtime refuses them. Compiles run one at a time and
+//! never under a lock an API call needs.
+//!
+//! Tenancy: a tenant sees and binds its own modules and the built-ins; any
+//! other tenant's module name is simply not found.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+use weft_model::api::{ModuleView, Ref, UploadModule};
+use weft_model::module::{MAX_MODULES_PER_TENANT, ModuleRecord, host_key, store_key};
+use weft_model::network::{Network, validate_module_name};
+use weft_model::{ControlError, InvalidRequest, Tenant};
+use weft_wasm::{Kind, check_header};
+
+use crate::config::Config;
+use crate::controller::{Ctl, internal};
+
+/// Where uploads are kept and how they are compiled.
+pub struct ModuleFiles {
+    /// `<state-dir>/modules`.
+    pub dir: PathBuf,
+    /// Upload cap in bytes.
+    pub max_bytes: usize,
+    timeout: Duration,
+    memory_mib: u64,
+    /// One compile at a time: a burst of uploads queues instead of taking
+    /// every core from the API.
+    slots: tokio::sync::Semaphore,
+}
+
+impl ModuleFiles {
+    /// From weftd's flags.
+    pub fn new(cfg: &Config) -> std::io::Result<ModuleFiles> {
+        let dir = cfg.state_dir.join("modules");
+        std::fs::create_dir_all(&dir)?;
+        Ok(ModuleFiles {
+            dir,
+            max_bytes: cfg.module_max_bytes,
+            timeout: Duration::from_secs(cfg.compile_timeout_secs),
+            memory_mib: cfg.compile_memory_mib,
+            slots: tokio::sync::Semaphore::new(1),
+        })
+    }
+
+    fn source(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}.wasm"))
+    }
+
+    /// The precompiled artefact of `digest`.
+    pub fn artefact(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}.cwasm"))
+    }
+
+    /// Compile `digest`'s source into its artefact in the worker, bounded
+    /// in wall-clock time, CPU time and address space.
+    async fn compile(&self, kind: Kind, digest: &str) -> Result<(), String> {
+        let _slot = self.slots.acquire().await.map_err(|e| e.to_string())?;
+        let out = self.artefact(digest);
+        let tmp = out.with_extension(format!("cwasm.{}", std::process::id()));
+        let exe = std::env::current_exe().map_err(|e| format!("finding weftd's binary: {e}"))?;
+        let child = tokio::process::Command::new(exe)
+            .arg(crate::worker::ARG)
+            .arg(kind.as_str())
+            .arg(self.source(digest))
+            .arg(&tmp)
+            .arg(self.memory_mib.to_string())
+            // CPU seconds over all compile threads: twice the wall clock.
+            .arg((self.timeout.as_secs() * 2).max(1).to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting the compile worker: {e}"))?;
+        let result = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Err(_) => Err(format!(
+                "compiling took longer than {} s (weftd --compile-timeout-secs) and was stopped",
+                self.timeout.as_secs()
+            )),
+            Ok(Err(e)) => Err(format!("waiting for the compile worker: {e}")),
+            Ok(Ok(o)) if o.status.success() => Ok(()),
+            Ok(Ok(o)) => {
+                use std::os::unix::process::ExitStatusExt;
+                let said = String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").trim().to_owned();
+                Err(match o.status.signal() {
+                    Some(24) => "compiling ran out of CPU time and was stopped".to_owned(),
+                    Some(sig) => format!(
+                        "the compile worker died (signal {sig}) — most likely past its {} MiB memory limit \
+                         (weftd --compile-memory-mib){}",
+                        self.memory_mib,
+                        if said.is_empty() { String::new() } else { format!(": {said}") }
+                    ),
+                    None if said.contains("memory allocation") || said.contains("out of memory") => {
+                        format!("compiling needs more than {} MiB (weftd --compile-memory-mib)", self.memory_mib)
+                    }
+                    None => said,
+                })
+            }
+        };
+        match result {
+            Ok(()) => std::fs::rename(&tmp, &out).map_err(|e| format!("storing the artefact: {e}")),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn kind_of(r: &ModuleRecord) -> Kind {
+    Kind::parse(&r.kind).unwrap_or(Kind::Ipam)
+}
+
+/// Write `bytes` to `path` via a temporary file, so a crash leaves either
+/// nothing or the whole file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Ctl {
+    /// The key the Wasm host knows a network's module `name` by: the
+    /// built-in of that name, else the tenant's own module.
+    pub(crate) fn module_key(&self, net: &Network, name: &str) -> String {
+        if self.builtins.iter().any(|b| b.name == name) {
+            name.to_owned()
+        } else {
+            host_key(net.spec.tenant.as_str(), name)
+        }
+    }
+
+    /// Check that `tenant` may bind `name` as a `kind` module.
+    pub(crate) fn check_binding(
+        &self,
+        tenant: &Tenant,
+        kind: Kind,
+        field: &str,
+        name: &str,
+    ) -> Result<(), ControlError> {
+        let found = match self.builtins.iter().find(|b| b.name == name) {
+            Some(b) => Some(b.kind.clone()),
+            None => self.lock().modules.get(&store_key(tenant.as_str(), name)).map(|r| r.kind.clone()),
+        };
+        match found {
+            None => Err(ControlError::NotFound(format!("{kind} module {name:?} not found"))),
+            Some(k) if k != kind.as_str() => Err(InvalidRequest::new(
+                field,
+                format!("module {name:?} is a {k} module; {field} needs a {kind} module"),
+            )
+            .into()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Load every stored module's artefact (recompiling any this wasmtime
+    /// refuses); a module that cannot be loaded is reported and skipped.
+    pub(crate) async fn load_modules(&self, records: Vec<ModuleRecord>) {
+        for r in records {
+            let kind = kind_of(&r);
+            let key = host_key(&r.tenant, &r.name);
+            let art = self.files.artefact(&r.digest);
+            let loaded = match self.wasm.load_precompiled(kind, &key, &art) {
+                Ok(_) => {
+                    info!(tenant = %r.tenant, module = %r.name, digest = %r.digest, "module loaded from its artefact");
+                    Ok(())
+                }
+                Err(e) => {
+                    warn!(module = %r.name, error = %e, "artefact not loadable; compiling the source again");
+                    match self.files.compile(kind, &r.digest).await {
+                        Ok(()) => self.wasm.load_precompiled(kind, &key, &art).map(|_| ()).map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match loaded {
+                Ok(()) => {
+                    self.lock().modules.insert(r.store_key(), r);
+                }
+                Err(e) => warn!(tenant = %r.tenant, module = %r.name, error = %e, "module could not be loaded"),
+            }
+        }
+    }
+
+    /// A module with the networks of `tenant` bound to it.
+    fn view(&self, r: ModuleRecord, builtin: bool, tenant: &str) -> ModuleView {
+        let st = self.lock();
+        let mut bound_to: Vec<String> = st
+            .networks
+            .values()
+            .filter(|n| {
+                n.spec.tenant.as_str() == tenant
+                    && [&n.spec.ipam, &n.spec.policy, &n.spec.naming].iter().any(|m| **m == r.name)
+            })
+            .map(|n| n.spec.name.to_string())
+            .collect();
+        bound_to.sort();
+        ModuleView { record: r, builtin, bound_to }
+    }
+
+    /// `weft module upload`.
+    pub(crate) async fn upload_module(&self, req: UploadModule) -> Result<ModuleView, ControlError> {
+        let tenant = Tenant::parse("tenant", &req.tenant)?;
+        validate_module_name("name", &req.name)?;
+        let kind = Kind::parse(&req.kind).ok_or_else(|| {
+            InvalidRequest::new("kind", format!("kind {:?} must be ipam, policy or naming", req.kind))
+        })?;
+        if self.builtins.iter().any(|b| b.name == req.name) {
+            return Err(ControlError::AlreadyExists(format!(
+                "{:?} is a built-in module; choose another name",
+                req.name
+            )));
+        }
+        if req.bytes.len() > self.files.max_bytes {
+            return Err(InvalidRequest::new(
+                "module",
+                format!(
+                    "{} bytes is over the {}-byte limit (weftd --module-max-bytes)",
+                    req.bytes.len(),
+                    self.files.max_bytes
+                ),
+            )
+            .into());
+        }
+        let refuse = |why: String| ControlError::from(InvalidRequest::new("module", format!("{:?}: {why}", req.name)));
+        check_header(&req.bytes).map_err(refuse)?;
+        let digest = hex(&Sha256::digest(&req.bytes));
+        let skey = store_key(tenant.as_str(), &req.name);
+        {
+            let st = self.lock();
+            if let Some(have) = st.modules.get(&skey) {
+                if have.digest == digest && have.kind == kind.as_str() {
+                    let have = have.clone();
+                    drop(st);
+                    return Ok(self.view(have, false, tenant.as_str()));
+                }
+                return Err(ControlError::AlreadyExists(format!(
+                    "module {:?} already exists ({} module, sha256 {}); remove it first",
+                    req.name, have.kind, have.digest
+                )));
+            }
+            let held = st.modules.values().filter(|m| m.tenant == tenant.as_str()).count();
+            if held >= MAX_MODULES_PER_TENANT {
+                return Err(ControlError::Exhausted(format!(
+                    "tenant {:?} already holds {held} modules (at most {MAX_MODULES_PER_TENANT})",
+                    tenant.as_str()
+                )));
+            }
+        }
+        let source = self.files.source(&digest);
+        if !source.exists() {
+            write_atomic(&source, &req.bytes).map_err(|e| internal(format!("storing the module: {e}")))?;
+        }
+        let art = self.files.artefact(&digest);
+        if !art.exists() {
+            self.files.compile(kind, &digest).await.map_err(refuse)?;
+        }
+        let key = host_key(tenant.as_str(), &req.name);
+        let info = match self.wasm.load_precompiled(kind, &key, &art) {
+            Ok(info) => info,
+            Err(e) => {
+                self.forget_files_if_unused(&digest);
+                return Err(refuse(match e {
+                    weft_wasm::PluginError::Load { reason, .. } => reason,
+                    other => other.to_string(),
+                }));
+            }
+        };
+        let record = ModuleRecord {
+            tenant: tenant.to_string(),
+            name: req.name.clone(),
+            kind: kind.as_str().to_owned(),
+            digest,
+            size: req.bytes.len() as u64,
+            created: now(),
+            imports: info.imports,
+            exports: info.exports,
+        };
+        if let Err(e) = self.store.put_module(&record) {
+            self.wasm.remove(kind, &key);
+            return Err(internal(e));
+        }
+        self.lock().modules.insert(skey, record.clone());
+        info!(tenant = %tenant, module = %req.name, kind = %kind, digest = %record.digest, bytes = record.size, "module uploaded");
+        Ok(self.view(record, false, tenant.as_str()))
+    }
+
+    /// Remove `digest`'s files unless another record uses them.
+    fn forget_files_if_unused(&self, digest: &str) {
+        if !self.lock().modules.values().any(|m| m.digest == digest) {
+            let _ = std::fs::remove_file(self.files.source(digest));
+            let _ = std::fs::remove_file(self.files.artefact(digest));
+        }
+    }
+
+    /// `weft module ls`: the tenant's modules, then the built-ins.
+    pub(crate) fn list_modules(&self, tenant: &str) -> Result<Vec<ModuleView>, ControlError> {
+        let tenant = Tenant::parse("tenant", tenant)?;
+        let mine: Vec<ModuleRecord> =
+            self.lock().modules.values().filter(|m| m.tenant == tenant.as_str()).cloned().collect();
+        let mut out: Vec<ModuleView> = mine.into_iter().map(|r| self.view(r, false, tenant.as_str())).collect();
+        out.extend(self.builtins.iter().cloned().map(|r| self.view(r, true, tenant.as_str())));
+        Ok(out)
+    }
+
+    /// `weft module inspect`.
+    pub(crate) fn get_module(&self, r: &Ref) -> Result<ModuleView, ControlError> {
+        let tenant = Tenant::parse("tenant", &r.tenant)?;
+        self.list_modules(tenant.as_str())?.into_iter().find(|v| v.record.name == r.name).ok_or_else(|| {
+            ControlError::NotFound(format!("module {:?} not found for tenant {:?}", r.name, tenant.as_str()))
+        })
+    }
+
+    /// `weft module rm`: refused while a network is bound to it.
+    pub(crate) async fn delete_module(&self, r: &Ref) -> Result<(), ControlError> {
+        let tenant = Tenant::parse("tenant", &r.tenant)?;
+        if self.builtins.iter().any(|b| b.name == r.name) {
+            return Err(ControlError::FailedPrecondition(format!(
+                "{:?} is a built-in module and cannot be removed",
+                r.name
+            )));
+        }
+        // Exclusive: no network create can bind it while it goes.
+        let _gate = self.gate.write().await;
+        let skey = store_key(tenant.as_str(), &r.name);
+        let record = self.lock().modules.get(&skey).cloned().ok_or_else(|| {
+            ControlError::NotFound(format!("module {:?} not found for tenant {:?}", r.name, tenant.as_str()))
+        })?;
+        let view = self.view(record.clone(), false, tenant.as_str());
+        if !view.bound_to.is_empty() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "module {:?} is bound to network(s) {}; remove or update them first",
+                r.name,
+                view.bound_to.join(", ")
+            )));
+        }
+        self.store.delete_module(&skey).map_err(internal)?;
+        self.lock().modules.remove(&skey);
+        self.wasm.remove(kind_of(&record), &host_key(tenant.as_str(), &r.name));
+        self.forget_files_if_unused(&record.digest);
+        info!(tenant = %tenant, module = %r.name, "module removed");
+        Ok(())
+    }
+}
