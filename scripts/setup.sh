@@ -27,4 +27,21 @@ for t in wasm32-unknown-unknown wasm32-wasip2; do
 done
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+# Toolchains of the Python and JavaScript example components.
+if ! command -v componentize-py >/dev/null || [ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]; then
+  echo "setup: installing componentize-py"
+  python3 -m pip install -q componentize-py==0.25.1 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages componentize-py==0.25.1
+fi
+if ! command -v npm >/dev/null; then
+  echo "setup: installing nodejs and npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm >/dev/null
+fi
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/policies/examples/js-ipam/node_modules/.bin/componentize-js" ]; then
+  echo "setup: installing componentize-js (npm ci)"
+  (cd "$root/policies/examples/js-ipam" && npm ci --silent --no-audit --no-fund)
+fi
 echo "setup: ok"

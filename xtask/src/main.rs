@@ -3,7 +3,9 @@
 //! and turned into components here (no WASI imports, so the host grants
 //! nothing), and the full test suite needs them built first.
 //!
-//! `cargo xtask build-policies` — build every component into `target/modules/`.
+//! `cargo xtask build-policies` — build every component into `target/modules/`,
+//! and the test-only ones (hostile, and the Python and JavaScript examples in
+//! `policies/examples/`) into `target/test-modules/`.
 //! `cargo xtask test`           — build components and binaries, then run all tests.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use anyhow::{Context, Result, bail};
 const COMPONENTS: &[&str] = &["ipam-default", "naming-default", "policy-isolation", "policy-k8s"];
 /// Hostile components for the sandbox tests, built into `target/test-modules/`
 /// (never loaded as built-ins).
-const HOSTILE: &[&str] = &["ipam-hostile"];
+const HOSTILE: &[&str] = &["ipam-hostile", "naming-hostile"];
 /// A component that imports WASI on purpose: built for wasm32-wasip2.
 const WASI_IMPORTER: &str = "ipam-wasi";
 
@@ -108,6 +110,65 @@ fn build_policies(root: &Path) -> Result<()> {
     let wasi = policies.join("target/wasm32-wasip2/release").join(format!("{}.wasm", WASI_IMPORTER.replace('-', "_")));
     std::fs::copy(&wasi, root.join("target/test-modules").join(format!("{WASI_IMPORTER}.wasm")))
         .with_context(|| format!("copying {}", wasi.display()))?;
+    build_examples(root)
+}
+
+/// A WIT folder for one world as the Python and JavaScript tools want it:
+/// the world's package at the top, `weft:types` under `deps/`.
+fn wit_dir(root: &Path, world: &str) -> Result<PathBuf> {
+    let dir = root.join("target/example-wit").join(world);
+    let deps = dir.join("deps/types");
+    std::fs::create_dir_all(&deps)?;
+    for (from, to) in [(root.join("wit").join(world), dir.clone()), (root.join("wit/types"), deps)] {
+        for f in std::fs::read_dir(&from)?.flatten() {
+            std::fs::copy(f.path(), to.join(f.file_name()))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// Whether `out` exists and is newer than every file in `inputs`.
+fn fresh(out: &Path, inputs: &[PathBuf]) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(out) else { return false };
+    inputs.iter().all(|i| modified(i).is_some_and(|m| m <= built))
+}
+
+/// The example components in other languages, built with their own
+/// toolchains (installed by `scripts/setup.sh`): Python with componentize-py
+/// (`--stub-wasi`: every WASI import replaced by a trap, so the component
+/// imports only its world) and JavaScript with componentize-js (every WASI
+/// feature disabled, same effect). They are test modules, not built-ins.
+fn build_examples(root: &Path) -> Result<()> {
+    let examples = root.join("policies/examples");
+    let out = root.join("target/test-modules");
+    let py = examples.join("python-naming");
+    let py_out = out.join("naming-python.wasm");
+    if !fresh(&py_out, &[py.join("app.py"), root.join("wit/naming/naming.wit"), root.join("wit/types/types.wit")]) {
+        let wit = wit_dir(root, "naming")?;
+        run(Command::new("componentize-py")
+            .current_dir(&py)
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "weft:naming/naming", "componentize", "--stub-wasi", "app", "-o"])
+            .arg(&py_out))
+        .context("building the Python example (is componentize-py installed? run scripts/setup.sh)")?;
+    }
+    println!("built {}", py_out.display());
+    let js = examples.join("js-ipam");
+    let js_out = out.join("ipam-js.wasm");
+    if !fresh(&js_out, &[js.join("ipam.js"), root.join("wit/ipam/ipam.wit"), root.join("wit/types/types.wit")]) {
+        let wit = wit_dir(root, "ipam")?;
+        run(Command::new(js.join("node_modules/.bin/componentize-js"))
+            .current_dir(&js)
+            .arg("ipam.js")
+            .arg("-w")
+            .arg(&wit)
+            .args(["-n", "weft:ipam/ipam", "-d", "stdio", "random", "clocks", "http", "fetch-event", "-o"])
+            .arg(&js_out))
+        .context("building the JavaScript example (run scripts/setup.sh: npm ci in policies/examples/js-ipam)")?;
+    }
+    println!("built {}", js_out.display());
     Ok(())
 }
 

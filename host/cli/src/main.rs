@@ -3,6 +3,7 @@
 //! message (which names the field and the rule) and exit non-zero.
 
 mod module;
+mod module_test;
 mod output;
 mod policy;
 
@@ -242,6 +243,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Cmd::Module(module::ModuleCmd::Test(a)) = cli.cmd {
+        return module_test::run(a);
+    }
     let channel =
         connect_unix(&cli.socket).await.map_err(|e| format!("cannot reach weftd at {}: {e}", cli.socket.display()))?;
     let status = |s: tonic::Status| format!("{} ({:?})", s.message(), s.code());

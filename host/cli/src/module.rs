@@ -37,6 +37,9 @@ pub enum ModuleCmd {
         /// Module name.
         name: String,
     },
+    /// Run a component offline (no weftd): allocate, name or compile and
+    /// classify with the same sandbox and checks weftd applies.
+    Test(crate::module_test::TestArgs),
 }
 
 const CHUNK: usize = 1 << 20;
@@ -120,6 +123,7 @@ pub async fn run(
             c.delete_module(pb::DeleteModuleRequest { tenant, name: name.clone() }).await.map_err(status)?;
             println!("{name}");
         }
+        ModuleCmd::Test(a) => crate::module_test::run(a)?,
     }
     Ok(())
 }

@@ -65,7 +65,7 @@ impl Ipam for WasmHost {
         config: &[(String, String)],
         leases: &mut PoolLeases,
     ) -> Result<IpAddr, DecisionError> {
-        let failed = |e: PluginError| DecisionError::Failed { module: module.to_owned(), reason: e.to_string() };
+        let failed = |e: PluginError| e.into_decision(module);
         let m = self.ipam_module(module).map_err(failed)?;
         let state = IpamState { leases: std::mem::take(leases), limits: limits::store_limits() };
         let mut store = Store::new(&self.engine, state);

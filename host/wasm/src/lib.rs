@@ -58,6 +58,20 @@ pub enum PluginError {
     Missing(String),
 }
 
+impl PluginError {
+    /// The error as a failed decision of `module`, without naming the
+    /// module twice.
+    pub fn into_decision(self, module: &str) -> weft_model::ipam::DecisionError {
+        let reason = match self {
+            PluginError::Load { reason, .. } => format!("cannot load: {reason}"),
+            PluginError::Trap { reason, .. } => format!("trapped: {reason}"),
+            PluginError::Deadline { ms, .. } => format!("ran past its {ms} ms deadline and was stopped"),
+            PluginError::Missing(n) => format!("module {n:?} is not loaded"),
+        };
+        weft_model::ipam::DecisionError::Failed { module: module.to_owned(), reason }
+    }
+}
+
 /// Loaded components of one world, by name.
 struct Modules<T>(RwLock<HashMap<String, Arc<T>>>);
 

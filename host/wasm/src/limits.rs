@@ -12,9 +12,10 @@ pub const CALL_DEADLINE_TICKS: u64 = 50;
 pub const MAX_MEMORY_BYTES: usize = 64 << 20;
 /// Wasm stack per call; deep recursion traps instead of overflowing.
 pub const MAX_WASM_STACK: usize = 512 << 10;
-/// Instances, tables and memories one store may create (a component is a
-/// handful of core instances).
-pub const MAX_INSTANCES: usize = 32;
+/// Component and core instances one store may create. A Rust component is a
+/// handful; a Python one (componentize-py: CPython, libc, its WASI stubs)
+/// needs about 40.
+pub const MAX_INSTANCES: usize = 64;
 /// Tables per store.
 pub const MAX_TABLES: usize = 32;
 /// Memories per store.

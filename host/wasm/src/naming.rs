@@ -39,7 +39,7 @@ impl Naming for WasmHost {
         network: &NamingNetwork,
     ) -> Result<Vec<NameRecord>, DecisionError> {
         let failed = |reason: String| DecisionError::Failed { module: module.to_owned(), reason };
-        let m = self.naming.get(module).map_err(|e| failed(e.to_string()))?;
+        let m = self.naming.get(module).map_err(|e| e.into_decision(module))?;
         let ep = wit::EndpointInfo {
             name: endpoint.name.clone(),
             aliases: endpoint.aliases.clone(),
@@ -55,7 +55,7 @@ impl Naming for WasmHost {
         let out = m
             .instantiate(&mut store)
             .and_then(|inst| inst.weft_naming_namer().call_names(&mut store, &ep, &net, &network.config))
-            .map_err(|e| failed(crate::classify(module, e).to_string()))?
+            .map_err(|e| crate::classify(module, e).into_decision(module))?
             .map_err(DecisionError::Invalid)?;
         let records: Vec<NameRecord> = out
             .into_iter()

@@ -98,7 +98,7 @@ impl WasmHost {
         module: &str,
         f: impl FnOnce(&bindings::Policy, &mut Store<CallState>) -> wasmtime::Result<T>,
     ) -> Result<T, DecisionError> {
-        let failed = |e: PluginError| DecisionError::Failed { module: module.to_owned(), reason: e.to_string() };
+        let failed = |e: PluginError| e.into_decision(module);
         let m = self.policy_module(module).map_err(failed)?;
         let mut store = self.limited_store();
         let inst = m.instantiate(&mut store).map_err(|e| failed(crate::classify(module, e)))?;
