@@ -159,15 +159,22 @@ pub struct Host {
     pub dir: PathBuf,
     pub tag: String,
     weftd: Option<Child>,
+    args: Vec<String>,
 }
 
 impl Host {
     pub fn new(tag: &str) -> Host {
+        Host::with_args(tag, &[])
+    }
+
+    /// A host whose weftd gets `args` on top of the test defaults.
+    pub fn with_args(tag: &str, args: &[&str]) -> Host {
         let ns = Netns::new(tag, "host");
         let dir = std::env::temp_dir().join(format!("weft-test-{}", ns.name));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut h = Host { ns, dir, tag: tag.to_owned(), weftd: None };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut h = Host { ns, dir, tag: tag.to_owned(), weftd: None, args };
         h.start();
         h
     }
@@ -189,6 +196,7 @@ impl Host {
             .arg("--state-dir")
             .arg(self.dir.join("state"))
             .args(["--reconcile-interval-secs", "0"])
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

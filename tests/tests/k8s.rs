@@ -462,6 +462,12 @@ items:
     assert!(String::from_utf8_lossy(&out.stdout).contains("only-x unchanged"));
     let ls = String::from_utf8_lossy(&c.host.cli(&["policy", "ls"]).stdout).into_owned();
     assert!(ls.contains("NetworkPolicy") && ls.contains("only-x") && ls.contains("Namespace"), "{ls}");
+    // Documents belong to their tenant.
+    let mut pol = c.host.policies().await;
+    let other = pol.list_policies(pb::ListPoliciesRequest { tenant: "other".into(), ..Default::default() }).await;
+    assert!(other.unwrap().into_inner().documents.is_empty(), "another tenant sees no documents");
+    let del = pb::DeletePoliciesRequest { tenant: "other".into(), name: "only-x".into(), ..Default::default() };
+    assert_eq!(pol.delete_policies(del).await.unwrap_err().code(), Code::NotFound);
 
     // The explanation names the rule and its document, or the isolation.
     let check = |from: &str, port: &str| {

@@ -267,3 +267,40 @@ async fn hostile_modules_are_contained_and_other_tenants_keep_working() {
     assert!(slowest < Duration::from_secs(3), "an attach waited {slowest:?} behind the spinning module");
     assert!(good[9].ping("10.100.0.2"));
 }
+
+/// Compiling an upload is bounded: a compile that runs past
+/// `--compile-timeout-secs` is stopped and the upload refused, one that
+/// needs more than `--compile-memory-mib` is refused, and neither holds up
+/// other requests meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiling_an_upload_is_bounded_and_does_not_stall_the_api() {
+    let python = component("naming-python");
+    let host = Host::with_args("slowc", &["--compile-timeout-secs", "1"]);
+    host.create_network("n", &["10.102.0.0/24"]).await.unwrap();
+    let upload = {
+        let (sock, bytes) = (host.socket(), python.clone());
+        tokio::spawn(async move {
+            use pb::upload_module_request::Part;
+            let mut c =
+                weft_grpc::client::ModuleServiceClient::new(weft_grpc::client::connect_unix(sock).await.unwrap());
+            let header = pb::ModuleHeader { tenant: "t".into(), name: "py".into(), kind: "naming".into() };
+            let mut parts = vec![pb::UploadModuleRequest { part: Some(Part::Header(header)) }];
+            parts
+                .extend(bytes.chunks(1 << 20).map(|c| pb::UploadModuleRequest { part: Some(Part::Chunk(c.to_vec())) }));
+            c.upload_module(tokio_stream::iter(parts)).await
+        })
+    };
+    // While the worker compiles, the API answers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c1 = host.container("c1");
+    host.attach("n", "c1", &c1).await.unwrap();
+    let e = upload.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("took longer than 1 s"), "{}", e.message());
+
+    let host = Host::with_args("smallc", &["--compile-memory-mib", "64"]);
+    let e = host.upload("t", "py", "naming", &python).await.unwrap_err();
+    assert!(e.message().contains("64 MiB"), "{}", e.message());
+    let l = host.modules().await.list_modules(pb::ListModulesRequest { tenant: "t".into() }).await.unwrap();
+    assert!(l.into_inner().modules.iter().all(|m| m.builtin), "nothing recorded");
+}
