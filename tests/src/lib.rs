@@ -52,6 +52,25 @@ pub fn in_ns(ns: &str, args: &[&str]) -> Output {
     Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
 }
 
+/// Upload `bytes` to the weftd at `socket` as `tenant`'s module `name` of
+/// `kind`, in 1 MiB chunks.
+pub async fn upload_to(
+    socket: PathBuf,
+    tenant: &str,
+    name: &str,
+    kind: &str,
+    bytes: &[u8],
+) -> Result<pb::Module, tonic::Status> {
+    use pb::upload_module_request::Part;
+    let header = pb::ModuleHeader { tenant: tenant.into(), name: name.into(), kind: kind.into() };
+    let mut parts = vec![pb::UploadModuleRequest { part: Some(Part::Header(header)) }];
+    parts.extend(bytes.chunks(1 << 20).map(|c| pb::UploadModuleRequest { part: Some(Part::Chunk(c.to_vec())) }));
+    ModuleServiceClient::new(connect_unix(socket).await.unwrap())
+        .upload_module(tokio_stream::iter(parts))
+        .await
+        .map(|r| r.into_inner())
+}
+
 /// A built component: `target/modules/NAME.wasm` (built-ins) or
 /// `target/test-modules/NAME.wasm` (hostile and test-only ones).
 pub fn component(name: &str) -> Vec<u8> {
@@ -260,7 +279,7 @@ impl Host {
         ModuleServiceClient::new(self.channel().await)
     }
 
-    /// Upload `bytes` as `tenant`'s module `name` of `kind`, in 1 MiB chunks.
+    /// Upload `bytes` as `tenant`'s module `name` of `kind`.
     pub async fn upload(
         &self,
         tenant: &str,
@@ -268,11 +287,7 @@ impl Host {
         kind: &str,
         bytes: &[u8],
     ) -> Result<pb::Module, tonic::Status> {
-        use pb::upload_module_request::Part;
-        let header = pb::ModuleHeader { tenant: tenant.into(), name: name.into(), kind: kind.into() };
-        let mut parts = vec![pb::UploadModuleRequest { part: Some(Part::Header(header)) }];
-        parts.extend(bytes.chunks(1 << 20).map(|c| pb::UploadModuleRequest { part: Some(Part::Chunk(c.to_vec())) }));
-        self.modules().await.upload_module(tokio_stream::iter(parts)).await.map(|r| r.into_inner())
+        upload_to(self.socket(), tenant, name, kind, bytes).await
     }
 
     /// Create a network with the given subnets.

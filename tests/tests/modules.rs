@@ -279,16 +279,7 @@ async fn compiling_an_upload_is_bounded_and_does_not_stall_the_api() {
     host.create_network("n", &["10.102.0.0/24"]).await.unwrap();
     let upload = {
         let (sock, bytes) = (host.socket(), python.clone());
-        tokio::spawn(async move {
-            use pb::upload_module_request::Part;
-            let mut c =
-                weft_grpc::client::ModuleServiceClient::new(weft_grpc::client::connect_unix(sock).await.unwrap());
-            let header = pb::ModuleHeader { tenant: "t".into(), name: "py".into(), kind: "naming".into() };
-            let mut parts = vec![pb::UploadModuleRequest { part: Some(Part::Header(header)) }];
-            parts
-                .extend(bytes.chunks(1 << 20).map(|c| pb::UploadModuleRequest { part: Some(Part::Chunk(c.to_vec())) }));
-            c.upload_module(tokio_stream::iter(parts)).await
-        })
+        tokio::spawn(async move { weft_tests::upload_to(sock, "t", "py", "naming", &bytes).await })
     };
     // While the worker compiles, the API answers.
     tokio::time::sleep(Duration::from_millis(300)).await;
