@@ -273,8 +273,11 @@ impl Ctl {
             write_atomic(&source, &req.bytes).map_err(|e| internal(format!("storing the module: {e}")))?;
         }
         let art = self.files.artefact(&digest);
-        if !art.exists() {
-            self.files.compile(kind, &digest).await.map_err(refuse)?;
+        if !art.exists()
+            && let Err(e) = self.files.compile(kind, &digest).await
+        {
+            self.forget_files_if_unused(&digest);
+            return Err(refuse(e));
         }
         let key = host_key(tenant.as_str(), &req.name);
         let info = match self.wasm.load_precompiled(kind, &key, &art) {
