@@ -41,7 +41,9 @@ if ! command -v npm >/dev/null; then
 fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -x "$root/policies/examples/js-ipam/node_modules/.bin/componentize-js" ]; then
-  echo "setup: installing componentize-js (npm ci)"
-  (cd "$root/policies/examples/js-ipam" && npm ci --silent --no-audit --no-fund)
+  echo "setup: installing componentize-js"
+  # `npm ci` refuses this lock file (npm leaves the versions of optional
+  # per-platform packages out of it); install from it without rewriting it.
+  (cd "$root/policies/examples/js-ipam" && npm install --no-save --silent --no-audit --no-fund)
 fi
 echo "setup: ok"
