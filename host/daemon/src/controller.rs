@@ -17,7 +17,7 @@ use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointMode, EndpointState};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, check_answer};
 use weft_model::naming::{NameRecord, Naming, NamingEndpoint, NamingNetwork};
-use weft_model::network::{CreateNetwork, InvalidOrExists, Network, conflicts_with};
+use weft_model::network::{CreateNetwork, InvalidOrExists, Network, conflicts_with, pairs};
 use weft_model::policy::{EndpointInfo, NetworkInfo, Policy};
 use weft_model::{ControlError, EndpointName, InvalidRequest, Mac, NetworkName, Tenant};
 use weft_plan::{
@@ -27,9 +27,8 @@ use weft_store::{RedbStore, Store};
 use weft_wasm::WasmHost;
 
 use crate::config::Config;
-use crate::modules::ModuleFiles;
+use crate::modules::{ModuleFiles, sha256_hex};
 use crate::state::{State, documents_for, pool_key};
-use sha2::{Digest, Sha256};
 use weft_model::module::ModuleRecord;
 use weft_wasm::Kind;
 
@@ -74,7 +73,7 @@ impl Ctl {
                 tenant: String::new(),
                 name,
                 kind: kind.as_str().to_owned(),
-                digest: Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
+                digest: sha256_hex(&bytes),
                 size: bytes.len() as u64,
                 created: 0,
                 imports: Vec::new(),
@@ -248,11 +247,7 @@ impl Ctl {
             }
         }
         // One classify call per attach; the rule set was compiled with the network.
-        let info = EndpointInfo {
-            name: req.name.to_string(),
-            network: net.spec.name.to_string(),
-            labels: req.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        };
+        let info = endpoint_info(&net, &req);
         let state = st.policy_of(&net.id);
         let groups = self
             .wasm
@@ -333,12 +328,12 @@ impl Ctl {
             name: ep.spec.name.to_string(),
             aliases: ep.spec.aliases.clone(),
             addresses: ep.addresses.iter().map(|a| a.addr()).collect(),
-            labels: ep.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            labels: pairs(&ep.spec.labels),
         };
         let network = NamingNetwork {
             name: net.spec.name.to_string(),
             tenant: net.spec.tenant.to_string(),
-            options: net.spec.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            options: net.spec.options_list(),
             config: net.spec.config_list(),
         };
         self.wasm.names(&self.module_key(net, &net.spec.naming), &endpoint, &network).map_err(|e| match e {
@@ -460,9 +455,14 @@ pub(crate) fn network_info(net: &Network) -> NetworkInfo {
         name: net.spec.name.to_string(),
         tenant: net.spec.tenant.to_string(),
         internal: net.spec.internal,
-        options: net.spec.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        options: net.spec.options_list(),
         config: net.spec.config_list(),
     }
+}
+
+/// What the policy component is told about an endpoint it classifies.
+pub(crate) fn endpoint_info(net: &Network, spec: &weft_model::endpoint::EndpointSpec) -> EndpointInfo {
+    EndpointInfo { name: spec.name.to_string(), network: net.spec.name.to_string(), labels: pairs(&spec.labels) }
 }
 
 fn policy_error(e: DecisionError) -> ControlError {

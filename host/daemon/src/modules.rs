@@ -120,8 +120,9 @@ impl ModuleFiles {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The sha256 of `bytes`, hex: a module's identity and artefact name.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn now() -> u64 {
@@ -245,7 +246,7 @@ impl Ctl {
         }
         let refuse = |why: String| ControlError::from(InvalidRequest::new("module", format!("{:?}: {why}", req.name)));
         check_header(&req.bytes).map_err(refuse)?;
-        let digest = hex(&Sha256::digest(&req.bytes));
+        let digest = sha256_hex(&req.bytes);
         let skey = store_key(tenant.as_str(), &req.name);
         {
             let st = self.lock();

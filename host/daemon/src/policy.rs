@@ -19,12 +19,12 @@ use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::ipam::DecisionError;
 use weft_model::network::{Network, validate_module_name};
 use weft_model::policy::explain::{self, Flow, Side};
-use weft_model::policy::{Compiled, EndpointInfo, Policy, RuleSet};
+use weft_model::policy::{Compiled, Policy, RuleSet};
 use weft_model::{ControlError, EndpointName, InvalidRequest, NetworkName, Tenant};
 use weft_plan::{Op, nft};
 use weft_store::Batch;
 
-use crate::controller::{Ctl, internal, network_info};
+use crate::controller::{Ctl, endpoint_info, internal, network_info};
 use crate::state::documents_for;
 
 /// A compile or classify failure during a policy change, naming the network.
@@ -77,8 +77,7 @@ impl Ctl {
             let module = self.module_key(net, &net.spec.policy);
             let c = self.wasm.compile(&module, &info, docs).map_err(|e| change_error(net, e))?;
             for ep in eps {
-                let labels = ep.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                let ei = EndpointInfo { name: ep.spec.name.to_string(), network: net.spec.name.to_string(), labels };
+                let ei = endpoint_info(net, &ep.spec);
                 let groups = self.wasm.classify(&module, &info, &c.state, &ei).map_err(|e| change_error(net, e))?;
                 if groups != ep.groups {
                     let mut e = ep.clone();

@@ -141,8 +141,18 @@ pub struct NetworkSpec {
 impl NetworkSpec {
     /// The module configuration as the WIT `config` list.
     pub fn config_list(&self) -> Vec<(String, String)> {
-        self.module_config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        pairs(&self.module_config)
     }
+
+    /// The options as the WIT `config` list.
+    pub fn options_list(&self) -> Vec<(String, String)> {
+        pairs(&self.options)
+    }
+}
+
+/// A string map as the key/value list WIT records carry.
+pub fn pairs(m: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Most keys of a network's module configuration.
