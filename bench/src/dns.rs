@@ -12,6 +12,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use weft_tests::{Host, Netns, on_ns, sh};
 
+use crate::stats::Summary;
+
 /// Where Debian installs aardvark-dns.
 const AARDVARK: &str = "/usr/lib/podman/aardvark-dns";
 
@@ -85,15 +87,8 @@ fn load(ns: &str, server: Ipv4Addr, names: Vec<String>, secs: u64, outstanding: 
                 _ => break,
             }
         }
-        lat.sort();
-        let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied();
-        Ok(Load {
-            sent,
-            answered: lat.len() as u64,
-            qps: lat.len() as f64 / took,
-            p50: pct(0.50).unwrap_or_default(),
-            p99: pct(0.99).unwrap_or_default(),
-        })
+        let s = Summary::of(&lat);
+        Ok(Load { sent, answered: lat.len() as u64, qps: lat.len() as f64 / took, p50: s.p50, p99: s.p99 })
     })
     .join()
     .map_err(|_| anyhow::anyhow!("load thread panicked"))?
@@ -185,7 +180,7 @@ pub fn run(n_names: usize, secs: u64, outstanding: usize) -> Result<()> {
     let names: Vec<String> = (0..n_names).map(|i| format!("svc{i}")).collect();
 
     // weft: a network with `n_names` endpoints, each named, and a client.
-    let rt = tokio_rt()?;
+    let rt = crate::tokio_rt(1)?;
     let weft = Host::new("benchdns");
     let client = weft.container("cli");
     let spares: Vec<Netns> = (0..n_names).map(|i| weft.container(&format!("n{i}"))).collect();
@@ -274,8 +269,4 @@ pub fn run(n_names: usize, secs: u64, outstanding: usize) -> Result<()> {
         if aard_alive { "yes" } else { "no" }
     );
     Ok(())
-}
-
-fn tokio_rt() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }

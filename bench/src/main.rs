@@ -1,20 +1,88 @@
 //! weft's benchmarks, run side by side with peers in fresh network
-//! namespaces on this machine (nothing leaves it).
+//! namespaces on this machine (nothing leaves it). Build weftd in the same
+//! profile first (`cargo build --release --workspace --bins`); `bench/run.sh`
+//! does all of it.
 //!
-//! `cargo run --release -p weft-bench -- dns [NAMES] [SECONDS] [OUTSTANDING]`:
-//! queries per second and latency percentiles for local names, weft's
-//! embedded DNS against aardvark-dns (Podman's), same names, same client,
-//! same load. Build weftd in the same profile first (`cargo build --release`).
+//! - `weft-bench attach [--sizes 1,10,100,1000] [--out DIR]`: attach and
+//!   detach latency of weft (gRPC, CLI, 32 concurrent clients) against
+//!   netavark, the CNI reference chain and the kernel floor; firewall
+//!   objects; weftd's RSS and CPU. Writes `DIR/attach.md` and
+//!   `DIR/attach-latency.svg`.
+//! - `weft-bench firewall [--runs 3] [--secs 3] [--out DIR]`: iperf3 between
+//!   two containers with 0 / 10,000 published ports and 0 / 1,000 policy
+//!   rules. Writes `DIR/firewall.md`.
+//! - `weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]`: weft's embedded DNS
+//!   against aardvark-dns.
 
+mod attach;
 mod dns;
+mod firewall;
+mod report;
+mod stats;
 
-fn main() -> anyhow::Result<()> {
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: weft-bench attach [--sizes 1,10,100,1000] [--out DIR]
+       weft-bench firewall [--runs 3] [--secs 3] [--out DIR]
+       weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]";
+
+/// A tokio runtime for the benchmark's clients.
+pub fn tokio_rt(workers: usize) -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?)
+}
+
+/// The value after `--name`, if given.
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn out_dir(args: &[String]) -> Result<PathBuf> {
+    let d = PathBuf::from(flag(args, "--out").unwrap_or_else(|| "docs/bench".into()));
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> Result<()> {
+    let p = dir.join(name);
+    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    eprintln!("wrote {}", p.display());
+    Ok(())
+}
+
+fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("attach") => {
+            let sizes: Vec<usize> = flag(&args, "--sizes")
+                .unwrap_or_else(|| "1,10,100,1000".into())
+                .split(',')
+                .map(|s| s.trim().parse().with_context(|| format!("--sizes: {s:?} is not a number")))
+                .collect::<Result<_>>()?;
+            if sizes.iter().any(|n| *n == 0 || *n > 10_000) {
+                bail!("--sizes: each N must be 1..=10000");
+            }
+            let out = out_dir(&args)?;
+            let (series, res) = attach::run(&sizes)?;
+            let md = report::attach_markdown(&series, &res);
+            println!("{md}");
+            write(&out, "attach.md", &md)?;
+            write(&out, "attach-latency.svg", &report::attach_svg(&series))
+        }
+        Some("firewall") => {
+            let runs = flag(&args, "--runs").map_or(Ok(3), |s| s.parse()).context("--runs")?;
+            let secs = flag(&args, "--secs").map_or(Ok(3), |s| s.parse()).context("--secs")?;
+            let out = out_dir(&args)?;
+            let t = firewall::throughput(runs, secs)?;
+            let md = report::firewall_markdown(&t);
+            println!("{md}");
+            write(&out, "firewall.md", &md)
+        }
         Some("dns") => {
             let n = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
             dns::run(n(1, 100) as usize, n(2, 5), n(3, 64) as usize)
         }
-        _ => anyhow::bail!("usage: weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]"),
+        _ => bail!("{USAGE}"),
     }
 }

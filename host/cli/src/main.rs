@@ -13,7 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weft_grpc::client::{
-    EndpointServiceClient, ModuleServiceClient, NetworkServiceClient, PolicyServiceClient, connect_unix,
+    EndpointServiceClient, ModuleServiceClient, NetworkServiceClient, PolicyServiceClient, SystemServiceClient,
+    connect_unix,
 };
 use weft_grpc::pb;
 
@@ -59,6 +60,8 @@ enum Cmd {
     /// Manage the tenant's Wasm components (IPAM, policy, naming).
     #[command(subcommand)]
     Module(module::ModuleCmd),
+    /// weftd's counters: time per phase of attach and detach, memory, CPU.
+    Stats,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -303,6 +306,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Policy(cmd) => policy::run(PolicyServiceClient::new(channel), tenant, json, cmd).await?,
         Cmd::Module(cmd) => module::run(ModuleServiceClient::new(channel), tenant, json, cmd).await?,
+        Cmd::Stats => {
+            let s =
+                SystemServiceClient::new(channel).get_stats(pb::GetStatsRequest {}).await.map_err(status)?.into_inner();
+            if json { output::print_json(&output::stats_json(&s)) } else { output::stats_table(&s) }
+        }
         Cmd::Endpoint(cmd) => {
             let mut c = EndpointServiceClient::new(channel);
             match cmd {

@@ -173,3 +173,47 @@ pub fn endpoint_detail(e: &pb::Endpoint) {
         println!("Label:      {k}={v}");
     }
 }
+
+/// `weft stats -o json`.
+pub fn stats_json(s: &pb::Stats) -> Value {
+    let phases: Vec<Value> = s
+        .phases
+        .iter()
+        .map(|p| json!({"name": p.name, "count": p.count, "total_us": p.total_us, "max_us": p.max_us}))
+        .collect();
+    json!({
+        "phases": phases,
+        "rss_bytes": s.rss_bytes,
+        "cpu_user_ms": s.cpu_user_ms,
+        "cpu_system_ms": s.cpu_system_ms,
+        "networks": s.networks,
+        "endpoints": s.endpoints,
+    })
+}
+
+/// `weft stats`: one row per phase with its mean, then the process.
+pub fn stats_table(s: &pb::Stats) {
+    let rows = s
+        .phases
+        .iter()
+        .map(|p| {
+            let mean = if p.count == 0 { 0.0 } else { p.total_us as f64 / p.count as f64 / 1e3 };
+            vec![
+                p.name.clone(),
+                p.count.to_string(),
+                format!("{mean:.3}"),
+                format!("{:.3}", p.max_us as f64 / 1e3),
+                format!("{:.1}", p.total_us as f64 / 1e3),
+            ]
+        })
+        .collect();
+    table(&["PHASE", "COUNT", "MEAN MS", "MAX MS", "TOTAL MS"], rows);
+    println!(
+        "\nnetworks {}   endpoints {}   rss {:.1} MiB   cpu user {:.2} s   system {:.2} s",
+        s.networks,
+        s.endpoints,
+        s.rss_bytes as f64 / (1 << 20) as f64,
+        s.cpu_user_ms as f64 / 1e3,
+        s.cpu_system_ms as f64 / 1e3
+    );
+}

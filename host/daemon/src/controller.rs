@@ -5,13 +5,14 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 use weft_kernel::{ApplyError, Kernel, KernelError};
 use weft_model::api::{
     ApplyDocuments, CheckPolicy, Controller, DeleteDocuments, DocumentsChanged, EndpointView, ModuleView, NetworkView,
-    PolicyVerdict, Ref, UpdateNetwork, UploadModule,
+    PolicyVerdict, Ref, Stats, UpdateNetwork, UploadModule,
 };
 use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, Endpoint, EndpointMode, EndpointState};
@@ -29,6 +30,7 @@ use weft_wasm::WasmHost;
 use crate::config::Config;
 use crate::modules::{ModuleFiles, sha256_hex};
 use crate::state::{State, documents_for, pool_key};
+use crate::timings::{Phase, Timings, process_usage};
 use weft_model::module::ModuleRecord;
 use weft_wasm::Kind;
 
@@ -49,6 +51,8 @@ pub struct Ctl {
     pub(crate) builtins: Vec<ModuleRecord>,
     /// Where uploaded modules live and how they are compiled.
     pub(crate) files: ModuleFiles,
+    /// Per-phase time of attach and detach.
+    pub(crate) timings: Timings,
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> ControlError {
@@ -93,6 +97,7 @@ impl Ctl {
             gate: RwLock::new(()),
             nft_lock: tokio::sync::Mutex::new(()),
             dns: weft_dns::Dns::new(cfg.dns()),
+            timings: Timings::default(),
         };
         ctl.load_modules(snap.modules.clone()).await;
         ctl.load_state(snap);
@@ -139,16 +144,27 @@ impl Ctl {
 
     /// Apply `ops`; on failure undo the applied prefix and return the error.
     /// nftables ops (a plan's last) run under the nft lock, so an endpoint's
-    /// element change never interleaves with a whole-table render.
-    pub(crate) async fn apply_or_undo(&self, ops: &[Op]) -> Result<(), KernelError> {
+    /// element change never interleaves with a whole-table render. With
+    /// `phases`, the link and nft parts are timed under them.
+    pub(crate) async fn apply_or_undo(&self, ops: &[Op], phases: Option<(Phase, Phase)>) -> Result<(), KernelError> {
         let split = ops.iter().position(|o| matches!(o, Op::Nft { .. })).unwrap_or(ops.len());
         let (links, firewall) = ops.split_at(split);
-        let result = match self.kernel.apply(links).await {
+        let t = Instant::now();
+        let linked = self.kernel.apply(links).await;
+        if let Some((p, _)) = phases {
+            self.timings.record(p, t.elapsed());
+        }
+        let result = match linked {
             Err(ApplyError { applied, error }) => Err((applied, error)),
             Ok(()) if firewall.is_empty() => Ok(()),
             Ok(()) => {
                 let _g = self.nft_lock.lock().await;
-                self.kernel.apply(firewall).await.map_err(|e| (links.len(), e.error))
+                let t = Instant::now();
+                let r = self.kernel.apply(firewall).await.map_err(|e| (links.len(), e.error));
+                if let Some((_, p)) = phases {
+                    self.timings.record(p, t.elapsed());
+                }
+                r
             }
         };
         match result {
@@ -250,8 +266,10 @@ impl Ctl {
         let info = endpoint_info(&net, &req);
         let state = st.policy_of(&net.id);
         let groups = self
-            .wasm
-            .classify(&self.module_key(&net, &net.spec.policy), &network_info(&net), &state.state, &info)
+            .timings
+            .time(Phase::AttachClassify, || {
+                self.wasm.classify(&self.module_key(&net, &net.spec.policy), &network_info(&net), &state.state, &info)
+            })
             .map_err(policy_error)?;
         let ipam = self.module_key(&net, &net.spec.ipam);
         let id = new_id();
@@ -266,7 +284,9 @@ impl Ctl {
             };
             let key = pool_key(&net.id, s.gateway);
             let leases = st.leases.entry(key).or_default();
-            let decided = self.wasm.allocate(&ipam, &pool, &ireq, &net.spec.config_list(), leases);
+            let decided = self
+                .timings
+                .time(Phase::AttachIpam, || self.wasm.allocate(&ipam, &pool, &ireq, &net.spec.config_list(), leases));
             let addr = match decided {
                 Ok(a) => a,
                 Err(e) => {
@@ -543,7 +563,7 @@ impl Controller for Ctl {
             return Err(internal(e));
         }
         let ops = plan_network(&net, None);
-        let applied = match self.apply_or_undo(&ops).await {
+        let applied = match self.apply_or_undo(&ops, None).await {
             Ok(()) => match self.sync_nft().await {
                 Ok(()) => self.serve_dns(&net).await.map_err(|e| (e, true)),
                 Err(e) => Err((e, true)),
@@ -623,106 +643,30 @@ impl Controller for Ctl {
     }
 
     async fn attach(&self, req: AttachEndpoint) -> Result<EndpointView, ControlError> {
-        let spec = req.validate()?;
-        let netns_id = if spec.netns.as_os_str().is_empty() {
-            0
-        } else {
-            weft_kernel::check_netns(&spec.netns).await.map_err(|e| {
-                ControlError::Invalid(InvalidRequest::new("netns", format!("{}: {}", spec.netns.display(), e.reason)))
-            })?
-        };
-        let _gate = self.gate.read().await;
-        // The decisions run guest code (up to its deadline): tell the runtime
-        // this thread blocks, so other requests keep being served meanwhile.
-        let (mut ep, net, policy, cursors) = tokio::task::block_in_place(|| {
-            let mut st = self.lock();
-            let ep = self.decide(&mut st, &spec, netns_id)?;
-            let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
-            let cursors: Vec<(String, IpAddr)> =
-                ep.addresses.iter().map(|a| (pool_key(&net.id, a.addr()), a.addr())).collect();
-            let policy = st.policy_of(&ep.network_id);
-            Ok::<_, ControlError>((ep, net, policy, cursors))
-        })?;
-        let records = match tokio::task::block_in_place(|| self.decide_names(&net, &ep)) {
-            Ok(r) => r,
-            Err(e) => {
-                self.lock().remove_endpoint(&ep.id);
-                return Err(e);
-            }
-        };
-        if let Err(e) = self.store.put_endpoint(&ep, &cursors) {
-            self.lock().remove_endpoint(&ep.id);
-            return Err(internal(e));
-        }
-        let tmp = Endpoint::peer_tmp_ifname_for(&ep.id)?;
-        let ops = plan_endpoint(&net, &policy.rules, &ep, &tmp);
-        if let Err(e) = self.apply_or_undo(&ops).await {
-            self.forget(&ep.id);
-            return Err(internal(format!("attaching endpoint {:?}: {e}; rolled back", ep.spec.name.as_str())));
-        }
-        ep.state = EndpointState::Ready;
-        if let Err(e) = self.store.put_endpoint(&ep, &[]) {
-            let _ = self.kernel.apply(&plan_endpoint_removal(&net, &ep)).await;
-            self.forget(&ep.id);
-            return Err(internal(e));
-        }
-        if !records.is_empty() {
-            let addrs: Vec<IpAddr> = ep.addresses.iter().map(|a| a.addr()).collect();
-            self.dns.set_endpoint(&net.id, &ep.id, ep.netns_id, &addrs, records);
-        }
-        let mut st = self.lock();
-        st.endpoints.insert(ep.id.clone(), ep.clone());
-        info!(endpoint = %ep.spec.name, network = %net.spec.name, addresses = ?ep.addresses, "attached");
-        Ok(st.endpoint_view(&ep))
+        let t = Instant::now();
+        let r = self.attach_timed(req).await;
+        self.timings.record(Phase::Attach, t.elapsed());
+        r
     }
 
     async fn detach(&self, r: Ref) -> Result<(), ControlError> {
-        let _gate = self.gate.read().await;
-        let (ep, net, dependents) = {
-            let st = self.lock();
-            let ep = Self::find_endpoint(&st, &r)?;
-            let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
-            let dependents: Vec<String> = st
-                .endpoints_of(&net.id)
-                .filter(|e| e.spec.mode == EndpointMode::Container(ep.spec.name.clone()))
-                .map(|e| e.spec.name.to_string())
-                .collect();
-            (ep, net, dependents)
-        };
-        if !dependents.is_empty() {
-            return Err(ControlError::FailedPrecondition(format!(
-                "endpoint {:?} shares its namespace with {} (mode container:); detach them first",
-                ep.spec.name.as_str(),
-                dependents.join(", ")
-            )));
-        }
-        if ep.state == EndpointState::Pending {
-            return Err(ControlError::FailedPrecondition(format!(
-                "endpoint {:?} is still being attached",
-                ep.spec.name.as_str()
-            )));
-        }
-        self.dns.remove_endpoint(&ep.network_id, &ep.id);
-        // Stop forwarding its published ports first. If the elements are not
-        // there (table flushed by hand), the whole table is re-rendered below.
-        let mut resync = false;
-        let policy = self.lock().policy_of(&ep.network_id);
-        if let Some(script) = nft::render_endpoint(&ep, &policy.rules, nft::Change::Delete) {
-            let _g = self.nft_lock.lock().await;
-            resync = self.kernel.apply(&[Op::Nft { script }]).await.is_err();
-        }
-        self.kernel
-            .apply(&plan_endpoint_removal(&net, &ep))
-            .await
-            .map_err(|e| internal(format!("detaching endpoint {:?}: {e}", ep.spec.name.as_str())))?;
-        self.store.delete_endpoint(&ep.id).map_err(internal)?;
-        self.lock().remove_endpoint(&ep.id);
-        if resync && let Err(e) = self.sync_nft().await {
-            warn!(error = %e, "re-rendering nftables after a detach");
-        }
-        self.reelect_default_route(&ep).await;
-        info!(endpoint = %ep.spec.name, "detached");
-        Ok(())
+        let t = Instant::now();
+        let r = self.detach_timed(r).await;
+        self.timings.record(Phase::Detach, t.elapsed());
+        r
+    }
+
+    async fn stats(&self) -> Result<Stats, ControlError> {
+        let (rss_bytes, cpu_user_ms, cpu_system_ms) = process_usage();
+        let st = self.lock();
+        Ok(Stats {
+            phases: self.timings.snapshot(),
+            rss_bytes,
+            cpu_user_ms,
+            cpu_system_ms,
+            networks: st.networks.len() as u64,
+            endpoints: st.endpoints.len() as u64,
+        })
     }
 
     async fn get_endpoint(&self, r: Ref) -> Result<EndpointView, ControlError> {
@@ -789,5 +733,120 @@ impl Controller for Ctl {
 
     async fn delete_module(&self, r: Ref) -> Result<(), ControlError> {
         Ctl::delete_module(self, &r).await
+    }
+}
+
+/// The request path of attach and detach, timed by their trait methods.
+impl Ctl {
+    async fn attach_timed(&self, req: AttachEndpoint) -> Result<EndpointView, ControlError> {
+        let t = Instant::now();
+        let spec = req.validate()?;
+        let netns_id = if spec.netns.as_os_str().is_empty() {
+            0
+        } else {
+            weft_kernel::check_netns(&spec.netns).await.map_err(|e| {
+                ControlError::Invalid(InvalidRequest::new("netns", format!("{}: {}", spec.netns.display(), e.reason)))
+            })?
+        };
+        self.timings.record(Phase::AttachValidate, t.elapsed());
+        let _gate = self.gate.read().await;
+        // The decisions run guest code (up to its deadline): tell the runtime
+        // this thread blocks, so other requests keep being served meanwhile.
+        let (mut ep, net, policy, cursors) = tokio::task::block_in_place(|| {
+            let mut st = self.lock();
+            let ep = self.decide(&mut st, &spec, netns_id)?;
+            let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
+            let cursors: Vec<(String, IpAddr)> =
+                ep.addresses.iter().map(|a| (pool_key(&net.id, a.addr()), a.addr())).collect();
+            let policy = st.policy_of(&ep.network_id);
+            Ok::<_, ControlError>((ep, net, policy, cursors))
+        })?;
+        let records = match tokio::task::block_in_place(|| {
+            self.timings.time(Phase::AttachNaming, || self.decide_names(&net, &ep))
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                self.lock().remove_endpoint(&ep.id);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.timings.time(Phase::AttachStore, || self.store.put_endpoint(&ep, &cursors)) {
+            self.lock().remove_endpoint(&ep.id);
+            return Err(internal(e));
+        }
+        let tmp = Endpoint::peer_tmp_ifname_for(&ep.id)?;
+        let ops = plan_endpoint(&net, &policy.rules, &ep, &tmp);
+        if let Err(e) = self.apply_or_undo(&ops, Some((Phase::AttachNetlink, Phase::AttachNft))).await {
+            self.forget(&ep.id);
+            return Err(internal(format!("attaching endpoint {:?}: {e}; rolled back", ep.spec.name.as_str())));
+        }
+        ep.state = EndpointState::Ready;
+        if let Err(e) = self.timings.time(Phase::AttachStore, || self.store.put_endpoint(&ep, &[])) {
+            let _ = self.kernel.apply(&plan_endpoint_removal(&net, &ep)).await;
+            self.forget(&ep.id);
+            return Err(internal(e));
+        }
+        if !records.is_empty() {
+            let addrs: Vec<IpAddr> = ep.addresses.iter().map(|a| a.addr()).collect();
+            self.timings
+                .time(Phase::AttachDns, || self.dns.set_endpoint(&net.id, &ep.id, ep.netns_id, &addrs, records));
+        }
+        let mut st = self.lock();
+        st.endpoints.insert(ep.id.clone(), ep.clone());
+        info!(endpoint = %ep.spec.name, network = %net.spec.name, addresses = ?ep.addresses, "attached");
+        Ok(st.endpoint_view(&ep))
+    }
+
+    async fn detach_timed(&self, r: Ref) -> Result<(), ControlError> {
+        let _gate = self.gate.read().await;
+        let (ep, net, dependents) = {
+            let st = self.lock();
+            let ep = Self::find_endpoint(&st, &r)?;
+            let net = st.networks.get(&ep.network_id).cloned().ok_or_else(|| internal("network vanished"))?;
+            let dependents: Vec<String> = st
+                .endpoints_of(&net.id)
+                .filter(|e| e.spec.mode == EndpointMode::Container(ep.spec.name.clone()))
+                .map(|e| e.spec.name.to_string())
+                .collect();
+            (ep, net, dependents)
+        };
+        if !dependents.is_empty() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "endpoint {:?} shares its namespace with {} (mode container:); detach them first",
+                ep.spec.name.as_str(),
+                dependents.join(", ")
+            )));
+        }
+        if ep.state == EndpointState::Pending {
+            return Err(ControlError::FailedPrecondition(format!(
+                "endpoint {:?} is still being attached",
+                ep.spec.name.as_str()
+            )));
+        }
+        self.dns.remove_endpoint(&ep.network_id, &ep.id);
+        // Stop forwarding its published ports first. If the elements are not
+        // there (table flushed by hand), the whole table is re-rendered below.
+        let mut resync = false;
+        let policy = self.lock().policy_of(&ep.network_id);
+        if let Some(script) = nft::render_endpoint(&ep, &policy.rules, nft::Change::Delete) {
+            let _g = self.nft_lock.lock().await;
+            let t = Instant::now();
+            resync = self.kernel.apply(&[Op::Nft { script }]).await.is_err();
+            self.timings.record(Phase::DetachNft, t.elapsed());
+        }
+        let t = Instant::now();
+        self.kernel
+            .apply(&plan_endpoint_removal(&net, &ep))
+            .await
+            .map_err(|e| internal(format!("detaching endpoint {:?}: {e}", ep.spec.name.as_str())))?;
+        self.timings.record(Phase::DetachNetlink, t.elapsed());
+        self.timings.time(Phase::DetachStore, || self.store.delete_endpoint(&ep.id)).map_err(internal)?;
+        self.lock().remove_endpoint(&ep.id);
+        if resync && let Err(e) = self.sync_nft().await {
+            warn!(error = %e, "re-rendering nftables after a detach");
+        }
+        self.reelect_default_route(&ep).await;
+        info!(endpoint = %ep.spec.name, "detached");
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ mod modules;
 mod policy;
 mod reconcile;
 mod state;
+mod timings;
 mod worker;
 
 use std::sync::Arc;

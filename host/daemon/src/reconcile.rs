@@ -55,7 +55,7 @@ impl Ctl {
             if observed.is_none() {
                 warn!(network = %net.spec.name, bridge = %net.bridge, "bridge missing; re-creating");
             }
-            if let Err(e) = self.apply_or_undo(&plan_network(net, observed.as_ref())).await {
+            if let Err(e) = self.apply_or_undo(&plan_network(net, observed.as_ref()), None).await {
                 warn!(network = %net.spec.name, error = %e, "repairing bridge");
             }
         }
@@ -88,7 +88,7 @@ impl Ctl {
                         Err(_) => continue,
                     };
                     let policy = self.lock().policy_of(&net.id);
-                    if let Err(e) = self.apply_or_undo(&plan_endpoint(net, &policy.rules, ep, &tmp)).await {
+                    if let Err(e) = self.apply_or_undo(&plan_endpoint(net, &policy.rules, ep, &tmp), None).await {
                         warn!(endpoint = %ep.spec.name, error = %e, "re-creating endpoint");
                     }
                 }

@@ -1,7 +1,7 @@
 //! Protobuf <-> model conversion. Requests become the model's raw request
 //! types (validation happens in the model); views become messages.
 
-use weft_model::api::{DocumentsChanged, EndpointView, ModuleView, NetworkView, PolicyVerdict, Ref};
+use weft_model::api::{DocumentsChanged, EndpointView, ModuleView, NetworkView, PolicyVerdict, Ref, Stats};
 use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, EndpointState};
 use weft_model::network::{CreateNetwork, SubnetRequest};
@@ -153,6 +153,22 @@ fn check(c: Check) -> pb::PolicyCheck {
             isolated_by: isolated_by.into_iter().map(|(g, s)| format!("{g} ({s})")).collect(),
             ..Default::default()
         },
+    }
+}
+
+/// Counters to message.
+pub fn stats(v: Stats) -> pb::Stats {
+    pb::Stats {
+        phases: v
+            .phases
+            .into_iter()
+            .map(|p| pb::PhaseStat { name: p.name, count: p.count, total_us: p.total_us, max_us: p.max_us })
+            .collect(),
+        rss_bytes: v.rss_bytes,
+        cpu_user_ms: v.cpu_user_ms,
+        cpu_system_ms: v.cpu_system_ms,
+        networks: v.networks,
+        endpoints: v.endpoints,
     }
 }
 

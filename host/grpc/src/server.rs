@@ -12,6 +12,7 @@ use crate::pb::endpoint_service_server::{EndpointService, EndpointServiceServer}
 use crate::pb::module_service_server::{ModuleService, ModuleServiceServer};
 use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
 use crate::pb::policy_service_server::{PolicyService, PolicyServiceServer};
+use crate::pb::system_service_server::{SystemService, SystemServiceServer};
 use crate::status::to_status;
 use crate::{Controller, convert, pb};
 use weft_model::api::{ApplyDocuments, CheckPolicy, DeleteDocuments, UpdateNetwork, UploadModule};
@@ -99,6 +100,14 @@ impl<C: Controller> PolicyService for Api<C> {
         let req = CheckPolicy { tenant: r.tenant, network: r.network, from: r.from, to: r.to, port: r.port };
         let v = self.ctl.check_policy(req).await.map_err(to_status)?;
         Ok(Response::new(convert::verdict(v)))
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Controller> SystemService for Api<C> {
+    async fn get_stats(&self, _r: Request<pb::GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
+        let v = self.ctl.stats().await.map_err(to_status)?;
+        Ok(Response::new(convert::stats(v)))
     }
 }
 
@@ -215,6 +224,7 @@ pub async fn serve_unix<C: Controller>(
     health.set_serving::<EndpointServiceServer<Api<C>>>().await;
     health.set_serving::<PolicyServiceServer<Api<C>>>().await;
     health.set_serving::<ModuleServiceServer<Api<C>>>().await;
+    health.set_serving::<SystemServiceServer<Api<C>>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -227,7 +237,8 @@ pub async fn serve_unix<C: Controller>(
         .add_service(NetworkServiceServer::new(api.clone()))
         .add_service(EndpointServiceServer::new(api.clone()))
         .add_service(PolicyServiceServer::new(api.clone()))
-        .add_service(ModuleServiceServer::new(api))
+        .add_service(ModuleServiceServer::new(api.clone()))
+        .add_service(SystemServiceServer::new(api))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

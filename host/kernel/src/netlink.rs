@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::MacVlanMode;
-use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use weft_model::IfName;
 use weft_plan::{ObservedLink, Op};
@@ -113,23 +113,27 @@ impl Netlink {
                     }
                 }
             }
-            Op::CreateVeth { name, peer, mtu } => {
-                let mut v = LinkVeth::new(name.as_str(), peer.as_str());
+            Op::CreateVeth { name, master, peer, netns, mac, mtu } => {
+                let what = || format!("{name} master {master} peer {peer} netns {}", netns.display());
+                let midx = self.index(master).await?;
+                let file =
+                    std::fs::File::open(netns).map_err(|e| KernelError::new("open netns", netns.display(), e))?;
+                let mut inside =
+                    LinkUnspec::new_with_name(peer.as_str()).address(mac.0.to_vec()).setns_by_fd(file.as_raw_fd());
+                let mut v = LinkVeth::new(name.as_str(), peer.as_str()).controller(midx).up();
                 if let Some(m) = mtu {
+                    inside = inside.mtu(*m);
                     v = v.mtu(*m);
                 }
-                link.add(v.build())
-                    .execute()
-                    .await
-                    .map_err(|e| KernelError::netlink("link add type veth", format!("{name} peer {peer}"), e))?;
-                if let Some(m) = mtu {
-                    let idx = self.index(peer).await?;
-                    link.change(LinkUnspec::new_with_index(idx).mtu(*m).build())
-                        .execute()
-                        .await
-                        .map_err(|e| KernelError::netlink("link set mtu", peer, e))?;
-                }
-                Ok(())
+                let msg = v.set_info_data(InfoData::Veth(InfoVeth::Peer(inside.build()))).build();
+                link.add(msg).execute().await.map_err(|e| {
+                    let e = KernelError::netlink("link add type veth", what(), e);
+                    if e.is_exists() {
+                        KernelError { reason: format!("{} (in the host or the container namespace)", e.reason), ..e }
+                    } else {
+                        e
+                    }
+                })
             }
             Op::CreateMacvlan { name, parent, mode, mtu } => {
                 let pidx = self.index(parent).await?;

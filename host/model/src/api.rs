@@ -163,6 +163,36 @@ pub struct ModuleView {
     pub bound_to: Vec<String>,
 }
 
+/// Time spent in one phase of weftd's request path, summed over calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseStat {
+    /// The phase, e.g. `attach.ipam` or `attach.netlink`.
+    pub name: String,
+    /// How many times it ran.
+    pub count: u64,
+    /// Total time, microseconds.
+    pub total_us: u64,
+    /// The slowest single run, microseconds.
+    pub max_us: u64,
+}
+
+/// weftd's operational counters.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Per-phase timings of attach and detach, in path order.
+    pub phases: Vec<PhaseStat>,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+    /// CPU time in user mode, milliseconds.
+    pub cpu_user_ms: u64,
+    /// CPU time in the kernel, milliseconds.
+    pub cpu_system_ms: u64,
+    /// Networks of all tenants.
+    pub networks: u64,
+    /// Endpoints of all tenants.
+    pub endpoints: u64,
+}
+
 /// What weftd does for its clients.
 pub trait Controller: Send + Sync + 'static {
     /// Create a network.
@@ -207,4 +237,6 @@ pub trait Controller: Send + Sync + 'static {
     fn delete_module(&self, r: Ref) -> impl Future<Output = Result<(), ControlError>> + Send;
     /// Explain whether a flow is allowed.
     fn check_policy(&self, req: CheckPolicy) -> impl Future<Output = Result<PolicyVerdict, ControlError>> + Send;
+    /// Operational counters (an operator's view: not scoped to a tenant).
+    fn stats(&self) -> impl Future<Output = Result<Stats, ControlError>> + Send;
 }

@@ -81,13 +81,14 @@ pub fn plan_network_removal(net: &Network) -> Vec<Op> {
     vec![Op::DeleteLink { ns: Ns::Host, link: net.bridge.clone() }]
 }
 
-/// Ops that attach `ep` to `net`. On a bridge network: a veth pair, one end
-/// a port of the bridge, the other moved into the container's namespace,
-/// renamed, addressed, up, with a default route via the gateway (not on
-/// internal networks), then the published ports' DNAT elements; an
-/// [`Op::Nft`] is always last. On a macvlan network: a macvlan child of the
-/// parent instead of the veth pair. Mode `none` only brings `lo` up; modes
-/// `host` and `container:` touch nothing.
+/// Ops that attach `ep` to `net`. On a bridge network: a veth pair created
+/// in one request (host end a port of the bridge and up, container end born
+/// in the container's namespace with its final name and MAC), then inside:
+/// addresses, up, a default route via the gateway (not on internal
+/// networks); then the published ports' DNAT elements — an [`Op::Nft`] is
+/// always last. On a macvlan network: a macvlan child of the parent, moved
+/// into the namespace and renamed, instead of the veth pair. Mode `none`
+/// only brings `lo` up; modes `host` and `container:` touch nothing.
 pub fn plan_endpoint(net: &Network, policy: &RuleSet, ep: &Endpoint, peer_tmp: &IfName) -> Vec<Op> {
     let inside = Ns::Path(ep.spec.netns.clone());
     match ep.spec.mode {
@@ -97,22 +98,26 @@ pub fn plan_endpoint(net: &Network, policy: &RuleSet, ep: &Endpoint, peer_tmp: &
     }
     let ifname = ep.spec.ifname.clone();
     let mut ops = match &net.spec.macvlan {
-        None => vec![
-            Op::CreateVeth { name: ep.host_ifname.clone(), peer: peer_tmp.clone(), mtu: net.spec.mtu },
-            Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() },
-        ],
-        Some(m) => vec![Op::CreateMacvlan {
-            name: peer_tmp.clone(),
-            parent: m.parent.clone(),
-            mode: m.mode.clone(),
+        None => vec![Op::CreateVeth {
+            name: ep.host_ifname.clone(),
+            master: net.bridge.clone(),
+            peer: ifname.clone(),
+            netns: ep.spec.netns.clone(),
+            mac: ep.mac,
             mtu: net.spec.mtu,
         }],
+        Some(m) => vec![
+            Op::CreateMacvlan {
+                name: peer_tmp.clone(),
+                parent: m.parent.clone(),
+                mode: m.mode.clone(),
+                mtu: net.spec.mtu,
+            },
+            Op::MoveToNetns { link: peer_tmp.clone(), netns: ep.spec.netns.clone() },
+            Op::Rename { ns: inside.clone(), link: peer_tmp.clone(), to: ifname.clone() },
+            Op::SetMac { ns: inside.clone(), link: ifname.clone(), mac: ep.mac },
+        ],
     };
-    ops.extend([
-        Op::MoveToNetns { link: peer_tmp.clone(), netns: ep.spec.netns.clone() },
-        Op::Rename { ns: inside.clone(), link: peer_tmp.clone(), to: ifname.clone() },
-        Op::SetMac { ns: inside.clone(), link: ifname.clone(), mac: ep.mac },
-    ]);
     if ep.addresses.iter().any(|a| a.addr().is_ipv6()) {
         ops.push(no_dad(inside.clone(), &ifname));
     }
@@ -122,9 +127,6 @@ pub fn plan_endpoint(net: &Network, policy: &RuleSet, ep: &Endpoint, peer_tmp: &
     ops.push(Op::LinkUp { ns: inside.clone(), link: loopback() });
     ops.push(Op::LinkUp { ns: inside.clone(), link: ifname.clone() });
     ops.extend(plan_default_routes(net, ep));
-    if net.is_bridge() {
-        ops.push(Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() });
-    }
     // nftables changes come last, as one transaction, once the interface
     // they point at exists.
     if let Some(script) = nft::render_endpoint(ep, policy, nft::Change::Add) {

@@ -39,12 +39,23 @@ pub enum Op {
         /// A fixed MAC, so the bridge's address does not follow its ports.
         mac: Mac,
     },
-    /// `ip link add NAME type veth peer name PEER [mtu N]` in the host namespace.
+    /// `ip link add NAME master MASTER up [mtu N] type veth peer name PEER
+    /// address MAC netns NETNS [mtu N]` in the host namespace: one request.
+    /// The container end is born inside the container's namespace with its
+    /// final name and MAC (moving a link between namespaces later would
+    /// cost an RCU grace period, most of an attach); the host end is born a
+    /// port of the bridge, up.
     CreateVeth {
         /// Host end.
         name: IfName,
-        /// Container end (temporary name).
+        /// The bridge the host end is a port of.
+        master: IfName,
+        /// Container end, its final name.
         peer: IfName,
+        /// The container's namespace.
+        netns: PathBuf,
+        /// The container end's MAC.
+        mac: Mac,
         /// MTU of both ends.
         mtu: Option<u32>,
     },

@@ -1,0 +1,467 @@
+//! Attach and detach: weft against netavark, the CNI reference chain and the
+//! kernel floor, on the same machine in the same run.
+//!
+//! Every system gets its own fresh "host" namespace and builds the same
+//! topology: a bridge with a /16, N container namespaces (shared by all
+//! systems, created before any timing and cleaned by each system's own
+//! teardown), each with a veth, an address, a default route and one
+//! published TCP port (host port 20000+i -> 80). Each system is checked to
+//! have really done the work (a ping from the first container to the last)
+//! before its teardown is timed.
+//!
+//! - weft: sequential `AttachEndpoint`/`DetachEndpoint` over gRPC (one call
+//!   timed at a time), the same through the `weft` CLI (a process per call,
+//!   as a shell script would), and a bulk attach of N endpoints by 32
+//!   concurrent clients (wall time).
+//! - netavark (Debian's 1.4, iptables driver): `netavark setup`/`teardown`
+//!   per container with the JSON podman sends, static addresses given.
+//! - CNI (Debian's containernetworking-plugins 1.1.1): `bridge` (IPAM
+//!   `host-local`) then `portmap`, invoked as a runtime does (environment +
+//!   config on stdin, the bridge result passed as `prevResult`); DEL in
+//!   reverse order.
+//! - floor: the same kernel work with the standard tools and nothing else —
+//!   one `ip -batch` in the host namespace, one `ip -n NS -batch` inside the
+//!   container, one `nft -f` transaction adding the endpoint's DNAT and
+//!   forward elements.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use weft_grpc::client::{EndpointServiceClient, SystemServiceClient, connect_unix};
+use weft_grpc::pb;
+use weft_tests::{Host, Netns, bin_dir, on_ns, sh};
+
+use crate::firewall::{Counts, count_ruleset};
+use crate::stats::Summary;
+
+/// Where Debian installs netavark.
+const NETAVARK: &str = "/usr/lib/podman/netavark";
+/// Where Debian installs the CNI reference plugins.
+const CNI_PATH: &str = "/usr/lib/cni";
+/// Concurrent clients of the bulk attach.
+const BULK_CLIENTS: usize = 32;
+
+/// The systems compared, in table order.
+pub const SYSTEMS: [&str; 6] =
+    ["weft gRPC", "weft CLI", "weft bulk (32 clients)", "netavark 1.4", "CNI 1.1.1", "floor"];
+
+/// One system at one N.
+#[derive(Clone, Debug, Default)]
+pub struct Series {
+    pub system: &'static str,
+    pub n: usize,
+    /// Per-endpoint setup times (one per call; empty for bulk).
+    pub setup: Vec<Duration>,
+    /// Per-endpoint teardown times.
+    pub teardown: Vec<Duration>,
+    /// Wall time of all N setups.
+    pub setup_total: Duration,
+    /// nft rules and set/map elements in the host namespace with N attached.
+    pub counts: Option<Counts>,
+}
+
+impl Series {
+    /// The per-endpoint figure compared across systems: p50 of the calls,
+    /// or wall time / N for bulk.
+    pub fn per_endpoint(&self) -> Duration {
+        if self.setup.is_empty() { self.setup_total / self.n.max(1) as u32 } else { Summary::of(&self.setup).p50 }
+    }
+}
+
+/// weftd's resource use after N endpoints were attached, and where the
+/// time of the sequential gRPC attaches and detaches went (weftd's own
+/// per-phase counters, `weft stats`: the delta over that run).
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    pub n: usize,
+    pub rss_kib: u64,
+    pub cpu: Duration,
+    pub phases: Vec<pb::PhaseStat>,
+}
+
+/// weftd's phase counters now.
+async fn phases(host: &Host) -> Result<Vec<pb::PhaseStat>> {
+    let mut c = SystemServiceClient::new(host.channel().await);
+    Ok(c.get_stats(pb::GetStatsRequest {}).await?.into_inner().phases)
+}
+
+/// `after - before`, phase by phase (max is the run's maximum only if it
+/// grew; otherwise the earlier one, which is an upper bound).
+fn delta(before: &[pb::PhaseStat], after: Vec<pb::PhaseStat>) -> Vec<pb::PhaseStat> {
+    after
+        .into_iter()
+        .map(|mut a| {
+            if let Some(b) = before.iter().find(|b| b.name == a.name) {
+                a.count -= b.count.min(a.count);
+                a.total_us -= b.total_us.min(a.total_us);
+            }
+            a
+        })
+        .collect()
+}
+
+/// An IPv4 address in `base`'s /16 for endpoint `i` (.0.2 upwards, skipping
+/// .0 and .255 of each /24).
+fn addr(base: [u8; 2], i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(base[0], base[1], (i / 250) as u8, (i % 250) as u8 + 2)
+}
+
+fn port(i: usize) -> u16 {
+    20000 + i as u16
+}
+
+/// Run the comparison for every N in `sizes`.
+pub fn run(sizes: &[usize]) -> Result<(Vec<Series>, Vec<Resources>)> {
+    for (what, p) in [("netavark", NETAVARK), ("containernetworking-plugins", CNI_PATH)] {
+        if !Path::new(p).exists() {
+            bail!("{p} missing: apt-get install {what}");
+        }
+    }
+    let rt = crate::tokio_rt(2)?;
+    let mut all = Vec::new();
+    let mut res = Vec::new();
+    for &n in sizes {
+        eprintln!("attach: N = {n}: making {n} container namespaces");
+        let containers: Vec<Netns> = (0..n).map(|i| Netns::new("b", &format!("c{i}"))).collect();
+        let (weft, r) = rt.block_on(weft_series(n, &containers))?;
+        all.extend(weft);
+        res.push(r);
+        eprintln!("attach: N = {n}: netavark");
+        all.push(netavark(&containers)?);
+        eprintln!("attach: N = {n}: CNI");
+        all.push(cni(&containers)?);
+        eprintln!("attach: N = {n}: floor");
+        all.push(floor(&containers)?);
+    }
+    Ok((all, res))
+}
+
+/// Ping `to` from `from` (proof the system did the work).
+fn check_ping(system: &str, from: &Netns, to: Ipv4Addr) -> Result<()> {
+    if !from.ping(&to.to_string()) {
+        bail!("{system}: {} cannot ping {to} after setup", from.name);
+    }
+    Ok(())
+}
+
+/// The address the first container pings: the last endpoint's, or the
+/// gateway's when there is only one.
+fn ping_target(base: [u8; 2], n: usize) -> Ipv4Addr {
+    if n > 1 { addr(base, n - 1) } else { Ipv4Addr::new(base[0], base[1], 0, 1) }
+}
+
+fn attach_req(i: usize, ns: &Netns) -> pb::AttachEndpointRequest {
+    pb::AttachEndpointRequest {
+        network: "bench".into(),
+        name: format!("e{i}"),
+        netns: ns.path(),
+        ips: vec![addr([10, 91], i).to_string()],
+        publish: vec![format!("{}:80/tcp", port(i))],
+        ..Default::default()
+    }
+}
+
+fn detach_req(i: usize) -> pb::DetachEndpointRequest {
+    pb::DetachEndpointRequest { network: "bench".into(), name: format!("e{i}"), ..Default::default() }
+}
+
+/// CPU time (user + system) of process `pid`.
+fn cpu_of(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): state is 3rd,
+    // utime 14th, stime 15th of the whole line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("/proc/PID/stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    // /proc reports clock ticks of USER_HZ, which Linux fixes at 100.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// Resident set size of process `pid`, KiB.
+fn rss_of(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS")?.parse()?)
+}
+
+/// weft over gRPC, through the CLI, and in bulk, against one weftd.
+async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Resources)> {
+    let host = Host::with_args("bw", &[]);
+    let pid = host.pid().context("weftd pid")?;
+    host.create_network("bench", &["10.91.0.0/16"]).await.context("create network")?;
+    let mut out = Vec::new();
+    let mut c = host.endpoints().await;
+
+    // Sequential gRPC.
+    let mut s = Series { system: SYSTEMS[0], n, ..Default::default() };
+    let cpu0 = cpu_of(pid)?;
+    let before = phases(&host).await?;
+    let t0 = Instant::now();
+    for (i, ns) in containers.iter().enumerate() {
+        let t = Instant::now();
+        c.attach_endpoint(attach_req(i, ns)).await.with_context(|| format!("weft attach e{i}"))?;
+        s.setup.push(t.elapsed());
+    }
+    s.setup_total = t0.elapsed();
+    let mut res = Resources { n, rss_kib: rss_of(pid)?, cpu: cpu_of(pid)? - cpu0, phases: Vec::new() };
+    check_ping("weft", &containers[0], ping_target([10, 91], n))?;
+    s.counts = Some(count_ruleset(&host.ns.name)?);
+    for i in 0..n {
+        let t = Instant::now();
+        c.detach_endpoint(detach_req(i)).await.with_context(|| format!("weft detach e{i}"))?;
+        s.teardown.push(t.elapsed());
+    }
+    res.phases = delta(&before, phases(&host).await?);
+    out.push(s);
+
+    // The CLI: one process per call.
+    let mut s = Series { system: SYSTEMS[1], n, ..Default::default() };
+    let weft = bin_dir().join("weft");
+    let cli = |args: &[&str]| -> Result<Duration> {
+        let t = Instant::now();
+        let o = Command::new(&weft).env("WEFT_SOCKET", host.socket()).args(args).output()?;
+        let took = t.elapsed();
+        if !o.status.success() {
+            bail!("weft {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(took)
+    };
+    let t0 = Instant::now();
+    for (i, ns) in containers.iter().enumerate() {
+        let (name, ip, publish) = (format!("e{i}"), addr([10, 91], i).to_string(), format!("{}:80/tcp", port(i)));
+        let path = ns.path();
+        s.setup.push(cli(&[
+            "endpoint", "attach", "bench", "--netns", &path, "--name", &name, "--ip", &ip, "-p", &publish,
+        ])?);
+    }
+    s.setup_total = t0.elapsed();
+    check_ping("weft CLI", &containers[0], ping_target([10, 91], n))?;
+    for i in 0..n {
+        s.teardown.push(cli(&["endpoint", "detach", "bench", &format!("e{i}")])?);
+    }
+    out.push(s);
+
+    // Bulk: 32 clients, each on its own connection, share the N attaches.
+    let mut s = Series { system: SYSTEMS[2], n, ..Default::default() };
+    let reqs: Arc<Vec<pb::AttachEndpointRequest>> =
+        Arc::new(containers.iter().enumerate().map(|(i, ns)| attach_req(i, ns)).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..BULK_CLIENTS.min(n) {
+        let (reqs, next, sock) = (reqs.clone(), next.clone(), host.socket());
+        tasks.push(tokio::spawn(async move {
+            let mut c = EndpointServiceClient::new(connect_unix(sock).await?);
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(r) = reqs.get(i) else { return Ok::<(), anyhow::Error>(()) };
+                c.attach_endpoint(r.clone()).await.with_context(|| format!("weft bulk attach e{i}"))?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    s.setup_total = t0.elapsed();
+    check_ping("weft bulk", &containers[0], ping_target([10, 91], n))?;
+    for i in 0..n {
+        c.detach_endpoint(detach_req(i)).await?;
+    }
+    out.push(s);
+    Ok((out, res))
+}
+
+/// Run `cmd` with `stdin`, failing with its stderr; returns stdout and the
+/// wall time.
+fn timed(cmd: &mut Command, stdin: &str) -> Result<(String, Duration)> {
+    let t = Instant::now();
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
+    let o = child.wait_with_output()?;
+    let took = t.elapsed();
+    if !o.status.success() {
+        bail!("{cmd:?}: {} {}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+    }
+    Ok((String::from_utf8_lossy(&o.stdout).into_owned(), took))
+}
+
+/// Run `f` on a thread inside `host`'s namespace: the peers' processes are
+/// spawned from there and so run in it.
+fn in_host<T: Send + 'static>(host: &Netns, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    on_ns(&host.name, f).join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
+}
+
+fn temp_dir(what: &str) -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("weft-bench-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// The JSON podman hands netavark for container `i`.
+fn netavark_json(i: usize) -> String {
+    serde_json::json!({
+        "container_id": format!("{:064x}", i + 1),
+        "container_name": format!("c{i}"),
+        "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": port(i), "range": 1, "protocol": "tcp"}],
+        "networks": {"bench": {"static_ips": [addr([10, 92], i).to_string()], "interface_name": "eth0", "aliases": []}},
+        "network_info": {"bench": {
+            "name": "bench", "id": format!("{:064x}", 7), "driver": "bridge", "network_interface": "wbnv0",
+            "subnets": [{"subnet": "10.92.0.0/16", "gateway": "10.92.0.1"}],
+            "ipv6_enabled": false, "internal": false, "dns_enabled": false,
+            "ipam_options": {"driver": "host-local"}
+        }}
+    })
+    .to_string()
+}
+
+/// A peer's per-container setup and teardown, run from inside its host
+/// namespace: `setup(i, path)` / `teardown(i, path)` return each call's time.
+fn per_container(
+    system: &'static str,
+    containers: &[Netns],
+    base: [u8; 2],
+    host: &Netns,
+    setup: impl Fn(usize, &str) -> Result<Duration> + Send + Sync + 'static,
+    teardown: impl Fn(usize, &str) -> Result<Duration> + Send + Sync + 'static,
+) -> Result<Series> {
+    let paths: Arc<Vec<String>> = Arc::new(containers.iter().map(Netns::path).collect());
+    let n = containers.len();
+    let (hn, p) = (host.name.clone(), paths.clone());
+    let mut s = in_host(host, move || {
+        let mut s = Series { system, n, ..Default::default() };
+        let t0 = Instant::now();
+        for (i, path) in p.iter().enumerate() {
+            s.setup.push(setup(i, path).with_context(|| format!("{system} setup c{i}"))?);
+        }
+        s.setup_total = t0.elapsed();
+        s.counts = Some(count_ruleset(&hn)?);
+        Ok(s)
+    })?;
+    check_ping(system, &containers[0], ping_target(base, n))?;
+    s.teardown = in_host(host, move || {
+        let mut t = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            t.push(teardown(i, path).with_context(|| format!("{system} teardown c{i}"))?);
+        }
+        Ok(t)
+    })?;
+    Ok(s)
+}
+
+/// netavark setup/teardown per container.
+fn netavark(containers: &[Netns]) -> Result<Series> {
+    let host = Netns::new("b", "nvhost");
+    let dir = temp_dir("netavark")?;
+    let nv = move |verb: &'static str| {
+        let dir = dir.clone();
+        move |i: usize, path: &str| -> Result<Duration> {
+            Ok(timed(Command::new(NETAVARK).arg("--config").arg(&dir).args([verb, path]), &netavark_json(i))?.1)
+        }
+    };
+    per_container(SYSTEMS[3], containers, [10, 92], &host, nv("setup"), nv("teardown"))
+}
+
+/// The CNI reference chain: bridge (+ host-local) then portmap.
+fn cni(containers: &[Netns]) -> Result<Series> {
+    let host = Netns::new("b", "cnihost");
+    let data = temp_dir("cni")?;
+    let bridge_conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "wbcni0",
+        "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.94.0.0/16", "gateway": "10.94.0.1"}]],
+                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data}
+    });
+    let portmap_conf = |i: usize, prev: Option<serde_json::Value>| {
+        let mut c = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "bench", "type": "portmap", "snat": true,
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [{"hostPort": port(i), "containerPort": 80, "protocol": "tcp"}]}
+        });
+        if let Some(p) = prev {
+            c["prevResult"] = p;
+        }
+        c.to_string()
+    };
+    let call = |command: &str, plugin: &str, i: usize, path: &str, conf: &str| {
+        timed(
+            Command::new(Path::new(CNI_PATH).join(plugin))
+                .env("CNI_COMMAND", command)
+                .env("CNI_CONTAINERID", format!("{:064x}", i + 1))
+                .env("CNI_NETNS", path)
+                .env("CNI_IFNAME", "eth0")
+                .env("CNI_PATH", CNI_PATH),
+            conf,
+        )
+    };
+    let bc = bridge_conf.to_string();
+    let bc2 = bc.clone();
+    // host-local hands out addresses in order from .2, as `addr` counts.
+    let setup = move |i: usize, path: &str| -> Result<Duration> {
+        let (out, t1) = call("ADD", "bridge", i, path, &bc)?;
+        let prev: serde_json::Value = serde_json::from_str(&out)?;
+        let (_, t2) = call("ADD", "portmap", i, path, &portmap_conf(i, Some(prev)))?;
+        Ok(t1 + t2)
+    };
+    let teardown = move |i: usize, path: &str| -> Result<Duration> {
+        let (_, t1) = call("DEL", "portmap", i, path, &portmap_conf(i, None))?;
+        let (_, t2) = call("DEL", "bridge", i, path, &bc2)?;
+        Ok(t1 + t2)
+    };
+    per_container(SYSTEMS[4], containers, [10, 94], &host, setup, teardown)
+}
+
+/// The kernel floor: the same link, address, route and nft work through
+/// `ip -batch` and one `nft -f` transaction per endpoint.
+fn floor(containers: &[Netns]) -> Result<Series> {
+    let host = Netns::new("b", "flhost");
+    let h = host.name.as_str();
+    sh(&["ip", "-n", h, "link", "add", "wbfl0", "type", "bridge"]);
+    sh(&["ip", "-n", h, "addr", "add", "10.93.0.1/16", "dev", "wbfl0"]);
+    sh(&["ip", "-n", h, "link", "set", "wbfl0", "up"]);
+    sh(&["ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let table = "table inet wbfloor {
+  map dnat4 { type inet_proto . inet_service : ipv4_addr . inet_service; }
+  chain prerouting { type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local dnat ip to meta l4proto . th dport map @dnat4; }
+  chain forward { type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    ct status dnat accept
+    iifname \"wbfl0\" accept; }
+}
+";
+    in_host(&host, move || timed(Command::new("nft").args(["-f", "-"]), table).map(|_| ()))?;
+    let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
+    let names = Arc::new(names);
+    let setup = move |i: usize, _path: &str| -> Result<Duration> {
+        let a = addr([10, 93], i);
+        let (_, t1) = timed(
+            Command::new("ip").args(["-batch", "-"]),
+            &format!("link add vfl{i} type veth peer name eth0 netns {}\nlink set vfl{i} master wbfl0 up\n", names[i]),
+        )?;
+        let (_, t2) = timed(
+            Command::new("ip").args(["-n", &names[i], "-batch", "-"]),
+            &format!("addr add {a}/16 dev eth0\nlink set lo up\nlink set eth0 up\nroute add default via 10.93.0.1\n"),
+        )?;
+        let (_, t3) = timed(
+            Command::new("nft").args(["-f", "-"]),
+            &format!("add element inet wbfloor dnat4 {{ tcp . {} : {a} . 80 }}\n", port(i)),
+        )?;
+        Ok(t1 + t2 + t3)
+    };
+    let teardown = move |i: usize, _path: &str| -> Result<Duration> {
+        let (_, t1) = timed(
+            Command::new("nft").args(["-f", "-"]),
+            &format!("delete element inet wbfloor dnat4 {{ tcp . {} }}\n", port(i)),
+        )?;
+        let (_, t2) = timed(Command::new("ip").args(["-batch", "-"]), &format!("link del vfl{i}\n"))?;
+        Ok(t1 + t2)
+    };
+    per_container(SYSTEMS[5], containers, [10, 93], &host, setup, teardown)
+}

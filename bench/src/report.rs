@@ -1,0 +1,200 @@
+//! The benchmark's outputs: markdown tables and the attach-latency plot
+//! (an SVG drawn here, so the benchmark needs nothing but itself).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::attach::{Resources, SYSTEMS, Series};
+use crate::firewall::Throughput;
+use crate::stats::{Summary, ms};
+
+/// The attach tables: latencies, ratios, firewall objects, weftd's use.
+pub fn attach_markdown(series: &[Series], res: &[Resources]) -> String {
+    let mut s = String::new();
+    s.push_str("| N | system | attach p50 ms | p95 | p99 | detach p50 ms | p95 | p99 | all N attached in s |\n");
+    s.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for x in series {
+        let (a, d) = (Summary::of(&x.setup), Summary::of(&x.teardown));
+        let cell = |v: &[Duration], d: Duration| if v.is_empty() { "—".to_owned() } else { ms(d) };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            x.n,
+            x.system,
+            if x.setup.is_empty() { format!("{} (wall / N)", ms(x.per_endpoint())) } else { ms(a.p50) },
+            cell(&x.setup, a.p95),
+            cell(&x.setup, a.p99),
+            cell(&x.teardown, d.p50),
+            cell(&x.teardown, d.p95),
+            cell(&x.teardown, d.p99),
+            x.setup_total.as_secs_f64()
+        );
+    }
+    s.push_str("\nRatios of per-endpoint attach time (p50; bulk: wall time / N), same run:\n\n");
+    s.push_str(
+        "| N | netavark / weft gRPC | CNI / weft gRPC | weft gRPC / floor | weft CLI / floor | weft bulk / floor |\n",
+    );
+    s.push_str("|---:|---:|---:|---:|---:|---:|\n");
+    for n in sizes(series) {
+        let get = |sys: &str| {
+            series.iter().find(|x| x.n == n && x.system == sys).map(|x| x.per_endpoint().as_secs_f64()).unwrap_or(0.0)
+        };
+        let (w, cli, bulk, nv, cni, fl) =
+            (get(SYSTEMS[0]), get(SYSTEMS[1]), get(SYSTEMS[2]), get(SYSTEMS[3]), get(SYSTEMS[4]), get(SYSTEMS[5]));
+        let r = |a: f64, b: f64| if b > 0.0 { format!("{:.2}×", a / b) } else { "—".into() };
+        let _ = writeln!(s, "| {n} | {} | {} | {} | {} | {} |", r(nv, w), r(cni, w), r(w, fl), r(cli, fl), r(bulk, fl));
+    }
+    s.push_str("\nFirewall objects in the host namespace with N endpoints attached (whole ruleset):\n\n");
+    s.push_str("| N | system | nft rules | set/map elements |\n|---:|---|---:|---:|\n");
+    for x in series {
+        if let Some(c) = x.counts {
+            let _ = writeln!(s, "| {} | {} | {} | {} |", x.n, x.system, c.rules, c.elements);
+        }
+    }
+    s.push_str("\nweftd after N sequential attaches (one network, one published port each):\n\n");
+    s.push_str("| N | RSS MiB | CPU time for the N attaches (s) | CPU per attach (ms) |\n|---:|---:|---:|---:|\n");
+    for r in res {
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {:.2} | {:.2} |",
+            r.n,
+            r.rss_kib as f64 / 1024.0,
+            r.cpu.as_secs_f64(),
+            r.cpu.as_secs_f64() * 1e3 / r.n.max(1) as f64
+        );
+    }
+    s.push_str("\nWhere one sequential gRPC attach and detach spend their time, inside weftd (mean per call, µs; weftd's own phase counters over the run):\n\n");
+    let mut header = String::from("| phase |");
+    let mut rule = String::from("|---|");
+    for r in res {
+        let _ = write!(header, " N = {} |", r.n);
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(s, "{header}\n{rule}");
+    let names: Vec<String> = res.first().map(|r| r.phases.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
+    for name in names {
+        let _ = write!(s, "| {name} |");
+        for r in res {
+            let cell = r
+                .phases
+                .iter()
+                .find(|p| p.name == name && p.count > 0)
+                .map(|p| format!(" {:.0} ({}×) |", p.total_us as f64 / r.n.max(1) as f64, p.count / r.n.max(1) as u64))
+                .unwrap_or_else(|| " — |".into());
+            s.push_str(&cell);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The throughput table.
+pub fn firewall_markdown(t: &[Throughput]) -> String {
+    let mut s = String::from("| installed | nft rules | set/map elements | iperf3 Gbit/s (median) | runs |\n");
+    s.push_str("|---|---:|---:|---:|---|\n");
+    for x in t {
+        let runs: Vec<String> = x.runs.iter().map(|r| format!("{r:.2}")).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.2} | {} |",
+            x.scenario,
+            x.counts.rules,
+            x.counts.elements,
+            x.gbits,
+            runs.join(", ")
+        );
+    }
+    s
+}
+
+fn sizes(series: &[Series]) -> Vec<usize> {
+    let mut v: Vec<usize> = series.iter().map(|x| x.n).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Attach latency (per endpoint, ms, log scale) against N (log scale), one
+/// line per system.
+pub fn attach_svg(series: &[Series]) -> String {
+    const W: f64 = 760.0;
+    const H: f64 = 440.0;
+    const L: f64 = 70.0;
+    const R: f64 = 230.0;
+    const T: f64 = 40.0;
+    const B: f64 = 50.0;
+    const COLORS: [&str; 6] = ["#1f77b4", "#17becf", "#9467bd", "#d62728", "#ff7f0e", "#2ca02c"];
+    let ns = sizes(series);
+    let vals: Vec<f64> = series.iter().map(|x| x.per_endpoint().as_secs_f64() * 1e3).filter(|v| *v > 0.0).collect();
+    let lo = vals.iter().copied().fold(f64::INFINITY, f64::min).max(1e-3);
+    let hi = vals.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
+    let (ylo, yhi) = (lo.log10().floor(), hi.log10().ceil());
+    let (xlo, xhi) = (
+        (*ns.first().unwrap_or(&1) as f64).log10(),
+        (*ns.last().unwrap_or(&10) as f64).log10().max(ns.first().map_or(1.0, |n| (*n as f64).log10() + 1.0)),
+    );
+    let x = |n: usize| L + ((n as f64).log10() - xlo) / (xhi - xlo).max(1e-9) * (W - L - R);
+    let y = |v: f64| T + (yhi - v.log10()) / (yhi - ylo).max(1e-9) * (H - T - B);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Attach latency per endpoint (p50; bulk: wall / N), one published port each</text>\n",
+        W / 2.0
+    );
+    let mut e = ylo as i32;
+    while e as f64 <= yhi {
+        let v = 10f64.powi(e);
+        let yy = y(v);
+        let label = if v >= 1.0 { format!("{v:.0} ms") } else { format!("{v} ms") };
+        let _ = writeln!(
+            s,
+            "<line x1=\"{L}\" y1=\"{yy:.1}\" x2=\"{}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
+            W - R,
+            L - 6.0,
+            yy + 4.0
+        );
+        e += 1;
+    }
+    for &n in &ns {
+        let xx = x(n);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{xx:.1}\" y1=\"{T}\" x2=\"{xx:.1}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{xx:.1}\" y=\"{}\" text-anchor=\"middle\">N = {n}</text>",
+            H - B,
+            H - B + 18.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<rect x=\"{L}\" y=\"{T}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>",
+        W - L - R,
+        H - T - B
+    );
+    for (k, sys) in SYSTEMS.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = ns
+            .iter()
+            .filter_map(|&n| series.iter().find(|x| x.n == n && x.system == *sys))
+            .map(|x| (x.n, x.per_endpoint().as_secs_f64() * 1e3))
+            .filter(|(_, v)| *v > 0.0)
+            .map(|(n, v)| (x(n), y(v)))
+            .collect();
+        let path: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        let c = COLORS[k % COLORS.len()];
+        let _ =
+            writeln!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"2\"/>", path.join(" "));
+        for (a, b) in &pts {
+            let _ = writeln!(s, "<circle cx=\"{a:.1}\" cy=\"{b:.1}\" r=\"3.5\" fill=\"{c}\"/>");
+        }
+        let ly = T + 10.0 + k as f64 * 20.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{sys}</text>",
+            W - R + 15.0,
+            W - R + 40.0,
+            W - R + 46.0,
+            ly + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
