@@ -147,7 +147,7 @@ impl Ctl {
     /// element change never interleaves with a whole-table render. With
     /// `phases`, the link and nft parts are timed under them.
     pub(crate) async fn apply_or_undo(&self, ops: &[Op], phases: Option<(Phase, Phase)>) -> Result<(), KernelError> {
-        let split = ops.iter().position(|o| matches!(o, Op::Nft { .. })).unwrap_or(ops.len());
+        let split = ops.iter().position(|o| matches!(o, Op::Nft { .. } | Op::NftElements { .. })).unwrap_or(ops.len());
         let (links, firewall) = ops.split_at(split);
         let t = Instant::now();
         let linked = self.kernel.apply(links).await;
@@ -828,10 +828,11 @@ impl Ctl {
         // there (table flushed by hand), the whole table is re-rendered below.
         let mut resync = false;
         let policy = self.lock().policy_of(&ep.network_id);
-        if let Some(script) = nft::render_endpoint(&ep, &policy.rules, nft::Change::Delete) {
+        let elements = nft::endpoint_elements(&ep, &policy.rules);
+        if !elements.is_empty() {
             let _g = self.nft_lock.lock().await;
             let t = Instant::now();
-            resync = self.kernel.apply(&[Op::Nft { script }]).await.is_err();
+            resync = self.kernel.apply(&[Op::NftElements { change: nft::Change::Delete, elements }]).await.is_err();
             self.timings.record(Phase::DetachNft, t.elapsed());
         }
         let t = Instant::now();

@@ -1,13 +1,15 @@
 //! The only weft code that touches the kernel. It executes the planner's
 //! [`Op`]s: links, addresses and routes through rtnetlink (one netlink
 //! socket per network namespace, opened inside it), sysctls through
-//! /proc/sys, and nftables transactions through `nft -f -` (one atomic
-//! transaction per script). It also observes what exists, for reconcile.
+//! /proc/sys, nftables transactions through `nft -f -` (one atomic
+//! transaction per script) for whole tables, and an endpoint's set elements
+//! as one nf_tables netlink batch. It also observes what exists, for reconcile.
 
 mod error;
 mod netlink;
 mod netns;
 mod nft;
+mod nftnl;
 
 use std::path::PathBuf;
 
@@ -80,6 +82,7 @@ impl Kernel {
         match op {
             Op::Sysctl { key, value, .. } => write_sysctl(key, value),
             Op::Nft { script } => nft::apply(script).await,
+            Op::NftElements { change, elements } => nftnl::apply(*change, elements),
             Op::MoveToNetns { link, netns } => self.host.move_to_netns(link, netns).await,
             other => self.host.apply(other).await,
         }

@@ -227,11 +227,9 @@ impl Netlink {
                     }
                 }
             }
-            Op::Sysctl { .. } | Op::Nft { .. } | Op::MoveToNetns { .. } => Err(KernelError::new(
-                "apply",
-                format!("{op:?}"),
-                "not a netlink operation (executed by the kernel facade)",
-            )),
+            Op::Sysctl { .. } | Op::Nft { .. } | Op::NftElements { .. } | Op::MoveToNetns { .. } => Err(
+                KernelError::new("apply", format!("{op:?}"), "not a netlink operation (executed by the kernel facade)"),
+            ),
         }
     }
 }

@@ -85,7 +85,7 @@ pub fn plan_network_removal(net: &Network) -> Vec<Op> {
 /// in one request (host end a port of the bridge and up, container end born
 /// in the container's namespace with its final name and MAC), then inside:
 /// addresses, up, a default route via the gateway (not on internal
-/// networks); then the published ports' DNAT elements — an [`Op::Nft`] is
+/// networks); then the published ports' DNAT elements — an [`Op::NftElements`] is
 /// always last. On a macvlan network: a macvlan child of the parent, moved
 /// into the namespace and renamed, instead of the veth pair. Mode `none`
 /// only brings `lo` up; modes `host` and `container:` touch nothing.
@@ -129,8 +129,9 @@ pub fn plan_endpoint(net: &Network, policy: &RuleSet, ep: &Endpoint, peer_tmp: &
     ops.extend(plan_default_routes(net, ep));
     // nftables changes come last, as one transaction, once the interface
     // they point at exists.
-    if let Some(script) = nft::render_endpoint(ep, policy, nft::Change::Add) {
-        ops.push(Op::Nft { script });
+    let elements = nft::endpoint_elements(ep, policy);
+    if !elements.is_empty() {
+        ops.push(Op::NftElements { change: nft::Change::Add, elements });
     }
     ops
 }

@@ -15,9 +15,11 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
 use weft_model::endpoint::Endpoint;
 use weft_model::network::Network;
 use weft_model::policy::{Direction, Peer, Rule, RuleProto, RuleSet};
+use weft_model::ports::Proto;
 
 /// The nftables family of weft's table.
 pub const NFT_FAMILY: &str = "inet";
@@ -35,7 +37,8 @@ const DNAT_RULES: &str =
 ";
 
 /// Add or delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Change {
     /// `add element`.
     Add,
@@ -43,11 +46,82 @@ pub enum Change {
     Delete,
 }
 
-/// The set and map elements of one endpoint, as (set name, element):
+/// One field of a set element's key or a map element's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    /// `inet_proto`.
+    Proto(Proto),
+    /// `inet_service`.
+    Port(u16),
+    /// `ipv4_addr` or `ipv6_addr`.
+    Addr(IpAddr),
+}
+
+impl Field {
+    /// The field in nf_tables' register layout: network byte order, padded
+    /// to 4 bytes (each field of a concatenation starts on a register).
+    pub fn to_bytes(self, out: &mut Vec<u8>) {
+        match self {
+            Field::Proto(p) => out.extend([proto_number(p), 0, 0, 0]),
+            Field::Port(port) => {
+                out.extend(port.to_be_bytes());
+                out.extend([0, 0]);
+            }
+            Field::Addr(IpAddr::V4(a)) => out.extend(a.octets()),
+            Field::Addr(IpAddr::V6(a)) => out.extend(a.octets()),
+        }
+    }
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Proto(p) => f.write_str(p.as_str()),
+            Field::Port(p) => write!(f, "{p}"),
+            Field::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// The IP protocol number of `p`.
+pub fn proto_number(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+        Proto::Sctp => 132,
+    }
+}
+
+/// One element of one of weft's named sets or maps: a key and, in a map,
+/// the value it maps to. Written as nft syntax by `Display`, and as
+/// nf_tables netlink attributes by `weft-kernel` (the attach path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Element {
+    /// The set or map, in table `inet weft`.
+    pub set: String,
+    /// The key's fields (a concatenation when more than one).
+    pub key: Vec<Field>,
+    /// A map element's value; empty in a set.
+    pub data: Vec<Field>,
+}
+
+impl std::fmt::Display for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let join = |v: &[Field]| v.iter().map(Field::to_string).collect::<Vec<_>>().join(" . ");
+        f.write_str(&join(&self.key))?;
+        if !self.data.is_empty() {
+            write!(f, " : {}", join(&self.data))?;
+        }
+        Ok(())
+    }
+}
+
+/// The set and map elements of one endpoint:
 /// DNAT entries of its published ports, and its addresses in the sets of
 /// the policy groups it was classified into (and the isolation sets of
 /// isolated groups). `policy` is its network's compiled rule set.
-pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<(String, String)> {
+pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
     let v4 = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv4);
     let v6 = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv6);
     let mut out = Vec::new();
@@ -60,14 +134,15 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<(String, String
         };
         for (target, host) in targets {
             for (hp, cp) in m.pairs() {
-                let p = m.proto;
-                let (map, el) = match (target.is_ipv4(), host) {
-                    (true, None) => ("pub4_any", format!("{p} . {hp} : {target} . {cp}")),
-                    (true, Some(h)) => ("pub4_ip", format!("{h} . {p} . {hp} : {target} . {cp}")),
-                    (false, None) => ("pub6_any", format!("{p} . {hp} : {target} . {cp}")),
-                    (false, Some(h)) => ("pub6_ip", format!("{h} . {p} . {hp} : {target} . {cp}")),
+                let (p, hp, cp) = (Field::Proto(m.proto), Field::Port(hp), Field::Port(cp));
+                let data = vec![Field::Addr(target), cp];
+                let (map, key) = match (target.is_ipv4(), host) {
+                    (true, None) => ("pub4_any", vec![p, hp]),
+                    (true, Some(h)) => ("pub4_ip", vec![Field::Addr(h), p, hp]),
+                    (false, None) => ("pub6_any", vec![p, hp]),
+                    (false, Some(h)) => ("pub6_ip", vec![Field::Addr(h), p, hp]),
                 };
-                out.push((map.to_owned(), el));
+                out.push(Element { set: map.to_owned(), key, data });
             }
         }
     }
@@ -76,15 +151,17 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<(String, String
         let Some(idx) = groups.iter().position(|x| x == g) else { continue };
         for a in [v4, v6].into_iter().flatten() {
             let fam = if a.is_ipv4() { 4 } else { 6 };
-            out.push((group_set(&ep.network_id, idx, fam), a.to_string()));
+            let el = |set: String| Element { set, key: vec![Field::Addr(a)], data: Vec::new() };
+            out.push(el(group_set(&ep.network_id, idx, fam)));
             for iso in &policy.isolated {
                 if &iso.group == g {
                     let set = match iso.direction {
                         Direction::Ingress => format!("iso_in{fam}"),
                         Direction::Egress => format!("iso_out{fam}"),
                     };
-                    if !out.iter().any(|(s, e)| s == &set && e == &a.to_string()) {
-                        out.push((set, a.to_string()));
+                    let e = el(set);
+                    if !out.contains(&e) {
+                        out.push(e);
                     }
                 }
             }
@@ -109,16 +186,20 @@ pub fn render_endpoint(ep: &Endpoint, policy: &RuleSet, change: Change) -> Optio
         Change::Add => "add",
         Change::Delete => "delete",
     };
-    let mut sets: Vec<&str> = elements.iter().map(|(m, _)| m.as_str()).collect();
-    sets.dedup();
-    sets.sort_unstable();
-    sets.dedup();
     let mut s = String::new();
-    for set in sets {
-        let els: Vec<&str> = elements.iter().filter(|(m, _)| m == set).map(|(_, e)| e.as_str()).collect();
+    for (set, els) in by_set(&elements) {
+        let els: Vec<String> = els.iter().map(ToString::to_string).collect();
         let _ = writeln!(s, "{verb} element {NFT_FAMILY} {NFT_TABLE} {set} {{ {} }}", els.join(", "));
     }
     Some(s)
+}
+
+/// `elements` grouped by set, sets in name order, elements in their order.
+pub fn by_set(elements: &[Element]) -> Vec<(&str, Vec<&Element>)> {
+    let mut sets: Vec<&str> = elements.iter().map(|e| e.set.as_str()).collect();
+    sets.sort_unstable();
+    sets.dedup();
+    sets.into_iter().map(|set| (set, elements.iter().filter(|e| e.set == set).collect())).collect()
 }
 
 /// The whole `inet weft` table for `networks` (each with its compiled
@@ -179,7 +260,8 @@ pub fn render_ruleset<'a>(
     let empty = RuleSet::default();
     for ep in endpoints {
         let rs = by_network.get(ep.network_id.as_str()).copied().unwrap_or(&empty);
-        for (set, el) in endpoint_elements(ep, rs) {
+        for e in endpoint_elements(ep, rs) {
+            let (set, el) = (e.set.clone(), e.to_string());
             if let Some(m) = sets.iter_mut().find(|m| m.0 == set)
                 && !m.3.contains(&el)
             {

@@ -140,6 +140,15 @@ pub enum Op {
         /// The script.
         script: String,
     },
+    /// Add or delete elements of weft's sets and maps in one atomic
+    /// nf_tables transaction, spoken over netlink (no process: this is the
+    /// attach and detach path).
+    NftElements {
+        /// Add or delete.
+        change: crate::nft::Change,
+        /// The elements, of any of weft's sets.
+        elements: Vec<crate::nft::Element>,
+    },
 }
 
 impl Op {

@@ -181,7 +181,7 @@ fn endpoint_elements_per_family_and_host_ip() {
     assert!(nft::render_endpoint(&endpoint(&a, &["10.89.0.2/24"]), &RuleSet::default(), nft::Change::Add).is_none());
     let tmp = Endpoint::peer_tmp_ifname_for(&ep.id).unwrap();
     let ops = plan_endpoint(&a, &RuleSet::default(), &ep, &tmp);
-    assert!(matches!(ops.last(), Some(Op::Nft { .. })), "the nft transaction comes last");
+    assert!(matches!(ops.last(), Some(Op::NftElements { .. })), "the nft transaction comes last");
 }
 
 fn macvlan_network() -> Network {
@@ -264,7 +264,8 @@ fn policy_becomes_group_sets_and_rules() {
     db.groups = vec!["db".into(), "unused".into()];
     let script = nft::render_ruleset(&[(&net, &rs)], [&db]);
     golden("ruleset_policy.nft", &script);
-    let els = nft::endpoint_elements(&db, &rs);
+    let els: Vec<(String, String)> =
+        nft::endpoint_elements(&db, &rs).into_iter().map(|e| (e.set.clone(), e.to_string())).collect();
     assert!(els.contains(&("iso_in4".to_string(), "10.89.0.2".to_string())));
     assert!(els.contains(&("iso_out6".to_string(), "fd00:89::2".to_string())));
     assert!(els.iter().any(|(s, e)| s.starts_with("g4_") && e == "10.89.0.2"));
