@@ -13,6 +13,10 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v python3 >/dev/null || need+=(python3)
 command -v dig >/dev/null || need+=(dnsutils)
+# The peers the benchmark compares against, and its traffic generator.
+[ -x /usr/lib/podman/netavark ] || need+=(netavark)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iperf3 >/dev/null || need+=(iperf3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

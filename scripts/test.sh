@@ -13,3 +13,7 @@ cargo xtask build-policies
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd policies && cargo test --lib --quiet)
 cargo xtask test
+# Benchmarks are not tests; a quick smoke run (N = 10, one short iperf3 run
+# per scenario) keeps the harness and the peers' invocations working.
+target/debug/weft-bench attach --sizes 10 --out target/bench-smoke
+target/debug/weft-bench firewall --runs 1 --secs 1 --out target/bench-smoke

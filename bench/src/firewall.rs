@@ -142,7 +142,12 @@ pub fn throughput(runs: usize, secs: u32) -> Result<Vec<Throughput>> {
             network: "perf".into(),
             name: "many".into(),
             netns: many.path(),
-            publish: vec!["30000-39999:30000-39999/tcp".into()],
+            // 10,000 ports in mappings of at most MAX_RANGE (4,096) each.
+            publish: vec![
+                "30000-34095:30000-34095/tcp".into(),
+                "34096-38191:34096-38191/tcp".into(),
+                "38192-39999:38192-39999/tcp".into(),
+            ],
             ..Default::default()
         };
         host.endpoints().await.attach_endpoint(req).await?;

@@ -36,6 +36,8 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
+/// Most bytes of elements in one message (an attribute's length is u16).
+const MAX_LIST_BYTES: usize = 60_000;
 
 /// Append attribute `ty` with `payload`, padded to 4 bytes.
 fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
@@ -91,22 +93,32 @@ pub(crate) fn encode(change: Change, elements: &[Element], seq0: u32) -> (Vec<u8
     };
     let mut seq = seq0;
     for (set, els) in by_set(elements) {
-        let mut list = Vec::new();
+        // An attribute's length is 16 bits: large sets of elements (a
+        // published range of thousands of ports) go in several messages of
+        // the same batch, still one transaction.
+        let mut lists = vec![Vec::new()];
         for e in els {
             let mut el = Vec::new();
             nested(&mut el, NFTA_SET_ELEM_KEY, &value(&e.key));
             if !e.data.is_empty() {
                 nested(&mut el, NFTA_SET_ELEM_DATA, &value(&e.data));
             }
-            nested(&mut list, NFTA_LIST_ELEM, &el);
+            if lists.last().is_some_and(|l| l.len() + el.len() + 4 > MAX_LIST_BYTES) {
+                lists.push(Vec::new());
+            }
+            if let Some(list) = lists.last_mut() {
+                nested(list, NFTA_LIST_ELEM, &el);
+            }
         }
-        let mut attrs = Vec::new();
-        attr(&mut attrs, NFTA_SET_ELEM_LIST_TABLE, &cstr(NFT_TABLE));
-        attr(&mut attrs, NFTA_SET_ELEM_LIST_SET, &cstr(set));
-        nested(&mut attrs, NFTA_SET_ELEM_LIST_ELEMENTS, &list);
-        seq += 1;
-        message(&mut buf, (NFNL_SUBSYS_NFTABLES << 8) | ty, flags, seq, NFPROTO_INET, 0, &attrs);
-        sets.insert(seq, set.to_owned());
+        for list in lists {
+            let mut attrs = Vec::new();
+            attr(&mut attrs, NFTA_SET_ELEM_LIST_TABLE, &cstr(NFT_TABLE));
+            attr(&mut attrs, NFTA_SET_ELEM_LIST_SET, &cstr(set));
+            nested(&mut attrs, NFTA_SET_ELEM_LIST_ELEMENTS, &list);
+            seq += 1;
+            message(&mut buf, (NFNL_SUBSYS_NFTABLES << 8) | ty, flags, seq, NFPROTO_INET, 0, &attrs);
+            sets.insert(seq, set.to_owned());
+        }
     }
     message(&mut buf, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1, 0, NFNL_SUBSYS_NFTABLES, &[]);
     (buf, sets)
@@ -122,7 +134,15 @@ pub fn apply(change: Change, elements: &[Element]) -> Result<(), KernelError> {
     let fail = |e: std::io::Error| KernelError::new(verb, &table, e);
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(fail)?;
     sock.bind_auto().map_err(fail)?;
+    // Acknowledgements carry only the header of what they acknowledge.
+    sock.set_cap_ack(true).map_err(fail)?;
     let (batch, mut pending) = encode(change, elements, 1);
+    // A batch larger than the default send buffer (thousands of ports) is
+    // sent whole: it is one transaction. weftd runs as root.
+    if batch.len() > 128 * 1024 {
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::SndBufForce, &(batch.len() * 2))
+            .map_err(|e| fail(e.into()))?;
+    }
     sock.send(&batch, 0).map_err(fail)?;
     let mut first_error: Option<KernelError> = None;
     while !pending.is_empty() {
@@ -174,7 +194,7 @@ mod tests {
                 Field::Port(80),
             ],
         };
-        let (buf, sets) = encode(Change::Add, &[e], 7);
+        let (buf, sets) = encode(Change::Add, std::slice::from_ref(&e), 7);
         assert_eq!(sets.get(&8).map(String::as_str), Some("pub4_any"));
         // Key: proto in a register of its own, then the port in network order.
         let key = [6u8, 0, 0, 0, 0x1f, 0x90, 0, 0];
@@ -194,5 +214,19 @@ mod tests {
             types,
             vec![NFNL_MSG_BATCH_BEGIN, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM, NFNL_MSG_BATCH_END]
         );
+
+        // 10,000 elements: several messages of one set, each under the
+        // attribute length limit, in one batch.
+        let many: Vec<Element> = (0..10_000u16)
+            .map(|p| Element { key: vec![Field::Proto(Proto::Tcp), Field::Port(p)], ..e.clone() })
+            .collect();
+        let (buf, sets) = encode(Change::Add, &many, 0);
+        assert!(sets.len() > 1 && sets.values().all(|s| s == "pub4_any"));
+        let mut at = 0;
+        while at < buf.len() {
+            let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+            assert!(len < 65_536);
+            at += len;
+        }
     }
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The full benchmark run behind docs/BENCHMARKS.md (as root: it makes
+# network namespaces). Builds weftd, the CLI and the benchmark in release,
+# then compares attach/detach against netavark, the CNI reference plugins
+# and the kernel floor for N = 1, 10, 100, 1000, and measures per-packet
+# cost with iperf3. Results and the plot go to docs/bench/.
+# Usage: bench/run.sh [SIZES]   (default 1,10,100,1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+scripts/setup.sh
+cargo xtask build-policies
+cargo build --release --workspace --bins
+sizes="${1:-1,10,100,1000}"
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "kernel: $(uname -r)"
+  echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+  echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "weft: $(git rev-parse --short HEAD)"
+  echo "netavark: $(dpkg-query -W -f '${Version}' netavark)"
+  echo "containernetworking-plugins: $(dpkg-query -W -f '${Version}' containernetworking-plugins)"
+  echo "iproute2: $(dpkg-query -W -f '${Version}' iproute2)"
+  echo "nftables: $(dpkg-query -W -f '${Version}' nftables)"
+  echo "iptables: $(dpkg-query -W -f '${Version}' iptables) ($(readlink -f /usr/sbin/iptables | xargs basename))"
+  echo "iperf3: $(dpkg-query -W -f '${Version}' iperf3)"
+} | tee docs/bench/machine.txt
+target/release/weft-bench attach --sizes "$sizes" --out docs/bench
+target/release/weft-bench firewall --runs 3 --secs 3 --out docs/bench
