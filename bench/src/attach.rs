@@ -56,6 +56,8 @@ pub const SYSTEMS: [&str; 6] =
 pub struct Series {
     pub system: &'static str,
     pub n: usize,
+    /// How many of the N were set up: N, unless the time budget ran out.
+    pub done: usize,
     /// Per-endpoint setup times (one per call; empty for bulk).
     pub setup: Vec<Duration>,
     /// Per-endpoint teardown times.
@@ -71,6 +73,11 @@ impl Series {
     /// or wall time / N for bulk.
     pub fn per_endpoint(&self) -> Duration {
         if self.setup.is_empty() { self.setup_total / self.n.max(1) as u32 } else { Summary::of(&self.setup).p50 }
+    }
+
+    /// Whether the time budget stopped the setups short of N.
+    pub fn partial(&self) -> bool {
+        self.done < self.n
     }
 }
 
@@ -116,8 +123,12 @@ fn port(i: usize) -> u16 {
     20000 + i as u16
 }
 
-/// Run the comparison for every N in `sizes`.
-pub fn run(sizes: &[usize]) -> Result<(Vec<Series>, Vec<Resources>)> {
+/// Run the comparison for every N in `sizes`. netavark and CNI stop setting
+/// up containers once `peer_budget` has passed (their per-call cost grows
+/// with the rules already installed, so N = 1,000 takes them most of an
+/// hour); their figures then cover the first containers only, a lower
+/// bound of their cost at N.
+pub fn run(sizes: &[usize], peer_budget: Duration) -> Result<(Vec<Series>, Vec<Resources>)> {
     for (what, p) in [("netavark", NETAVARK), ("containernetworking-plugins", CNI_PATH)] {
         if !Path::new(p).exists() {
             bail!("{p} missing: apt-get install {what}");
@@ -133,9 +144,9 @@ pub fn run(sizes: &[usize]) -> Result<(Vec<Series>, Vec<Resources>)> {
         all.extend(weft);
         res.push(r);
         eprintln!("attach: N = {n}: netavark");
-        all.push(netavark(&containers)?);
+        all.push(netavark(&containers, peer_budget)?);
         eprintln!("attach: N = {n}: CNI");
-        all.push(cni(&containers)?);
+        all.push(cni(&containers, peer_budget)?);
         eprintln!("attach: N = {n}: floor");
         all.push(floor(&containers)?);
     }
@@ -199,7 +210,7 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
     let mut c = host.endpoints().await;
 
     // Sequential gRPC.
-    let mut s = Series { system: SYSTEMS[0], n, ..Default::default() };
+    let mut s = Series { system: SYSTEMS[0], n, done: n, ..Default::default() };
     let cpu0 = cpu_of(pid)?;
     let before = phases(&host).await?;
     let t0 = Instant::now();
@@ -221,7 +232,7 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
     out.push(s);
 
     // The CLI: one process per call.
-    let mut s = Series { system: SYSTEMS[1], n, ..Default::default() };
+    let mut s = Series { system: SYSTEMS[1], n, done: n, ..Default::default() };
     let weft = bin_dir().join("weft");
     let cli = |args: &[&str]| -> Result<Duration> {
         let t = Instant::now();
@@ -248,7 +259,7 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
     out.push(s);
 
     // Bulk: 32 clients, each on its own connection, share the N attaches.
-    let mut s = Series { system: SYSTEMS[2], n, ..Default::default() };
+    let mut s = Series { system: SYSTEMS[2], n, done: n, ..Default::default() };
     let reqs: Arc<Vec<pb::AttachEndpointRequest>> =
         Arc::new(containers.iter().enumerate().map(|(i, ns)| attach_req(i, ns)).collect());
     let next = Arc::new(AtomicUsize::new(0));
@@ -321,15 +332,19 @@ fn netavark_json(i: usize) -> String {
     .to_string()
 }
 
-/// A peer's per-container setup and teardown, run from inside its host
-/// namespace: `setup(i, path)` / `teardown(i, path)` return each call's time.
+/// A per-container setup or teardown: `(i, netns path)` -> the call's time.
+type Step = Box<dyn Fn(usize, &str) -> Result<Duration> + Send + Sync>;
+
+/// A system's per-container setup and teardown, run from inside its host
+/// namespace. Setups stop early (after at least two) once `budget` has
+/// passed; only the containers set up are torn down.
 fn per_container(
     system: &'static str,
     containers: &[Netns],
-    base: [u8; 2],
+    target: fn(usize) -> Ipv4Addr,
     host: &Netns,
-    setup: impl Fn(usize, &str) -> Result<Duration> + Send + Sync + 'static,
-    teardown: impl Fn(usize, &str) -> Result<Duration> + Send + Sync + 'static,
+    budget: Duration,
+    (setup, teardown): (Step, Step),
 ) -> Result<Series> {
     let paths: Arc<Vec<String>> = Arc::new(containers.iter().map(Netns::path).collect());
     let n = containers.len();
@@ -338,16 +353,22 @@ fn per_container(
         let mut s = Series { system, n, ..Default::default() };
         let t0 = Instant::now();
         for (i, path) in p.iter().enumerate() {
+            if i >= 2 && t0.elapsed() > budget {
+                eprintln!("attach: {system}: time budget spent after {i} of {n}");
+                break;
+            }
             s.setup.push(setup(i, path).with_context(|| format!("{system} setup c{i}"))?);
+            s.done = i + 1;
         }
         s.setup_total = t0.elapsed();
         s.counts = Some(count_ruleset(&hn)?);
         Ok(s)
     })?;
-    check_ping(system, &containers[0], ping_target(base, n))?;
+    check_ping(system, &containers[0], target(s.done))?;
+    let done = s.done;
     s.teardown = in_host(host, move || {
         let mut t = Vec::new();
-        for (i, path) in paths.iter().enumerate() {
+        for (i, path) in paths.iter().enumerate().take(done) {
             t.push(teardown(i, path).with_context(|| format!("{system} teardown c{i}"))?);
         }
         Ok(t)
@@ -356,20 +377,30 @@ fn per_container(
 }
 
 /// netavark setup/teardown per container.
-fn netavark(containers: &[Netns]) -> Result<Series> {
+fn netavark(containers: &[Netns], budget: Duration) -> Result<Series> {
     let host = Netns::new("b", "nvhost");
     let dir = temp_dir("netavark")?;
-    let nv = move |verb: &'static str| {
-        let dir = dir.clone();
-        move |i: usize, path: &str| -> Result<Duration> {
+    let config = dir.clone();
+    let nv = move |verb: &'static str| -> Step {
+        let dir = config.clone();
+        Box::new(move |i: usize, path: &str| -> Result<Duration> {
             Ok(timed(Command::new(NETAVARK).arg("--config").arg(&dir).args([verb, path]), &netavark_json(i))?.1)
-        }
+        })
     };
-    per_container(SYSTEMS[3], containers, [10, 92], &host, nv("setup"), nv("teardown"))
+    let s = per_container(
+        SYSTEMS[3],
+        containers,
+        |n| ping_target([10, 92], n),
+        &host,
+        budget,
+        (nv("setup"), nv("teardown")),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    s
 }
 
 /// The CNI reference chain: bridge (+ host-local) then portmap.
-fn cni(containers: &[Netns]) -> Result<Series> {
+fn cni(containers: &[Netns], budget: Duration) -> Result<Series> {
     let host = Netns::new("b", "cnihost");
     let data = temp_dir("cni")?;
     let bridge_conf = serde_json::json!({
@@ -402,7 +433,6 @@ fn cni(containers: &[Netns]) -> Result<Series> {
     };
     let bc = bridge_conf.to_string();
     let bc2 = bc.clone();
-    // host-local hands out addresses in order from .2, as `addr` counts.
     let setup = move |i: usize, path: &str| -> Result<Duration> {
         let (out, t1) = call("ADD", "bridge", i, path, &bc)?;
         let prev: serde_json::Value = serde_json::from_str(&out)?;
@@ -414,7 +444,18 @@ fn cni(containers: &[Netns]) -> Result<Series> {
         let (_, t2) = call("DEL", "bridge", i, path, &bc2)?;
         Ok(t1 + t2)
     };
-    per_container(SYSTEMS[4], containers, [10, 94], &host, setup, teardown)
+    // host-local hands out the /16 in order from .0.2, .0.255 and .1.0
+    // included.
+    let target = |n: usize| {
+        if n > 1 {
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 94, 0, 2)) + n as u32 - 1)
+        } else {
+            ping_target([10, 94], 1)
+        }
+    };
+    let s = per_container(SYSTEMS[4], containers, target, &host, budget, (Box::new(setup), Box::new(teardown)));
+    let _ = std::fs::remove_dir_all(&data);
+    s
 }
 
 /// The kernel floor: the same link, address, route and nft work through
@@ -463,5 +504,12 @@ fn floor(containers: &[Netns]) -> Result<Series> {
         let (_, t2) = timed(Command::new("ip").args(["-batch", "-"]), &format!("link del vfl{i}\n"))?;
         Ok(t1 + t2)
     };
-    per_container(SYSTEMS[5], containers, [10, 93], &host, setup, teardown)
+    per_container(
+        SYSTEMS[5],
+        containers,
+        |n| ping_target([10, 93], n),
+        &host,
+        Duration::MAX,
+        (Box::new(setup), Box::new(teardown)),
+    )
 }

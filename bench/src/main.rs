@@ -3,10 +3,11 @@
 //! profile first (`cargo build --release --workspace --bins`); `bench/run.sh`
 //! does all of it.
 //!
-//! - `weft-bench attach [--sizes 1,10,100,1000] [--out DIR]`: attach and
-//!   detach latency of weft (gRPC, CLI, 32 concurrent clients) against
-//!   netavark, the CNI reference chain and the kernel floor; firewall
-//!   objects; weftd's RSS and CPU. Writes `DIR/attach.md` and
+//! - `weft-bench attach [--sizes 1,10,100,1000] [--peer-budget SECS] [--out DIR]`:
+//!   attach and detach latency of weft (gRPC, CLI, 32 concurrent clients)
+//!   against netavark, the CNI reference chain (each stops setting up
+//!   containers after SECS per N) and the kernel floor; firewall objects;
+//!   weftd's RSS and CPU. Writes `DIR/attach.md` and
 //!   `DIR/attach-latency.svg`.
 //! - `weft-bench firewall [--runs 3] [--secs 3] [--out DIR]`: iperf3 between
 //!   two containers with 0 / 10,000 published ports and 0 / 1,000 policy
@@ -21,10 +22,11 @@ mod report;
 mod stats;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: weft-bench attach [--sizes 1,10,100,1000] [--out DIR]
+const USAGE: &str = "usage: weft-bench attach [--sizes 1,10,100,1000] [--peer-budget SECS] [--out DIR]
        weft-bench firewall [--runs 3] [--secs 3] [--out DIR]
        weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]";
 
@@ -63,8 +65,11 @@ fn main() -> Result<()> {
             if sizes.iter().any(|n| *n == 0 || *n > 10_000) {
                 bail!("--sizes: each N must be 1..=10000");
             }
+            let budget = flag(&args, "--peer-budget")
+                .map_or(Ok(Duration::MAX), |s| s.parse().map(Duration::from_secs))
+                .context("--peer-budget")?;
             let out = out_dir(&args)?;
-            let (series, res) = attach::run(&sizes)?;
+            let (series, res) = attach::run(&sizes, budget)?;
             let md = report::attach_markdown(&series, &res);
             println!("{md}");
             write(&out, "attach.md", &md)?;
