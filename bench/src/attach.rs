@@ -92,10 +92,15 @@ pub struct Resources {
     pub phases: Vec<pb::PhaseStat>,
 }
 
-/// weftd's phase counters now.
-async fn phases(host: &Host) -> Result<Vec<pb::PhaseStat>> {
+/// weftd's counters now (`SystemService.GetStats`: phases, memory, CPU).
+async fn stats(host: &Host) -> Result<pb::Stats> {
     let mut c = SystemServiceClient::new(host.channel().await);
-    Ok(c.get_stats(pb::GetStatsRequest {}).await?.into_inner().phases)
+    Ok(c.get_stats(pb::GetStatsRequest {}).await?.into_inner())
+}
+
+/// CPU time (user + system) in a stats answer.
+fn cpu(s: &pb::Stats) -> Duration {
+    Duration::from_millis(s.cpu_user_ms + s.cpu_system_ms)
 }
 
 /// `after - before`, phase by phase (max is the run's maximum only if it
@@ -182,37 +187,16 @@ fn detach_req(i: usize) -> pb::DetachEndpointRequest {
     pb::DetachEndpointRequest { network: "bench".into(), name: format!("e{i}"), ..Default::default() }
 }
 
-/// CPU time (user + system) of process `pid`.
-fn cpu_of(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): state is 3rd,
-    // utime 14th, stime 15th of the whole line.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("/proc/PID/stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // /proc reports clock ticks of USER_HZ, which Linux fixes at 100.
-    Ok(Duration::from_millis(ticks * 10))
-}
-
-/// Resident set size of process `pid`, KiB.
-fn rss_of(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS")?.parse()?)
-}
-
 /// weft over gRPC, through the CLI, and in bulk, against one weftd.
 async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Resources)> {
     let host = Host::with_args("bw", &[]);
-    let pid = host.pid().context("weftd pid")?;
     host.create_network("bench", &["10.91.0.0/16"]).await.context("create network")?;
     let mut out = Vec::new();
     let mut c = host.endpoints().await;
 
     // Sequential gRPC.
     let mut s = Series { system: SYSTEMS[0], n, done: n, ..Default::default() };
-    let cpu0 = cpu_of(pid)?;
-    let before = phases(&host).await?;
+    let before = stats(&host).await?;
     let t0 = Instant::now();
     for (i, ns) in containers.iter().enumerate() {
         let t = Instant::now();
@@ -220,7 +204,13 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
         s.setup.push(t.elapsed());
     }
     s.setup_total = t0.elapsed();
-    let mut res = Resources { n, rss_kib: rss_of(pid)?, cpu: cpu_of(pid)? - cpu0, phases: Vec::new() };
+    let attached = stats(&host).await?;
+    let mut res = Resources {
+        n,
+        rss_kib: attached.rss_bytes / 1024,
+        cpu: cpu(&attached).saturating_sub(cpu(&before)),
+        phases: Vec::new(),
+    };
     check_ping("weft", &containers[0], ping_target([10, 91], n))?;
     s.counts = Some(count_ruleset(&host.ns.name)?);
     for i in 0..n {
@@ -228,7 +218,7 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
         c.detach_endpoint(detach_req(i)).await.with_context(|| format!("weft detach e{i}"))?;
         s.teardown.push(t.elapsed());
     }
-    res.phases = delta(&before, phases(&host).await?);
+    res.phases = delta(&before.phases, stats(&host).await?.phases);
     out.push(s);
 
     // The CLI: one process per call.

@@ -254,11 +254,6 @@ impl Host {
         }
     }
 
-    /// weftd's process ID (`ip netns exec` execs it, so the child is weftd).
-    pub fn pid(&self) -> Option<u32> {
-        self.weftd.as_ref().map(Child::id)
-    }
-
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("weftd.log")).unwrap_or_default()
     }

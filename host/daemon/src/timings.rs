@@ -39,20 +39,22 @@ pub enum Phase {
     DetachStore,
 }
 
-const PHASES: [(Phase, &str); 13] = [
-    (Phase::Attach, "attach"),
-    (Phase::AttachValidate, "attach.validate"),
-    (Phase::AttachClassify, "attach.wasm.classify"),
-    (Phase::AttachIpam, "attach.wasm.ipam"),
-    (Phase::AttachNaming, "attach.wasm.naming"),
-    (Phase::AttachStore, "attach.store"),
-    (Phase::AttachNetlink, "attach.netlink"),
-    (Phase::AttachNft, "attach.nft"),
-    (Phase::AttachDns, "attach.dns"),
-    (Phase::Detach, "detach"),
-    (Phase::DetachNft, "detach.nft"),
-    (Phase::DetachNetlink, "detach.netlink"),
-    (Phase::DetachStore, "detach.store"),
+/// Each phase's name, in `Phase` order (the counters are indexed by
+/// `Phase as usize`).
+const NAMES: [&str; 13] = [
+    "attach",
+    "attach.validate",
+    "attach.wasm.classify",
+    "attach.wasm.ipam",
+    "attach.wasm.naming",
+    "attach.store",
+    "attach.netlink",
+    "attach.nft",
+    "attach.dns",
+    "detach",
+    "detach.nft",
+    "detach.netlink",
+    "detach.store",
 ];
 
 #[derive(Default)]
@@ -65,17 +67,13 @@ struct Counter {
 /// Per-phase counters since start.
 #[derive(Default)]
 pub struct Timings {
-    counters: [Counter; PHASES.len()],
-}
-
-fn index(p: Phase) -> usize {
-    PHASES.iter().position(|(q, _)| *q == p).unwrap_or(0)
+    counters: [Counter; NAMES.len()],
 }
 
 impl Timings {
     /// Add one run of `p` that took `d`.
     pub fn record(&self, p: Phase, d: Duration) {
-        let c = &self.counters[index(p)];
+        let c = &self.counters[p as usize];
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         c.count.fetch_add(1, Ordering::Relaxed);
         c.total_ns.fetch_add(ns, Ordering::Relaxed);
@@ -92,10 +90,10 @@ impl Timings {
 
     /// Every phase, in path order.
     pub fn snapshot(&self) -> Vec<PhaseStat> {
-        PHASES
+        NAMES
             .iter()
             .zip(&self.counters)
-            .map(|((_, name), c)| PhaseStat {
+            .map(|(name, c)| PhaseStat {
                 name: (*name).to_owned(),
                 count: c.count.load(Ordering::Relaxed),
                 total_us: c.total_ns.load(Ordering::Relaxed) / 1000,
@@ -106,20 +104,25 @@ impl Timings {
 }
 
 /// This process's resident set size (bytes) and user/system CPU time (ms),
-/// from /proc/self.
+/// from /proc/self; zeros for what cannot be read.
 pub fn process_usage() -> (u64, u64, u64) {
-    let rss_kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
+    let read = |f: &str| std::fs::read_to_string(format!("/proc/self/{f}")).unwrap_or_default();
+    usage_from(&read("status"), &read("stat"))
+}
+
+/// RSS (bytes), user and system CPU (ms) from the text of /proc/PID/status
+/// and /proc/PID/stat.
+fn usage_from(status: &str, stat: &str) -> (u64, u64, u64) {
+    let rss_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0u64);
-    // After the command name: utime and stime are the 12th and 13th fields,
-    // in clock ticks of USER_HZ (100 on Linux).
-    let (user, system) = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1.to_owned();
+    // After the command name (which may hold spaces and parentheses): utime
+    // and stime are the 12th and 13th fields, in ticks of USER_HZ (100).
+    let (user, system) = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| {
             let f: Vec<&str> = rest.split_whitespace().collect();
             Some((f.get(11)?.parse::<u64>().ok()?, f.get(12)?.parse::<u64>().ok()?))
         })
@@ -139,15 +142,16 @@ mod tests {
         let s = t.snapshot();
         let ipam = s.iter().find(|p| p.name == "attach.wasm.ipam").expect("phase listed");
         assert_eq!((ipam.count, ipam.total_us, ipam.max_us), (2, 100, 70));
-        assert_eq!(s.len(), PHASES.len());
+        assert_eq!(s.len(), NAMES.len());
+        assert_eq!(NAMES[Phase::DetachStore as usize], "detach.store");
         assert!(s.iter().filter(|p| p.name != "attach.wasm.ipam").all(|p| p.count == 0));
     }
 
     #[test]
     fn usage_is_read_from_proc() {
-        let (rss, user, system) = process_usage();
-        assert!(rss > 0);
-        // A test process has run a little already; the counters parse.
-        let _ = (user, system);
+        assert!(process_usage().0 > 0);
+        let stat = "42 (weft d) S 1 42 42 0 -1 4194560 900 0 0 0 37 12 0 0 20 0 9 0 100 0 0";
+        assert_eq!(usage_from("Name:\tweftd\nVmRSS:\t   34000 kB\n", stat), (34000 * 1024, 370, 120));
+        assert_eq!(usage_from("", ""), (0, 0, 0));
     }
 }

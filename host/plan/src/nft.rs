@@ -4,13 +4,14 @@
 //! published-port DNAT maps keyed by protocol and port), so the rule count
 //! does not grow with networks, endpoints or published ports.
 //!
-//! Two kinds of script come out of here:
+//! Two things come out of here:
 //! - [`render_ruleset`]: the whole table, replacing the old one in one atomic
 //!   transaction (`table ...; delete table ...; table ... { ... }` in one
 //!   `nft -f`). Used on network changes and by reconcile, which is how a
 //!   flushed or deleted table is repaired.
-//! - [`render_endpoint`]: add or delete one endpoint's map elements, for
-//!   attach and detach.
+//! - [`endpoint_elements`]: one endpoint's set and map elements, which attach
+//!   and detach add or delete in one nf_tables netlink batch (`weft-kernel`,
+//!   no `nft` process on that path); `Element` also prints as nft syntax.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -173,25 +174,6 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
 /// The name of the set holding a network's group members of one family.
 fn group_set(network_id: &str, idx: usize, fam: u8) -> String {
     format!("g{fam}_{}_{idx}", &network_id[..network_id.len().min(12)])
-}
-
-/// The script that adds or deletes one endpoint's elements; None if it has
-/// none. One script is one transaction.
-pub fn render_endpoint(ep: &Endpoint, policy: &RuleSet, change: Change) -> Option<String> {
-    let elements = endpoint_elements(ep, policy);
-    if elements.is_empty() {
-        return None;
-    }
-    let verb = match change {
-        Change::Add => "add",
-        Change::Delete => "delete",
-    };
-    let mut s = String::new();
-    for (set, els) in by_set(&elements) {
-        let els: Vec<String> = els.iter().map(ToString::to_string).collect();
-        let _ = writeln!(s, "{verb} element {NFT_FAMILY} {NFT_TABLE} {set} {{ {} }}", els.join(", "));
-    }
-    Some(s)
 }
 
 /// `elements` grouped by set, sets in name order, elements in their order.
