@@ -131,12 +131,13 @@ async fn upload_bind_isolate_and_reload_without_recompiling() {
 
     // Unbound, it can go; its files go with it.
     for ep in ["c1", "c2", "c3"] {
-        let req = pb::DetachEndpointRequest { tenant: "acme".into(), network: "n".into(), name: ep.into() };
+        let req =
+            pb::DetachEndpointRequest { tenant: "acme".into(), network: "n".into(), name: ep.into(), dry_run: false };
         host.endpoints().await.detach_endpoint(req).await.unwrap();
     }
     host.networks()
         .await
-        .delete_network(pb::DeleteNetworkRequest { tenant: "acme".into(), name: "n".into() })
+        .delete_network(pb::DeleteNetworkRequest { tenant: "acme".into(), name: "n".into(), dry_run: false })
         .await
         .unwrap();
     let (ok, _, err) = cli(&host, "acme", &["module", "rm", "seq"]);

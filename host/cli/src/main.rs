@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weft_grpc::client::{
-    EndpointServiceClient, ModuleServiceClient, NetworkServiceClient, PolicyServiceClient, SystemServiceClient,
-    connect_unix,
+    EndpointServiceClient, EventServiceClient, ModuleServiceClient, NetworkServiceClient, PolicyServiceClient,
+    SystemServiceClient, connect_unix,
 };
 use weft_grpc::pb;
 
@@ -31,6 +31,10 @@ struct Cli {
     /// Output format of reads.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
+    /// Mutating commands: ask weftd what it would do (kernel operations,
+    /// store writes, events) and change nothing.
+    #[arg(long, global = true)]
+    dry_run: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -62,6 +66,24 @@ enum Cmd {
     Module(module::ModuleCmd),
     /// weftd's counters: time per phase of attach and detach, memory, CPU.
     Stats,
+    /// Follow weftd's events (like `docker events`): every committed change
+    /// of the tenant's objects, and repairs.
+    Events {
+        /// Replay the retained events after this revision first (a list's
+        /// or an earlier event's revision); default: from now on.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Only this network's events.
+        #[arg(long, default_value = "")]
+        network: String,
+        /// Only these kinds: network, endpoint, policy, module, repair, or
+        /// exact kinds such as endpoint.attached (repeatable).
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Exit after this many events (0: follow until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -254,6 +276,19 @@ async fn run(cli: Cli) -> Result<(), String> {
     let status = |s: tonic::Status| format!("{} ({:?})", s.message(), s.code());
     let tenant = cli.tenant.clone();
     let json = cli.output == Format::Json;
+    let dry_run = cli.dry_run;
+    // A dry run prints its plan instead of the usual answer.
+    let plan = |p: &Option<pb::DryRun>| match p {
+        Some(p) if json => {
+            output::print_json(&output::plan_json(p));
+            true
+        }
+        Some(p) => {
+            output::plan_text(p);
+            true
+        }
+        None => false,
+    };
     match cli.cmd {
         Cmd::Network(cmd) => {
             let mut c = NetworkServiceClient::new(channel);
@@ -271,9 +306,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                         policy: a.policy.clone(),
                         naming: a.naming.clone(),
                         module_config: a.module_config.iter().flatten().cloned().collect::<HashMap<_, _>>(),
+                        dry_run,
                     };
                     let n = c.create_network(req).await.map_err(status)?.into_inner();
-                    if json { output::print_json(&output::network_json(&n)) } else { println!("{}", n.id) }
+                    if plan(&n.dry_run) {
+                    } else if json {
+                        output::print_json(&output::network_json(&n))
+                    } else {
+                        println!("{}", n.id)
+                    }
                 }
                 NetworkCmd::Ls => {
                     let l = c.list_networks(pb::ListNetworksRequest { tenant }).await.map_err(status)?.into_inner();
@@ -291,21 +332,51 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 NetworkCmd::Rm { names } => {
                     for name in names {
-                        c.delete_network(pb::DeleteNetworkRequest { tenant: tenant.clone(), name: name.clone() })
+                        let r = c
+                            .delete_network(pb::DeleteNetworkRequest {
+                                tenant: tenant.clone(),
+                                name: name.clone(),
+                                dry_run,
+                            })
                             .await
-                            .map_err(status)?;
-                        println!("{name}");
+                            .map_err(status)?
+                            .into_inner();
+                        if !plan(&r.dry_run) {
+                            println!("{name}");
+                        }
                     }
                 }
                 NetworkCmd::Update { name, policy } => {
-                    let req = pb::UpdateNetworkRequest { tenant, name, policy };
+                    let req = pb::UpdateNetworkRequest { tenant, name, policy, dry_run };
                     let n = c.update_network(req).await.map_err(status)?.into_inner();
-                    if json { output::print_json(&output::network_json(&n)) } else { println!("{}", n.name) }
+                    if plan(&n.dry_run) {
+                    } else if json {
+                        output::print_json(&output::network_json(&n))
+                    } else {
+                        println!("{}", n.name)
+                    }
                 }
             }
         }
-        Cmd::Policy(cmd) => policy::run(PolicyServiceClient::new(channel), tenant, json, cmd).await?,
-        Cmd::Module(cmd) => module::run(ModuleServiceClient::new(channel), tenant, json, cmd).await?,
+        Cmd::Policy(cmd) => policy::run(PolicyServiceClient::new(channel), tenant, json, dry_run, cmd).await?,
+        Cmd::Module(cmd) => module::run(ModuleServiceClient::new(channel), tenant, json, dry_run, cmd).await?,
+        Cmd::Events { since, network, kinds, count } => {
+            let req = pb::WatchRequest { tenant, from_revision: since, network, kinds };
+            let mut stream = EventServiceClient::new(channel).watch(req).await.map_err(status)?.into_inner();
+            let mut seen = 0;
+            while let Some(item) = stream.message().await.map_err(status)? {
+                let Some(pb::watch_response::Item::Event(e)) = item.item else { continue };
+                if json {
+                    println!("{}", output::event_json(&e));
+                } else {
+                    println!("{}", output::event_line(&e));
+                }
+                seen += 1;
+                if count > 0 && seen >= count {
+                    break;
+                }
+            }
+        }
         Cmd::Stats => {
             let s =
                 SystemServiceClient::new(channel).get_stats(pb::GetStatsRequest {}).await.map_err(status)?.into_inner();
@@ -327,15 +398,28 @@ async fn run(cli: Cli) -> Result<(), String> {
                         publish,
                         mode,
                         aliases,
+                        dry_run,
                     };
                     let e = c.attach_endpoint(req).await.map_err(status)?.into_inner();
-                    if json { output::print_json(&output::endpoint_json(&e)) } else { output::endpoint_table(&[e]) }
+                    if plan(&e.dry_run) {
+                        if !json {
+                            println!("endpoint (decided): mac {} addresses {}", e.mac, e.addresses.join(","));
+                        }
+                    } else if json {
+                        output::print_json(&output::endpoint_json(&e))
+                    } else {
+                        output::endpoint_table(&[e])
+                    }
                 }
                 EndpointCmd::Detach { network, name } => {
-                    c.detach_endpoint(pb::DetachEndpointRequest { tenant, network, name: name.clone() })
+                    let r = c
+                        .detach_endpoint(pb::DetachEndpointRequest { tenant, network, name: name.clone(), dry_run })
                         .await
-                        .map_err(status)?;
-                    println!("{name}");
+                        .map_err(status)?
+                        .into_inner();
+                    if !plan(&r.dry_run) {
+                        println!("{name}");
+                    }
                 }
                 EndpointCmd::Ls { network } => {
                     let l = c

@@ -64,6 +64,7 @@ pub async fn run(
     mut c: ModuleServiceClient<tonic::transport::Channel>,
     tenant: String,
     json_out: bool,
+    dry_run: bool,
     cmd: ModuleCmd,
 ) -> Result<(), String> {
     let status = |s: tonic::Status| format!("{} ({:?})", s.message(), s.code());
@@ -120,8 +121,16 @@ pub async fn run(
             }
         }
         ModuleCmd::Rm { name } => {
-            c.delete_module(pb::DeleteModuleRequest { tenant, name: name.clone() }).await.map_err(status)?;
-            println!("{name}");
+            let r = c
+                .delete_module(pb::DeleteModuleRequest { tenant, name: name.clone(), dry_run })
+                .await
+                .map_err(status)?
+                .into_inner();
+            match &r.dry_run {
+                Some(p) if json_out => output::print_json(&output::plan_json(p)),
+                Some(p) => output::plan_text(p),
+                None => println!("{name}"),
+            }
         }
         ModuleCmd::Test(a) => crate::module_test::run(a)?,
     }

@@ -217,3 +217,102 @@ pub fn stats_table(s: &pb::Stats) {
         s.cpu_system_ms as f64 / 1e3
     );
 }
+
+/// A dry run's plan as JSON.
+pub fn plan_json(p: &pb::DryRun) -> Value {
+    json!({
+        "ops": p.ops.iter().map(|o| json!({
+            "ns": o.ns,
+            "command": o.command,
+            "op": serde_json::from_str::<Value>(&o.json).unwrap_or(Value::Null),
+        })).collect::<Vec<_>>(),
+        "writes": p.writes,
+        "events": p.events.iter().map(event_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A dry run's plan as text: what would run, be written and be published.
+pub fn plan_text(p: &pb::DryRun) {
+    println!("dry run: nothing was changed");
+    println!("would run:");
+    for o in &p.ops {
+        if o.ns == "host" {
+            println!("  {}", o.command);
+        } else {
+            println!("  [netns {}] {}", o.ns, o.command);
+        }
+    }
+    println!("would write (one transaction):");
+    for w in &p.writes {
+        println!("  {w}");
+    }
+    println!("would publish:");
+    for e in &p.events {
+        println!("  {}", event_line(e));
+    }
+}
+
+/// An event as JSON.
+pub fn event_json(e: &pb::Event) -> Value {
+    json!({
+        "revision": e.revision,
+        "time_ms": e.time_ms,
+        "kind": e.kind,
+        "tenant": e.tenant,
+        "network": e.network,
+        "name": e.name,
+        "addresses": e.addresses,
+        "mac": e.mac,
+        "ports": e.ports,
+        "message": e.message,
+    })
+}
+
+/// An event as one line, shaped like `docker events`:
+/// `TIME REVISION KIND NETWORK/NAME (details)`.
+pub fn event_line(e: &pb::Event) -> String {
+    let mut details: Vec<String> = Vec::new();
+    if !e.addresses.is_empty() {
+        details.push(format!("addresses={}", e.addresses.join(",")));
+    }
+    if !e.mac.is_empty() {
+        details.push(format!("mac={}", e.mac));
+    }
+    if !e.ports.is_empty() {
+        details.push(format!("ports={}", e.ports.join(",")));
+    }
+    if !e.message.is_empty() {
+        details.push(e.message.clone());
+    }
+    let object =
+        if e.network.is_empty() || e.network == e.name { e.name.clone() } else { format!("{}/{}", e.network, e.name) };
+    let time = if e.time_ms == 0 { "-".to_owned() } else { rfc3339_ms(e.time_ms) };
+    let details = if details.is_empty() { String::new() } else { format!(" ({})", details.join(", ")) };
+    format!("{time} {} {} {object}{details}", e.revision, e.kind)
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_times_are_utc_rfc3339() {
+        assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339_ms(1_796_190_123_456), "2026-12-02T05:42:03.456Z");
+    }
+}

@@ -114,14 +114,17 @@ pub async fn run(
     mut c: PolicyServiceClient<tonic::transport::Channel>,
     tenant: String,
     json_out: bool,
+    dry_run: bool,
     cmd: PolicyCmd,
 ) -> Result<(), String> {
     let status = |s: tonic::Status| format!("{} ({:?})", s.message(), s.code());
     match cmd {
         PolicyCmd::Apply { file, network } => {
-            let req = pb::ApplyPoliciesRequest { tenant, network, documents: read(&file)? };
+            let req = pb::ApplyPoliciesRequest { tenant, network, documents: read(&file)?, dry_run };
             let r = c.apply_policies(req).await.map_err(status)?.into_inner();
-            if json_out {
+            if let Some(p) = &r.dry_run {
+                if json_out { output::print_json(&output::plan_json(p)) } else { output::plan_text(p) }
+            } else if json_out {
                 output::print_json(&json!({
                     "documents": r.documents.iter().map(|a| json!({
                         "action": a.action,
@@ -166,9 +169,18 @@ pub async fn run(
                 Some(f) => read(f)?,
                 None => String::new(),
             };
-            let req = pb::DeletePoliciesRequest { tenant, documents, name: name.unwrap_or_default(), kind, namespace };
+            let req = pb::DeletePoliciesRequest {
+                tenant,
+                documents,
+                name: name.unwrap_or_default(),
+                kind,
+                namespace,
+                dry_run,
+            };
             let r = c.delete_policies(req).await.map_err(status)?.into_inner();
-            if json_out {
+            if let Some(p) = &r.dry_run {
+                if json_out { output::print_json(&output::plan_json(p)) } else { output::plan_text(p) }
+            } else if json_out {
                 output::print_json(&json!({
                     "deleted": r.documents.iter().map(doc_json).collect::<Vec<_>>(),
                     "networks": r.networks,

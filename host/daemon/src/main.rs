@@ -3,12 +3,16 @@
 //! serve the gRPC API until SIGTERM/SIGINT. Kernel state is left in place on
 //! exit so containers keep networking while weftd restarts.
 
+mod change;
+mod commit;
 mod config;
 mod controller;
+mod decide;
+mod events;
+mod index;
+mod locks;
 mod modules;
-mod policy;
 mod reconcile;
-mod state;
 mod timings;
 mod worker;
 

@@ -15,18 +15,38 @@
 //! other tenant's module name is simply not found.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use weft_model::api::{ModuleView, Ref, UploadModule};
+use weft_model::event::{Event, EventKind};
 use weft_model::module::{MAX_MODULES_PER_TENANT, ModuleRecord, host_key, store_key};
-use weft_model::network::{Network, validate_module_name};
+use weft_model::network::validate_module_name;
 use weft_model::{ControlError, InvalidRequest, Tenant};
-use weft_wasm::{Kind, check_header};
+use weft_wasm::{Kind, WasmHost, check_header};
 
+use crate::change::Change;
 use crate::config::Config;
-use crate::controller::{Ctl, internal};
+use crate::decide::Decider;
+use crate::index::{Index, State};
+
+/// The tenant modules: files, compilation and the Wasm host they load into.
+pub struct Modules {
+    /// Files and compile bounds.
+    pub files: ModuleFiles,
+    /// The Wasm host (None in unit tests: no uploads).
+    pub wasm: Option<Arc<WasmHost>>,
+}
+
+/// What an upload decided.
+pub enum Upload {
+    /// The same bytes are already there under that name: nothing to do.
+    Existing(ModuleRecord),
+    /// A new module, loaded into the Wasm host; the change records it.
+    New(ModuleRecord, Box<Change>),
+}
 
 /// Where uploads are kept and how they are compiled.
 pub struct ModuleFiles {
@@ -121,7 +141,7 @@ impl ModuleFiles {
 }
 
 /// The sha256 of `bytes`, hex: a module's identity and artefact name.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -141,48 +161,22 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-impl Ctl {
-    /// The key the Wasm host knows a network's module `name` by: the
-    /// built-in of that name, else the tenant's own module.
-    pub(crate) fn module_key(&self, net: &Network, name: &str) -> String {
-        if self.builtins.iter().any(|b| b.name == name) {
-            name.to_owned()
-        } else {
-            host_key(net.spec.tenant.as_str(), name)
-        }
-    }
-
-    /// Check that `tenant` may bind `name` as a `kind` module.
-    pub(crate) fn check_binding(
-        &self,
-        tenant: &Tenant,
-        kind: Kind,
-        field: &str,
-        name: &str,
-    ) -> Result<(), ControlError> {
-        let found = match self.builtins.iter().find(|b| b.name == name) {
-            Some(b) => Some(b.kind.clone()),
-            None => self.lock().modules.get(&store_key(tenant.as_str(), name)).map(|r| r.kind.clone()),
-        };
-        match found {
-            None => Err(ControlError::NotFound(format!("{kind} module {name:?} not found"))),
-            Some(k) if k != kind.as_str() => Err(InvalidRequest::new(
-                field,
-                format!("module {name:?} is a {k} module; {field} needs a {kind} module"),
-            )
-            .into()),
-            Some(_) => Ok(()),
-        }
+impl Modules {
+    fn wasm(&self) -> Result<&WasmHost, ControlError> {
+        self.wasm.as_deref().ok_or_else(|| ControlError::FailedPrecondition("modules are not available".into()))
     }
 
     /// Load every stored module's artefact (recompiling any this wasmtime
-    /// refuses); a module that cannot be loaded is reported and skipped.
-    pub(crate) async fn load_modules(&self, records: Vec<ModuleRecord>) {
+    /// refuses); returns the ones that loaded. A module that cannot be
+    /// loaded is reported and skipped.
+    pub async fn load(&self, records: Vec<ModuleRecord>) -> Vec<ModuleRecord> {
+        let Ok(wasm) = self.wasm() else { return Vec::new() };
+        let mut out = Vec::new();
         for r in records {
             let kind = kind_of(&r);
             let key = host_key(&r.tenant, &r.name);
             let art = self.files.artefact(&r.digest);
-            let loaded = match self.wasm.load_precompiled(kind, &key, &art) {
+            let loaded = match wasm.load_precompiled(kind, &key, &art) {
                 Ok(_) => {
                     info!(tenant = %r.tenant, module = %r.name, digest = %r.digest, "module loaded from its artefact");
                     Ok(())
@@ -190,44 +184,28 @@ impl Ctl {
                 Err(e) => {
                     warn!(module = %r.name, error = %e, "artefact not loadable; compiling the source again");
                     match self.files.compile(kind, &r.digest).await {
-                        Ok(()) => self.wasm.load_precompiled(kind, &key, &art).map(|_| ()).map_err(|e| e.to_string()),
+                        Ok(()) => wasm.load_precompiled(kind, &key, &art).map(|_| ()).map_err(|e| e.to_string()),
                         Err(e) => Err(e),
                     }
                 }
             };
             match loaded {
-                Ok(()) => {
-                    self.lock().modules.insert(r.store_key(), r);
-                }
+                Ok(()) => out.push(r),
                 Err(e) => warn!(tenant = %r.tenant, module = %r.name, error = %e, "module could not be loaded"),
             }
         }
+        out
     }
 
-    /// A module with the networks of `tenant` bound to it.
-    fn view(&self, r: ModuleRecord, builtin: bool, tenant: &str) -> ModuleView {
-        let st = self.lock();
-        let mut bound_to: Vec<String> = st
-            .networks
-            .values()
-            .filter(|n| {
-                n.spec.tenant.as_str() == tenant
-                    && [&n.spec.ipam, &n.spec.policy, &n.spec.naming].iter().any(|m| **m == r.name)
-            })
-            .map(|n| n.spec.name.to_string())
-            .collect();
-        bound_to.sort();
-        ModuleView { record: r, builtin, bound_to }
-    }
-
-    /// `weft module upload`.
-    pub(crate) async fn upload_module(&self, req: UploadModule) -> Result<ModuleView, ControlError> {
+    /// Validate, compile and load an upload (the caller holds the tenant's
+    /// modules lock); the change records it.
+    pub async fn upload(&self, index: &Index, decider: &Decider, req: &UploadModule) -> Result<Upload, ControlError> {
         let tenant = Tenant::parse("tenant", &req.tenant)?;
         validate_module_name("name", &req.name)?;
         let kind = Kind::parse(&req.kind).ok_or_else(|| {
             InvalidRequest::new("kind", format!("kind {:?} must be ipam, policy or naming", req.kind))
         })?;
-        if self.builtins.iter().any(|b| b.name == req.name) {
+        if decider.is_builtin(&req.name) {
             return Err(ControlError::AlreadyExists(format!(
                 "{:?} is a built-in module; choose another name",
                 req.name
@@ -248,13 +226,10 @@ impl Ctl {
         check_header(&req.bytes).map_err(refuse)?;
         let digest = sha256_hex(&req.bytes);
         let skey = store_key(tenant.as_str(), &req.name);
-        {
-            let st = self.lock();
+        let existing = index.read(|st| -> Result<Option<ModuleRecord>, ControlError> {
             if let Some(have) = st.modules.get(&skey) {
                 if have.digest == digest && have.kind == kind.as_str() {
-                    let have = have.clone();
-                    drop(st);
-                    return Ok(self.view(have, false, tenant.as_str()));
+                    return Ok(Some(have.clone()));
                 }
                 return Err(ControlError::AlreadyExists(format!(
                     "module {:?} already exists ({} module, sha256 {}); remove it first",
@@ -268,23 +243,29 @@ impl Ctl {
                     tenant.as_str()
                 )));
             }
+            Ok(None)
+        })?;
+        if let Some(have) = existing {
+            return Ok(Upload::Existing(have));
         }
+        let wasm = self.wasm()?;
         let source = self.files.source(&digest);
         if !source.exists() {
-            write_atomic(&source, &req.bytes).map_err(|e| internal(format!("storing the module: {e}")))?;
+            write_atomic(&source, &req.bytes)
+                .map_err(|e| ControlError::Internal(format!("storing module {:?}: {e}", req.name)))?;
         }
         let art = self.files.artefact(&digest);
         if !art.exists()
             && let Err(e) = self.files.compile(kind, &digest).await
         {
-            self.forget_files_if_unused(&digest);
+            self.forget_files_if_unused(index, &digest);
             return Err(refuse(e));
         }
         let key = host_key(tenant.as_str(), &req.name);
-        let info = match self.wasm.load_precompiled(kind, &key, &art) {
+        let info = match wasm.load_precompiled(kind, &key, &art) {
             Ok(info) => info,
             Err(e) => {
-                self.forget_files_if_unused(&digest);
+                self.forget_files_if_unused(index, &digest);
                 return Err(refuse(match e {
                     weft_wasm::PluginError::Load { reason, .. } => reason,
                     other => other.to_string(),
@@ -301,69 +282,117 @@ impl Ctl {
             imports: info.imports,
             exports: info.exports,
         };
-        if let Err(e) = self.store.put_module(&record) {
-            self.wasm.remove(kind, &key);
-            return Err(internal(e));
+        let mut change = Change::new(format!("uploading module {:?}", req.name));
+        change.batch.put_modules.push(record.clone());
+        change.events.push(
+            Event::new(EventKind::ModuleUploaded, tenant.as_str(), "", &req.name)
+                .with_message(format!("{} module sha256:{}", record.kind, record.digest)),
+        );
+        Ok(Upload::New(record, Box::new(change)))
+    }
+
+    /// An upload whose commit failed: unload it and drop its files.
+    pub fn abort_upload(&self, index: &Index, record: &ModuleRecord) {
+        if let Some(w) = &self.wasm {
+            w.remove(kind_of(record), &host_key(&record.tenant, &record.name));
         }
-        self.lock().modules.insert(skey, record.clone());
-        info!(tenant = %tenant, module = %req.name, kind = %kind, digest = %record.digest, bytes = record.size, "module uploaded");
-        Ok(self.view(record, false, tenant.as_str()))
+        self.forget_files_if_unused(index, &record.digest);
     }
 
-    /// Remove `digest`'s files unless another record uses them.
-    fn forget_files_if_unused(&self, digest: &str) {
-        if !self.lock().modules.values().any(|m| m.digest == digest) {
-            let _ = std::fs::remove_file(self.files.source(digest));
-            let _ = std::fs::remove_file(self.files.artefact(digest));
-        }
-    }
-
-    /// `weft module ls`: the tenant's modules, then the built-ins.
-    pub(crate) fn list_modules(&self, tenant: &str) -> Result<Vec<ModuleView>, ControlError> {
-        let tenant = Tenant::parse("tenant", tenant)?;
-        let mine: Vec<ModuleRecord> =
-            self.lock().modules.values().filter(|m| m.tenant == tenant.as_str()).cloned().collect();
-        let mut out: Vec<ModuleView> = mine.into_iter().map(|r| self.view(r, false, tenant.as_str())).collect();
-        out.extend(self.builtins.iter().cloned().map(|r| self.view(r, true, tenant.as_str())));
-        Ok(out)
-    }
-
-    /// `weft module inspect`.
-    pub(crate) fn get_module(&self, r: &Ref) -> Result<ModuleView, ControlError> {
+    /// Decide `weft module rm`: refused while a network is bound to it.
+    pub fn remove(&self, index: &Index, decider: &Decider, r: &Ref) -> Result<(ModuleRecord, Change), ControlError> {
         let tenant = Tenant::parse("tenant", &r.tenant)?;
-        self.list_modules(tenant.as_str())?.into_iter().find(|v| v.record.name == r.name).ok_or_else(|| {
-            ControlError::NotFound(format!("module {:?} not found for tenant {:?}", r.name, tenant.as_str()))
-        })
-    }
-
-    /// `weft module rm`: refused while a network is bound to it.
-    pub(crate) async fn delete_module(&self, r: &Ref) -> Result<(), ControlError> {
-        let tenant = Tenant::parse("tenant", &r.tenant)?;
-        if self.builtins.iter().any(|b| b.name == r.name) {
+        if decider.is_builtin(&r.name) {
             return Err(ControlError::FailedPrecondition(format!(
                 "{:?} is a built-in module and cannot be removed",
                 r.name
             )));
         }
-        // Exclusive: no network create can bind it while it goes.
-        let _gate = self.gate.write().await;
         let skey = store_key(tenant.as_str(), &r.name);
-        let record = self.lock().modules.get(&skey).cloned().ok_or_else(|| {
+        let record = index.read(|st| st.modules.get(&skey).cloned()).ok_or_else(|| {
             ControlError::NotFound(format!("module {:?} not found for tenant {:?}", r.name, tenant.as_str()))
         })?;
-        let view = self.view(record.clone(), false, tenant.as_str());
-        if !view.bound_to.is_empty() {
+        let bound = index.read(|st| bound_to(st, &record.name, tenant.as_str()));
+        if !bound.is_empty() {
             return Err(ControlError::FailedPrecondition(format!(
                 "module {:?} is bound to network(s) {}; remove or update them first",
                 r.name,
-                view.bound_to.join(", ")
+                bound.join(", ")
             )));
         }
-        self.store.delete_module(&skey).map_err(internal)?;
-        self.lock().modules.remove(&skey);
-        self.wasm.remove(kind_of(&record), &host_key(tenant.as_str(), &r.name));
-        self.forget_files_if_unused(&record.digest);
-        info!(tenant = %tenant, module = %r.name, "module removed");
-        Ok(())
+        let mut change = Change::new(format!("removing module {:?}", r.name));
+        change.batch.delete_modules.push(skey);
+        change.events.push(Event::new(EventKind::ModuleRemoved, tenant.as_str(), "", &r.name));
+        change.guards.push(crate::change::Guard::ModuleUnbound(tenant.to_string(), r.name.clone()));
+        Ok((record, change))
     }
+
+    /// After a removal committed: unload it and drop unused files.
+    pub fn finish_remove(&self, index: &Index, record: &ModuleRecord) {
+        self.abort_upload(index, record);
+        info!(tenant = %record.tenant, module = %record.name, "module removed");
+    }
+
+    /// Remove `digest`'s files unless another record uses them.
+    fn forget_files_if_unused(&self, index: &Index, digest: &str) {
+        if !index.read(|st| st.modules.values().any(|m| m.digest == digest)) {
+            let _ = std::fs::remove_file(self.files.source(digest));
+            let _ = std::fs::remove_file(self.files.artefact(digest));
+        }
+    }
+}
+
+/// The networks of `tenant` bound to module `name` (committed or being made).
+pub fn bound_to(st: &State, name: &str, tenant: &str) -> Vec<String> {
+    let mut v: Vec<String> = st
+        .all_networks()
+        .filter(|n| {
+            n.spec.tenant.as_str() == tenant
+                && [&n.spec.ipam, &n.spec.policy, &n.spec.naming].iter().any(|m| **m == name)
+        })
+        .map(|n| n.spec.name.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A module with the networks of `tenant` bound to it.
+pub fn view(st: &State, r: ModuleRecord, builtin: bool, tenant: &str) -> ModuleView {
+    let bound_to = bound_to(st, &r.name, tenant);
+    ModuleView { record: r, builtin, bound_to }
+}
+
+/// `weft module ls`: the tenant's modules, then the built-ins.
+pub fn list(st: &State, builtins: &[ModuleRecord], tenant: &str) -> Result<Vec<ModuleView>, ControlError> {
+    let tenant = Tenant::parse("tenant", tenant)?;
+    let mine: Vec<ModuleRecord> = st.modules.values().filter(|m| m.tenant == tenant.as_str()).cloned().collect();
+    let mut out: Vec<ModuleView> = mine.into_iter().map(|r| view(st, r, false, tenant.as_str())).collect();
+    out.extend(builtins.iter().cloned().map(|r| view(st, r, true, tenant.as_str())));
+    Ok(out)
+}
+
+/// `weft module inspect`.
+pub fn get(st: &State, builtins: &[ModuleRecord], r: &Ref) -> Result<ModuleView, ControlError> {
+    let tenant = Tenant::parse("tenant", &r.tenant)?;
+    list(st, builtins, tenant.as_str())?.into_iter().find(|v| v.record.name == r.name).ok_or_else(|| {
+        ControlError::NotFound(format!("module {:?} not found for tenant {:?}", r.name, tenant.as_str()))
+    })
+}
+
+/// The built-in components in `dir`, loaded into `wasm`, as records.
+pub fn load_builtins(wasm: &WasmHost, dir: &Path) -> Result<Vec<ModuleRecord>, weft_wasm::PluginError> {
+    Ok(wasm
+        .load_builtin_dir(dir)?
+        .into_iter()
+        .map(|(name, kind, bytes)| ModuleRecord {
+            tenant: String::new(),
+            name,
+            kind: kind.as_str().to_owned(),
+            digest: sha256_hex(&bytes),
+            size: bytes.len() as u64,
+            created: 0,
+            imports: Vec::new(),
+            exports: vec![kind.world()],
+        })
+        .collect())
 }

@@ -1,105 +1,253 @@
-//! Reconcile: make the kernel match the store. Runs at start-up and
-//! periodically. Every step is idempotent: a missing bridge is re-created
-//! with its gateways, veths are re-enslaved and brought up, endpoints whose
-//! veth vanished are re-plumbed if their namespace still exists, weft's
-//! nftables table is re-applied atomically, and endpoints left `Pending` by a
-//! crash (never acknowledged) are undone.
+//! Reconcile: observe the kernel, let the planner compute what differs from
+//! the index, and commit the repair — the same commit path as an API call,
+//! with a `repair` event naming what had drifted and what was done. It
+//! runs at start-up, when the drift watcher sees weft's objects change, and
+//! periodically as a backstop. Per network it holds that network's lock
+//! only, so it never stalls another network's requests.
+//!
+//! What it repairs: a missing, downed or unaddressed bridge (re-created
+//! with its gateways); a host veth missing (the endpoint is re-plumbed if
+//! its namespace still exists), detached from its bridge or down; a veth
+//! port of a weft bridge that no endpoint owns (left by a crash between
+//! the kernel work and the store commit: deleted); weft's nftables table
+//! (re-rendered whole, one transaction); a network's DNS service; records
+//! left `Pending` by an older weftd (undone). It never touches links that
+//! are not weft's bridges or their ports, nor any other nft table.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
 use weft_model::endpoint::{Endpoint, EndpointMode, EndpointState};
-use weft_plan::{Ns, Op, plan_endpoint, plan_endpoint_removal, plan_network};
+use weft_model::event::{Event, EventKind};
+use weft_model::network::Network;
+use weft_plan::{Ns, ObservedLink, Op, plan_endpoint, plan_endpoint_removal, plan_network};
 
+use crate::change::{Change, DnsChange, LeaseChange};
 use crate::controller::Ctl;
+use crate::locks::pool_key;
+
+/// What set a reconcile pass off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Start-up.
+    Start,
+    /// The periodic backstop.
+    Periodic,
+    /// The drift watcher saw a weft link change.
+    Links,
+    /// The drift watcher saw weft's nftables table change.
+    Nft,
+}
+
+/// A repair event for `net`, counted under `kind`.
+fn repair(net: &Network, name: &str, what: String) -> Event {
+    Event::new(EventKind::Repaired, net.spec.tenant.as_str(), net.spec.name.as_str(), name).with_message(what)
+}
+
+/// What differs between a bridge as observed and as planned.
+fn bridge_drift(net: &Network, observed: Option<&ObservedLink>, ops: &[Op]) -> Option<String> {
+    let fixes: Vec<&Op> = ops.iter().filter(|o| !matches!(o, Op::Sysctl { .. })).collect();
+    if fixes.is_empty() {
+        return None;
+    }
+    Some(match observed {
+        None => format!("bridge {} was missing: re-created with its gateways", net.bridge),
+        Some(o) if !o.up => format!("bridge {} was down: brought up", net.bridge),
+        Some(_) => format!("bridge {} lacked a gateway address: re-added", net.bridge),
+    })
+}
 
 impl Ctl {
-    /// One full reconcile pass.
-    pub async fn reconcile(&self) {
-        let _gate = self.gate.write().await;
-        let (networks, endpoints) = {
-            let st = self.lock();
-            (st.networks.values().cloned().collect::<Vec<_>>(), st.endpoints.values().cloned().collect::<Vec<_>>())
-        };
-        for ep in endpoints.iter().filter(|e| e.state == EndpointState::Pending) {
+    /// One reconcile pass.
+    pub async fn reconcile(&self, trigger: Trigger) {
+        let _pass = self.reconciling.lock().await;
+        let networks: Vec<Network> = self.index.read(|st| st.networks.values().cloned().collect());
+        self.undo_pending().await;
+        for net in &networks {
+            self.reconcile_network(net).await;
+        }
+        let drifted_table = trigger == Trigger::Nft;
+        match self.commit.render_current().await {
+            Ok(()) if drifted_table => {
+                let mut c = Change::new("repairing nftables");
+                c.events.push(
+                    Event::new(EventKind::Repaired, "", "", weft_plan::nft::NFT_TABLE)
+                        .with_message("weft's nftables table was changed outside weft: re-applied whole"),
+                );
+                self.count_repair("nft");
+                if let Err(e) = self.commit.commit(c, None).await {
+                    warn!(error = ?e, "recording the nftables repair");
+                }
+                info!("nftables table re-applied after outside change");
+            }
+            Ok(()) => {}
+            Err(e) => warn!(error = %e, "applying nftables table"),
+        }
+        if trigger != Trigger::Links && trigger != Trigger::Nft {
+            info!(networks = networks.len(), trigger = ?trigger, "reconciled");
+        }
+    }
+
+    /// Records left `Pending` by an older weftd were never acknowledged:
+    /// undo them.
+    async fn undo_pending(&self) {
+        let pending: Vec<(Network, Endpoint)> = self.index.read(|st| {
+            st.endpoints
+                .values()
+                .filter(|e| e.state == EndpointState::Pending)
+                .filter_map(|e| st.networks.get(&e.network_id).map(|n| (n.clone(), e.clone())))
+                .collect()
+        });
+        for (net, ep) in pending {
+            let mut slot = self.locks.network(&net.id).await;
             warn!(endpoint = %ep.spec.name, "undoing an attach that never completed");
-            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else { continue };
-            // A veth goes with its host end. A half-made macvlan child is
-            // deleted under its temporary name only: a name inside the
-            // namespace that the attach never got to claim is not weft's.
-            let ops = match Endpoint::peer_tmp_ifname_for(&ep.id) {
+            let mut c = Change::new(format!("undoing the unfinished attach of {:?}", ep.spec.name.as_str()));
+            // A half-made macvlan child is deleted under its temporary name
+            // only: a name inside the namespace that the attach never got to
+            // claim is not weft's.
+            c.ops = match Endpoint::peer_tmp_ifname_for(&ep.id) {
                 Ok(tmp) if !net.is_bridge() => vec![
                     Op::DeleteLink { ns: Ns::Host, link: tmp.clone() },
                     Op::DeleteLink { ns: Ns::Path(ep.spec.netns.clone()), link: tmp },
                 ],
-                _ => plan_endpoint_removal(net, ep),
+                _ => plan_endpoint_removal(&net, &ep),
             };
-            if let Err(e) = self.kernel.apply(&ops).await {
-                warn!(endpoint = %ep.spec.name, error = %e, "removing half-made endpoint");
+            c.teardown = true;
+            c.batch.delete_endpoints.push(ep.id.clone());
+            for a in &ep.addresses {
+                c.leases.push(LeaseChange {
+                    pool: pool_key(&net.id, a.addr()),
+                    addr: a.addr(),
+                    endpoint: ep.id.clone(),
+                    reserve: false,
+                });
             }
-            if let Err(e) = self.store.delete_endpoint(&ep.id) {
-                warn!(endpoint = %ep.spec.name, error = %e, "deleting pending record");
-                continue;
+            c.events.push(repair(&net, ep.spec.name.as_str(), "an attach that never completed was undone".into()));
+            self.count_repair("pending");
+            if let Err(e) = self.commit.commit(c, Some(&mut slot)).await {
+                warn!(endpoint = %ep.spec.name, error = ?e, "undoing a pending endpoint");
             }
-            self.lock().remove_endpoint(&ep.id);
         }
-        for net in &networks {
-            let observed = match self.kernel.observe_link(&net.bridge).await {
-                Ok(o) => o,
-                Err(e) => {
-                    warn!(network = %net.spec.name, error = %e, "observing bridge");
-                    continue;
+    }
+
+    /// Repair one network's bridge, its endpoints' host veths, orphan
+    /// ports and DNS, under the network's lock.
+    async fn reconcile_network(&self, net: &Network) {
+        let mut slot = self.locks.network(&net.id).await;
+        let (endpoints, policy, still) = self.index.read(|st| {
+            (
+                st.endpoints_of(&net.id).cloned().collect::<Vec<Endpoint>>(),
+                st.policy_of(&net.id),
+                st.networks.contains_key(&net.id),
+            )
+        });
+        if !still {
+            return;
+        }
+        let observed = match self.commit.kernel.observe_link(&net.bridge).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(network = %net.spec.name, error = %e, "observing bridge");
+                return;
+            }
+        };
+        let mut c = Change::new(format!("repairing network {:?}", net.spec.name.as_str()));
+        let ops = plan_network(net, observed.as_ref());
+        if let Some(what) = bridge_drift(net, observed.as_ref(), &ops) {
+            warn!(network = %net.spec.name, "{what}");
+            c.events.push(repair(net, net.spec.name.as_str(), what));
+            self.count_repair("bridge");
+        }
+        c.ops = ops;
+        let bridge_missing = observed.is_none();
+        if net.is_bridge() {
+            for ep in
+                endpoints.iter().filter(|e| e.state == EndpointState::Ready && e.spec.mode == EndpointMode::Network)
+            {
+                self.repair_veth(net, ep, &policy.rules, bridge_missing, &mut c).await;
+            }
+            self.remove_orphans(net, &endpoints, &mut c).await;
+        }
+        if net.spec.dns && !self.commit.dns.serves(&net.id) {
+            c.dns.push(DnsChange::Serve(net.clone()));
+            for ep in endpoints.iter().filter(|e| e.state == EndpointState::Ready) {
+                match tokio::task::block_in_place(|| self.decider.names(net, ep)) {
+                    Ok(r) if !r.is_empty() => c.dns.push(DnsChange::Set(net.id.clone(), ep.clone(), r)),
+                    Ok(_) => {}
+                    Err(e) => warn!(endpoint = %ep.spec.name, error = %e, "naming"),
                 }
-            };
-            if observed.is_none() {
-                warn!(network = %net.spec.name, bridge = %net.bridge, "bridge missing; re-creating");
-            }
-            if let Err(e) = self.apply_or_undo(&plan_network(net, observed.as_ref()), None).await {
-                warn!(network = %net.spec.name, error = %e, "repairing bridge");
             }
         }
-        if let Err(e) = self.sync_nft().await {
-            warn!(error = %e, "applying nftables table");
+        if let Err(e) = self.commit.commit(c, Some(&mut slot)).await {
+            warn!(network = %net.spec.name, error = ?e, "repairing network");
         }
-        for net in &networks {
-            if let Err(e) = self.serve_dns(net).await {
-                warn!(network = %net.spec.name, error = %e, "starting DNS");
+    }
+
+    /// Observe one endpoint's host veth and plan its repair into `c`.
+    async fn repair_veth(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        rules: &weft_model::policy::RuleSet,
+        bridge_missing: bool,
+        c: &mut Change,
+    ) {
+        let observed = match self.commit.kernel.observe_link(&ep.host_ifname).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(endpoint = %ep.spec.name, error = %e, "observing veth");
+                return;
             }
-        }
-        for ep in endpoints.iter().filter(|e| e.state == EndpointState::Ready && e.spec.mode == EndpointMode::Network) {
-            let Some(net) = networks.iter().find(|n| n.id == ep.network_id && n.is_bridge()) else {
-                continue;
-            };
-            match self.kernel.link_exists(&ep.host_ifname).await {
-                Ok(true) => {
-                    let ops = [
-                        Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() },
-                        Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() },
-                    ];
-                    if let Err(e) = self.kernel.apply(&ops).await {
-                        warn!(endpoint = %ep.spec.name, error = %e, "re-attaching veth to bridge");
-                    }
+        };
+        let name = ep.spec.name.as_str();
+        match observed {
+            Some(o) if o.master.as_ref() == Some(&net.bridge) && o.up => {}
+            Some(o) => {
+                c.ops.push(Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() });
+                c.ops.push(Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() });
+                // A re-created bridge's ports are reported with the bridge.
+                if !bridge_missing {
+                    let what = if o.up { "was not a port of its bridge" } else { "was down" };
+                    c.events.push(repair(net, name, format!("veth {} {what}: re-attached", ep.host_ifname)));
+                    self.count_repair("veth");
                 }
-                Ok(false) if ep.spec.netns.exists() => {
-                    warn!(endpoint = %ep.spec.name, "veth missing; re-creating");
-                    let tmp = match Endpoint::peer_tmp_ifname_for(&ep.id) {
-                        Ok(t) => t,
-                        Err(_) => continue,
-                    };
-                    let policy = self.lock().policy_of(&net.id);
-                    if let Err(e) = self.apply_or_undo(&plan_endpoint(net, &policy.rules, ep, &tmp), None).await {
-                        warn!(endpoint = %ep.spec.name, error = %e, "re-creating endpoint");
-                    }
-                }
-                Ok(false) => {
-                    warn!(endpoint = %ep.spec.name, netns = %ep.spec.netns.display(),
-                        "namespace is gone; keeping the record until the endpoint is detached");
-                }
-                Err(e) => warn!(endpoint = %ep.spec.name, error = %e, "observing veth"),
+            }
+            None if ep.spec.netns.exists() => {
+                let Ok(tmp) = Endpoint::peer_tmp_ifname_for(&ep.id) else { return };
+                warn!(endpoint = %name, "veth missing; re-creating");
+                // The container end went with the host end; the namespace
+                // may still hold a stale route: the plan re-adds what is missing.
+                c.ops.extend(plan_endpoint(net, rules, ep, &tmp));
+                c.events.push(repair(net, name, format!("veth {} was missing: endpoint re-plumbed", ep.host_ifname)));
+                self.count_repair("veth");
+            }
+            None => {
+                warn!(endpoint = %name, netns = %ep.spec.netns.display(),
+                    "namespace is gone; keeping the record until the endpoint is detached");
             }
         }
-        info!(networks = networks.len(), endpoints = endpoints.len(), "reconciled");
+    }
+
+    /// Ports of the bridge named like weft's veths that no endpoint owns.
+    async fn remove_orphans(&self, net: &Network, endpoints: &[Endpoint], c: &mut Change) {
+        let Ok(ports) = self.commit.kernel.ports_of(&net.bridge).await else { return };
+        let known: BTreeSet<&str> = endpoints.iter().map(|e| e.host_ifname.as_str()).collect();
+        let pending: BTreeSet<String> =
+            self.index.read(|st| st.pending_endpoints.values().map(|e| e.host_ifname.to_string()).collect());
+        for p in ports {
+            let weft_named = p
+                .as_str()
+                .strip_prefix("veth")
+                .is_some_and(|h| h.len() == 11 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if weft_named && !known.contains(p.as_str()) && !pending.contains(p.as_str()) {
+                warn!(network = %net.spec.name, link = %p, "orphan veth (no endpoint owns it); deleting");
+                c.ops.push(Op::DeleteLink { ns: Ns::Host, link: p.clone() });
+                c.events.push(repair(net, p.as_str(), format!("orphan veth {p} (no endpoint) was deleted")));
+                self.count_repair("orphan");
+            }
+        }
     }
 }
 
@@ -111,7 +259,7 @@ pub fn spawn_periodic(ctl: Arc<Ctl>, every: Option<Duration>) -> tokio::task::Jo
         tick.tick().await;
         loop {
             tick.tick().await;
-            ctl.reconcile().await;
+            ctl.reconcile(Trigger::Periodic).await;
         }
     })
 }

@@ -7,6 +7,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
 
 pub use crate::pb::endpoint_service_client::EndpointServiceClient;
+pub use crate::pb::event_service_client::EventServiceClient;
 pub use crate::pb::module_service_client::ModuleServiceClient;
 pub use crate::pb::network_service_client::NetworkServiceClient;
 pub use crate::pb::policy_service_client::PolicyServiceClient;

@@ -1,9 +1,12 @@
 //! Protobuf <-> model conversion. Requests become the model's raw request
 //! types (validation happens in the model); views become messages.
 
-use weft_model::api::{DocumentsChanged, EndpointView, ModuleView, NetworkView, PolicyVerdict, Ref, Stats};
+use weft_model::api::{
+    DocumentsChanged, EndpointView, ModuleView, NetworkView, Outcome, Plan, PolicyVerdict, Ref, Stats,
+};
 use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, EndpointState};
+use weft_model::event::{Event, WatchItem};
 use weft_model::network::{CreateNetwork, SubnetRequest};
 use weft_model::policy::explain::Check;
 
@@ -27,6 +30,7 @@ pub fn create_network(r: pb::CreateNetworkRequest) -> CreateNetwork {
         policy: r.policy,
         naming: r.naming,
         module_config: r.module_config.into_iter().collect(),
+        dry_run: r.dry_run,
     }
 }
 
@@ -44,12 +48,64 @@ pub fn attach(r: pb::AttachEndpointRequest) -> AttachEndpoint {
         publish: r.publish,
         mode: r.mode,
         aliases: r.aliases,
+        dry_run: r.dry_run,
     }
 }
 
 /// A reference by tenant / network / endpoint name.
 pub fn reference(tenant: String, network: String, name: String) -> Ref {
-    Ref { tenant, network, name }
+    Ref { tenant, network, name, dry_run: false }
+}
+
+/// A reference of a mutating call, with its dry-run flag.
+pub fn mutation(tenant: String, network: String, name: String, dry_run: bool) -> Ref {
+    Ref { tenant, network, name, dry_run }
+}
+
+/// A dry run's plan to message.
+pub fn plan(p: Option<Plan>) -> Option<pb::DryRun> {
+    p.map(|p| pb::DryRun {
+        ops: p.ops.into_iter().map(|o| pb::PlannedOp { ns: o.ns, command: o.command, json: o.json }).collect(),
+        writes: p.writes,
+        events: p.events.into_iter().map(event).collect(),
+    })
+}
+
+/// A network view and the call's outcome to message.
+pub fn network_outcome((v, o): (NetworkView, Outcome)) -> pb::Network {
+    pb::Network { revision: o.revision, dry_run: plan(o.plan), ..network(v) }
+}
+
+/// An endpoint view and the call's outcome to message.
+pub fn endpoint_outcome((v, o): (EndpointView, Outcome)) -> pb::Endpoint {
+    pb::Endpoint { revision: o.revision, dry_run: plan(o.plan), ..endpoint(v) }
+}
+
+/// An event to message.
+pub fn event(e: Event) -> pb::Event {
+    pb::Event {
+        revision: e.revision,
+        time_ms: e.time_ms,
+        kind: e.kind.as_str().to_owned(),
+        tenant: e.tenant,
+        network: e.network,
+        name: e.name,
+        addresses: e.addresses,
+        mac: e.mac,
+        ports: e.ports,
+        message: e.message,
+    }
+}
+
+/// A watch item to message.
+pub fn watch_item(i: WatchItem) -> pb::WatchResponse {
+    use pb::watch_response::Item;
+    pb::WatchResponse {
+        item: Some(match i {
+            WatchItem::Event(e) => Item::Event(event(e)),
+            WatchItem::Heartbeat(revision) => Item::Heartbeat(pb::Heartbeat { revision }),
+        }),
+    }
 }
 
 /// Network view to message.
@@ -79,6 +135,8 @@ pub fn network(v: NetworkView) -> pb::Network {
         naming: n.spec.naming,
         module_config: n.spec.module_config.into_iter().collect(),
         endpoints: v.endpoints.into_iter().map(endpoint).collect(),
+        revision: 0,
+        dry_run: None,
     }
 }
 
@@ -108,6 +166,8 @@ pub fn endpoint(v: EndpointView) -> pb::Endpoint {
             EndpointState::Ready => "ready",
         }
         .into(),
+        revision: 0,
+        dry_run: None,
     }
 }
 
@@ -123,7 +183,7 @@ pub fn document(d: StoredDocument) -> pb::PolicyDocument {
 }
 
 /// The outcome of an apply.
-pub fn applied(c: DocumentsChanged) -> pb::ApplyPoliciesResponse {
+pub fn applied((c, o): (DocumentsChanged, Outcome)) -> pb::ApplyPoliciesResponse {
     pb::ApplyPoliciesResponse {
         documents: c
             .documents
@@ -131,14 +191,18 @@ pub fn applied(c: DocumentsChanged) -> pb::ApplyPoliciesResponse {
             .map(|(d, a)| pb::AppliedDocument { document: Some(document(d)), action: a.as_str().into() })
             .collect(),
         networks: c.networks,
+        revision: o.revision,
+        dry_run: plan(o.plan),
     }
 }
 
 /// The outcome of a delete.
-pub fn deleted(c: DocumentsChanged) -> pb::DeletePoliciesResponse {
+pub fn deleted((c, o): (DocumentsChanged, Outcome)) -> pb::DeletePoliciesResponse {
     pb::DeletePoliciesResponse {
         documents: c.documents.into_iter().map(|(d, _)| document(d)).collect(),
         networks: c.networks,
+        revision: o.revision,
+        dry_run: plan(o.plan),
     }
 }
 
@@ -169,6 +233,8 @@ pub fn stats(v: Stats) -> pb::Stats {
         cpu_system_ms: v.cpu_system_ms,
         networks: v.networks,
         endpoints: v.endpoints,
+        revision: v.revision,
+        repairs: v.repairs.into_iter().collect(),
     }
 }
 
@@ -197,5 +263,6 @@ pub fn module(v: ModuleView) -> pb::Module {
         imports: r.imports,
         exports: r.exports,
         bound_to: v.bound_to,
+        revision: 0,
     }
 }

@@ -9,6 +9,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::pb::endpoint_service_server::{EndpointService, EndpointServiceServer};
+use crate::pb::event_service_server::{EventService, EventServiceServer};
 use crate::pb::module_service_server::{ModuleService, ModuleServiceServer};
 use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
 use crate::pb::policy_service_server::{PolicyService, PolicyServiceServer};
@@ -16,6 +17,7 @@ use crate::pb::system_service_server::{SystemService, SystemServiceServer};
 use crate::status::to_status;
 use crate::{Controller, convert, pb};
 use weft_model::api::{ApplyDocuments, CheckPolicy, DeleteDocuments, UpdateNetwork, UploadModule};
+use weft_model::event::WatchFilter;
 
 /// Every service over one controller.
 pub struct Api<C> {
@@ -32,7 +34,7 @@ impl<C> Clone for Api<C> {
 impl<C: Controller> NetworkService for Api<C> {
     async fn create_network(&self, r: Request<pb::CreateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
         let v = self.ctl.create_network(convert::create_network(r.into_inner())).await.map_err(to_status)?;
-        Ok(Response::new(convert::network(v)))
+        Ok(Response::new(convert::network_outcome(v)))
     }
     async fn get_network(&self, r: Request<pb::GetNetworkRequest>) -> Result<Response<pb::Network>, Status> {
         let r = r.into_inner();
@@ -43,22 +45,29 @@ impl<C: Controller> NetworkService for Api<C> {
         &self,
         r: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let v = self.ctl.list_networks(r.into_inner().tenant).await.map_err(to_status)?;
-        Ok(Response::new(pb::ListNetworksResponse { networks: v.into_iter().map(convert::network).collect() }))
+        let (v, revision) = self.ctl.list_networks(r.into_inner().tenant).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListNetworksResponse {
+            networks: v.into_iter().map(convert::network).collect(),
+            revision,
+        }))
     }
     async fn delete_network(
         &self,
         r: Request<pb::DeleteNetworkRequest>,
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
         let r = r.into_inner();
-        self.ctl.delete_network(convert::reference(r.tenant, r.name, String::new())).await.map_err(to_status)?;
-        Ok(Response::new(pb::DeleteNetworkResponse {}))
+        let o = self
+            .ctl
+            .delete_network(convert::mutation(r.tenant, r.name, String::new(), r.dry_run))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteNetworkResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
     async fn update_network(&self, r: Request<pb::UpdateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
         let r = r.into_inner();
-        let req = UpdateNetwork { tenant: r.tenant, name: r.name, policy: r.policy };
+        let req = UpdateNetwork { tenant: r.tenant, name: r.name, policy: r.policy, dry_run: r.dry_run };
         let v = self.ctl.update_network(req).await.map_err(to_status)?;
-        Ok(Response::new(convert::network(v)))
+        Ok(Response::new(convert::network_outcome(v)))
     }
 }
 
@@ -69,7 +78,7 @@ impl<C: Controller> PolicyService for Api<C> {
         r: Request<pb::ApplyPoliciesRequest>,
     ) -> Result<Response<pb::ApplyPoliciesResponse>, Status> {
         let r = r.into_inner();
-        let req = ApplyDocuments { tenant: r.tenant, network: r.network, text: r.documents };
+        let req = ApplyDocuments { tenant: r.tenant, network: r.network, text: r.documents, dry_run: r.dry_run };
         let c = self.ctl.apply_documents(req).await.map_err(to_status)?;
         Ok(Response::new(convert::applied(c)))
     }
@@ -87,8 +96,14 @@ impl<C: Controller> PolicyService for Api<C> {
         r: Request<pb::DeletePoliciesRequest>,
     ) -> Result<Response<pb::DeletePoliciesResponse>, Status> {
         let r = r.into_inner();
-        let req =
-            DeleteDocuments { tenant: r.tenant, text: r.documents, name: r.name, kind: r.kind, namespace: r.namespace };
+        let req = DeleteDocuments {
+            tenant: r.tenant,
+            text: r.documents,
+            name: r.name,
+            kind: r.kind,
+            namespace: r.namespace,
+            dry_run: r.dry_run,
+        };
         let c = self.ctl.delete_documents(req).await.map_err(to_status)?;
         Ok(Response::new(convert::deleted(c)))
     }
@@ -115,15 +130,15 @@ impl<C: Controller> SystemService for Api<C> {
 impl<C: Controller> EndpointService for Api<C> {
     async fn attach_endpoint(&self, r: Request<pb::AttachEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
         let v = self.ctl.attach(convert::attach(r.into_inner())).await.map_err(to_status)?;
-        Ok(Response::new(convert::endpoint(v)))
+        Ok(Response::new(convert::endpoint_outcome(v)))
     }
     async fn detach_endpoint(
         &self,
         r: Request<pb::DetachEndpointRequest>,
     ) -> Result<Response<pb::DetachEndpointResponse>, Status> {
         let r = r.into_inner();
-        self.ctl.detach(convert::reference(r.tenant, r.network, r.name)).await.map_err(to_status)?;
-        Ok(Response::new(pb::DetachEndpointResponse {}))
+        let o = self.ctl.detach(convert::mutation(r.tenant, r.network, r.name, r.dry_run)).await.map_err(to_status)?;
+        Ok(Response::new(pb::DetachEndpointResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
     async fn get_endpoint(&self, r: Request<pb::GetEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
         let r = r.into_inner();
@@ -135,9 +150,12 @@ impl<C: Controller> EndpointService for Api<C> {
         r: Request<pb::ListEndpointsRequest>,
     ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
         let r = r.into_inner();
-        let v =
+        let (v, revision) =
             self.ctl.list_endpoints(convert::reference(r.tenant, r.network, String::new())).await.map_err(to_status)?;
-        Ok(Response::new(pb::ListEndpointsResponse { endpoints: v.into_iter().map(convert::endpoint).collect() }))
+        Ok(Response::new(pb::ListEndpointsResponse {
+            endpoints: v.into_iter().map(convert::endpoint).collect(),
+            revision,
+        }))
     }
 }
 
@@ -172,8 +190,8 @@ impl<C: Controller> ModuleService for Api<C> {
             }
         }
         let req = UploadModule { tenant: header.tenant, name: header.name, kind: header.kind, bytes };
-        let v = self.ctl.upload_module(req).await.map_err(to_status)?;
-        Ok(Response::new(convert::module(v)))
+        let (v, o) = self.ctl.upload_module(req).await.map_err(to_status)?;
+        Ok(Response::new(pb::Module { revision: o.revision, ..convert::module(v) }))
     }
     async fn list_modules(
         &self,
@@ -192,8 +210,27 @@ impl<C: Controller> ModuleService for Api<C> {
         r: Request<pb::DeleteModuleRequest>,
     ) -> Result<Response<pb::DeleteModuleResponse>, Status> {
         let r = r.into_inner();
-        self.ctl.delete_module(convert::reference(r.tenant, String::new(), r.name)).await.map_err(to_status)?;
-        Ok(Response::new(pb::DeleteModuleResponse {}))
+        let o = self
+            .ctl
+            .delete_module(convert::mutation(r.tenant, String::new(), r.name, r.dry_run))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteModuleResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Controller> EventService for Api<C> {
+    type WatchStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+    async fn watch(&self, r: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        use tokio_stream::StreamExt;
+        let r = r.into_inner();
+        let filter =
+            WatchFilter { tenant: r.tenant, from_revision: r.from_revision, network: r.network, kinds: r.kinds };
+        let stream = self.ctl.watch(filter).await.map_err(to_status)?;
+        let out = stream.map(|i| i.map(convert::watch_item).map_err(to_status));
+        Ok(Response::new(Box::pin(out)))
     }
 }
 
@@ -225,6 +262,7 @@ pub async fn serve_unix<C: Controller>(
     health.set_serving::<PolicyServiceServer<Api<C>>>().await;
     health.set_serving::<ModuleServiceServer<Api<C>>>().await;
     health.set_serving::<SystemServiceServer<Api<C>>>().await;
+    health.set_serving::<EventServiceServer<Api<C>>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -238,7 +276,8 @@ pub async fn serve_unix<C: Controller>(
         .add_service(EndpointServiceServer::new(api.clone()))
         .add_service(PolicyServiceServer::new(api.clone()))
         .add_service(ModuleServiceServer::new(api.clone()))
-        .add_service(SystemServiceServer::new(api))
+        .add_service(SystemServiceServer::new(api.clone()))
+        .add_service(EventServiceServer::new(api))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

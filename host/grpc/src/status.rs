@@ -13,6 +13,8 @@ pub fn to_status(e: ControlError) -> Status {
         ControlError::FailedPrecondition(_) => Code::FailedPrecondition,
         ControlError::Exhausted(_) => Code::ResourceExhausted,
         ControlError::Plugin(_) => Code::Unavailable,
+        ControlError::OutOfRange(_) => Code::OutOfRange,
+        ControlError::Aborted(_) => Code::Aborted,
         ControlError::Internal(_) => Code::Internal,
     };
     Status::new(code, e.to_string())

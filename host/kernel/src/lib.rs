@@ -4,8 +4,13 @@
 //! /proc/sys, nftables transactions through `nft -f -` (one atomic
 //! transaction per script) for whole tables, and an endpoint's set elements
 //! as one nf_tables netlink batch. It also observes what exists, for reconcile.
+//!
+//! The controller sees the kernel through [`KernelApi`]; [`fake::FakeKernel`]
+//! implements it in memory so decide/commit/rollback/reconcile are unit
+//! tested without root. The netns tests of the real one live in `tests/`.
 
 mod error;
+pub mod fake;
 mod netlink;
 mod netns;
 mod nft;
@@ -36,6 +41,24 @@ impl std::fmt::Display for ApplyError {
     }
 }
 
+/// What the controller needs of a kernel: execute a plan (reporting how
+/// much of it was applied when an op fails) and observe what exists.
+#[async_trait::async_trait]
+pub trait KernelApi: Send + Sync {
+    /// Execute `ops` in order; stop at the first failure.
+    async fn apply(&self, ops: &[Op]) -> Result<(), ApplyError>;
+    /// The link `name` in weftd's namespace as it is now; None if missing.
+    async fn observe_link(&self, name: &weft_model::IfName) -> Result<Option<ObservedLink>, KernelError>;
+    /// The ports of bridge `master` in weftd's namespace.
+    async fn ports_of(&self, master: &weft_model::IfName) -> Result<Vec<weft_model::IfName>, KernelError>;
+    /// Check that `path` is a network namespace; its identity (nsfs inode).
+    async fn netns_id(&self, path: &std::path::Path) -> Result<u64, KernelError>;
+    /// Whether a link called `name` exists in weftd's namespace.
+    async fn link_exists(&self, name: &weft_model::IfName) -> Result<bool, KernelError> {
+        Ok(self.observe_link(name).await?.is_some())
+    }
+}
+
 /// The kernel of the namespace weftd runs in, plus access to container
 /// namespaces by path.
 pub struct Kernel {
@@ -51,7 +74,7 @@ impl Kernel {
 
     /// Execute `ops` in order. Consecutive ops in one container namespace
     /// run together on a thread that has entered it.
-    pub async fn apply(&self, ops: &[Op]) -> Result<(), ApplyError> {
+    async fn run(&self, ops: &[Op]) -> Result<(), ApplyError> {
         let mut i = 0;
         while i < ops.len() {
             match ops[i].ns() {
@@ -97,14 +120,27 @@ impl Kernel {
             other => self.host.apply(other).await,
         }
     }
+}
 
-    /// The bridge (or any link) `name` as it is now; None if it is missing.
-    pub async fn observe_link(&self, name: &weft_model::IfName) -> Result<Option<ObservedLink>, KernelError> {
+#[async_trait::async_trait]
+impl KernelApi for Kernel {
+    async fn apply(&self, ops: &[Op]) -> Result<(), ApplyError> {
+        self.run(ops).await
+    }
+
+    async fn observe_link(&self, name: &weft_model::IfName) -> Result<Option<ObservedLink>, KernelError> {
         self.host.observe(name).await
     }
 
-    /// Whether a link called `name` exists in weftd's namespace.
-    pub async fn link_exists(&self, name: &weft_model::IfName) -> Result<bool, KernelError> {
+    async fn ports_of(&self, master: &weft_model::IfName) -> Result<Vec<weft_model::IfName>, KernelError> {
+        self.host.ports_of(master).await
+    }
+
+    async fn netns_id(&self, path: &std::path::Path) -> Result<u64, KernelError> {
+        check_netns(path).await
+    }
+
+    async fn link_exists(&self, name: &weft_model::IfName) -> Result<bool, KernelError> {
         Ok(self.host.index_of(name).await?.is_some())
     }
 }

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::MacVlanMode;
-use netlink_packet_route::link::{InfoData, InfoVeth, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use weft_model::IfName;
 use weft_plan::{ObservedLink, Op};
@@ -62,6 +62,14 @@ impl Netlink {
             return Ok(None);
         };
         let up = msg.header.flags.contains(LinkFlags::Up);
+        let master_idx = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Controller(i) => Some(*i),
+            _ => None,
+        });
+        let master = match master_idx {
+            Some(i) => self.name_of(i).await?,
+            None => None,
+        };
         let mut addrs = self.handle.address().get().set_link_index_filter(msg.header.index).execute();
         let mut addresses = Vec::new();
         while let Some(a) = addrs.try_next().await.map_err(|e| KernelError::netlink("addr show", name, e))? {
@@ -74,7 +82,36 @@ impl Netlink {
             }
         }
         addresses.dedup();
-        Ok(Some(ObservedLink { addresses, up }))
+        Ok(Some(ObservedLink { addresses, up, master }))
+    }
+
+    /// The name of the link with index `index`, if it exists.
+    async fn name_of(&self, index: u32) -> Result<Option<IfName>, KernelError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(m)) => Ok(link_name(&m)),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let e = KernelError::netlink("link show", index, e);
+                if e.is_not_found() { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    /// The names of every link that is a port of `master`.
+    pub async fn ports_of(&self, master: &IfName) -> Result<Vec<IfName>, KernelError> {
+        let Some(midx) = self.index_of(master).await? else {
+            return Ok(Vec::new());
+        };
+        let mut links = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = links.try_next().await.map_err(|e| KernelError::netlink("link show", "all", e))? {
+            let port = m.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(i) if *i == midx));
+            if port && let Some(n) = link_name(&m) {
+                out.push(n);
+            }
+        }
+        Ok(out)
     }
 
     /// Move `link` into the namespace whose file is `netns`.
@@ -232,4 +269,12 @@ impl Netlink {
             ),
         }
     }
+}
+
+/// A link message's name, if it is a valid interface name.
+fn link_name(m: &LinkMessage) -> Option<IfName> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => IfName::parse("ifname", n).ok(),
+        _ => None,
+    })
 }

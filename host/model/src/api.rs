@@ -3,10 +3,14 @@
 //! and never sees the store, the kernel or the Wasm host.
 
 use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
 
 use crate::document::StoredDocument;
 use crate::endpoint::{AttachEndpoint, Endpoint};
 use crate::error::ControlError;
+use crate::event::{Event, WatchFilter, WatchItem};
 use crate::module::ModuleRecord;
 use crate::network::{CreateNetwork, Network};
 use crate::policy::explain::Explanation;
@@ -42,6 +46,8 @@ pub struct Ref {
     pub network: String,
     /// Endpoint name (endpoint calls only).
     pub name: String,
+    /// Mutating calls: decide and answer what would be done, change nothing.
+    pub dry_run: bool,
 }
 
 /// Change a live network (only what can change without re-plumbing).
@@ -53,6 +59,8 @@ pub struct UpdateNetwork {
     pub name: String,
     /// The policy component to bind; empty keeps the current one.
     pub policy: String,
+    /// Decide and answer what would be done, change nothing.
+    pub dry_run: bool,
 }
 
 /// Apply policy documents.
@@ -65,6 +73,8 @@ pub struct ApplyDocuments {
     pub network: String,
     /// YAML or JSON: one document, several separated by `---`, or a List.
     pub text: String,
+    /// Decide and answer what would be done, change nothing.
+    pub dry_run: bool,
 }
 
 /// What happened to one applied document.
@@ -111,6 +121,8 @@ pub struct DeleteDocuments {
     pub kind: String,
     /// ... and its namespace, if several match.
     pub namespace: String,
+    /// Decide and answer what would be done, change nothing.
+    pub dry_run: bool,
 }
 
 /// Ask whether a flow between two endpoints of a network is allowed.
@@ -191,52 +203,111 @@ pub struct Stats {
     pub networks: u64,
     /// Endpoints of all tenants.
     pub endpoints: u64,
+    /// The current revision.
+    pub revision: u64,
+    /// Repairs made by reconcile, per kind of drift (`bridge`, `veth`,
+    /// `nft`, `address`, `route`, `orphan`, ...).
+    pub repairs: Vec<(String, u64)>,
 }
+
+/// One kernel operation of a decided change, as the command it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedOp {
+    /// `host` or the container namespace's path.
+    pub ns: String,
+    /// The `ip` / `nft` / `sysctl` command line it corresponds to.
+    pub command: String,
+    /// The op as JSON (the planner's own form).
+    pub json: String,
+}
+
+/// What a change does, as decided: answered by a dry run (and what a real
+/// commit then applies).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Kernel operations, in order.
+    pub ops: Vec<PlannedOp>,
+    /// Store writes, one line each (`put endpoint web/c1`, ...), one transaction.
+    pub writes: Vec<String>,
+    /// The events the commit would publish (revision 0: none is taken).
+    pub events: Vec<Event>,
+}
+
+/// What a mutating call did: the revision its commit got (0 for a dry run
+/// or a call that changed nothing), and for a dry run the decided plan.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The commit's revision.
+    pub revision: u64,
+    /// Set on a dry run: what would have been done.
+    pub plan: Option<Plan>,
+}
+
+/// A stream of watch items; it ends with an error when the consumer fell
+/// too far behind (naming the last revision it was sent).
+pub type EventStream = Pin<Box<dyn futures_core::Stream<Item = Result<WatchItem, ControlError>> + Send>>;
 
 /// What weftd does for its clients.
 pub trait Controller: Send + Sync + 'static {
     /// Create a network.
-    fn create_network(&self, req: CreateNetwork) -> impl Future<Output = Result<NetworkView, ControlError>> + Send;
+    fn create_network(
+        &self,
+        req: CreateNetwork,
+    ) -> impl Future<Output = Result<(NetworkView, Outcome), ControlError>> + Send;
     /// One network by name.
     fn get_network(&self, r: Ref) -> impl Future<Output = Result<NetworkView, ControlError>> + Send;
     /// All of a tenant's networks.
-    fn list_networks(&self, tenant: String) -> impl Future<Output = Result<Vec<NetworkView>, ControlError>> + Send;
+    /// The list carries the current revision (to watch from).
+    fn list_networks(
+        &self,
+        tenant: String,
+    ) -> impl Future<Output = Result<(Vec<NetworkView>, u64), ControlError>> + Send;
     /// Delete a network with no endpoints.
-    fn delete_network(&self, r: Ref) -> impl Future<Output = Result<(), ControlError>> + Send;
+    fn delete_network(&self, r: Ref) -> impl Future<Output = Result<Outcome, ControlError>> + Send;
     /// Attach a container namespace to a network.
-    fn attach(&self, req: AttachEndpoint) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
+    fn attach(&self, req: AttachEndpoint)
+    -> impl Future<Output = Result<(EndpointView, Outcome), ControlError>> + Send;
     /// Detach an endpoint.
-    fn detach(&self, r: Ref) -> impl Future<Output = Result<(), ControlError>> + Send;
+    fn detach(&self, r: Ref) -> impl Future<Output = Result<Outcome, ControlError>> + Send;
     /// One endpoint.
     fn get_endpoint(&self, r: Ref) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
     /// A tenant's endpoints, optionally of one network (`r.network`).
-    fn list_endpoints(&self, r: Ref) -> impl Future<Output = Result<Vec<EndpointView>, ControlError>> + Send;
+    /// The list carries the current revision.
+    fn list_endpoints(&self, r: Ref) -> impl Future<Output = Result<(Vec<EndpointView>, u64), ControlError>> + Send;
     /// Change a live network's policy component.
-    fn update_network(&self, req: UpdateNetwork) -> impl Future<Output = Result<NetworkView, ControlError>> + Send;
+    fn update_network(
+        &self,
+        req: UpdateNetwork,
+    ) -> impl Future<Output = Result<(NetworkView, Outcome), ControlError>> + Send;
     /// Apply policy documents (all or nothing).
     fn apply_documents(
         &self,
         req: ApplyDocuments,
-    ) -> impl Future<Output = Result<DocumentsChanged, ControlError>> + Send;
+    ) -> impl Future<Output = Result<(DocumentsChanged, Outcome), ControlError>> + Send;
     /// A tenant's documents, optionally only those applied to one network.
     fn list_documents(&self, r: Ref) -> impl Future<Output = Result<Vec<StoredDocument>, ControlError>> + Send;
     /// Delete policy documents (all or nothing).
     fn delete_documents(
         &self,
         req: DeleteDocuments,
-    ) -> impl Future<Output = Result<DocumentsChanged, ControlError>> + Send;
+    ) -> impl Future<Output = Result<(DocumentsChanged, Outcome), ControlError>> + Send;
     /// The largest module upload accepted, in bytes.
     fn max_module_bytes(&self) -> usize;
     /// Validate, compile and record a module.
-    fn upload_module(&self, req: UploadModule) -> impl Future<Output = Result<ModuleView, ControlError>> + Send;
+    fn upload_module(
+        &self,
+        req: UploadModule,
+    ) -> impl Future<Output = Result<(ModuleView, Outcome), ControlError>> + Send;
     /// The tenant's modules and the built-ins.
     fn list_modules(&self, tenant: String) -> impl Future<Output = Result<Vec<ModuleView>, ControlError>> + Send;
     /// One module (`r.name`) the tenant may see.
     fn get_module(&self, r: Ref) -> impl Future<Output = Result<ModuleView, ControlError>> + Send;
     /// Remove a module no network is bound to.
-    fn delete_module(&self, r: Ref) -> impl Future<Output = Result<(), ControlError>> + Send;
+    fn delete_module(&self, r: Ref) -> impl Future<Output = Result<Outcome, ControlError>> + Send;
     /// Explain whether a flow is allowed.
     fn check_policy(&self, req: CheckPolicy) -> impl Future<Output = Result<PolicyVerdict, ControlError>> + Send;
     /// Operational counters (an operator's view: not scoped to a tenant).
     fn stats(&self) -> impl Future<Output = Result<Stats, ControlError>> + Send;
+    /// Events of the caller's tenant after `filter.from_revision`, then live.
+    fn watch(&self, filter: WatchFilter) -> impl Future<Output = Result<EventStream, ControlError>> + Send;
 }

@@ -42,6 +42,8 @@ pub struct AttachEndpoint {
     pub mode: String,
     /// Extra DNS names of the endpoint on this network.
     pub aliases: Vec<String>,
+    /// Decide and answer what would be done, change nothing.
+    pub dry_run: bool,
 }
 
 /// How an endpoint joins its network, as Docker's network modes.

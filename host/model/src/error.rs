@@ -42,6 +42,12 @@ pub enum ControlError {
     /// A decision component failed (trap, deadline, bad answer); rolled back.
     #[error("{0}")]
     Plugin(String),
+    /// A revision is older than what is retained (the client re-lists).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A stream was ended (a watch consumer too slow to keep up).
+    #[error("{0}")]
+    Aborted(String),
     /// The kernel or the store failed; the operation was rolled back.
     #[error("{0}")]
     Internal(String),

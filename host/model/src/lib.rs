@@ -7,6 +7,7 @@ pub mod api;
 pub mod document;
 pub mod endpoint;
 pub mod error;
+pub mod event;
 pub mod ids;
 pub mod ipam;
 pub mod module;

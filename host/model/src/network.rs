@@ -63,6 +63,8 @@ pub struct CreateNetwork {
     pub naming: String,
     /// Configuration handed to the network's components (`--module-config`).
     pub module_config: BTreeMap<String, String>,
+    /// Decide and answer what would be done, change nothing.
+    pub dry_run: bool,
 }
 
 /// One validated subnet of a network.

@@ -27,6 +27,9 @@ pub struct ObservedLink {
     pub addresses: Vec<IpNet>,
     /// Administratively up.
     pub up: bool,
+    /// The bridge it is a port of, if any.
+    #[serde(default)]
+    pub master: Option<IfName>,
 }
 
 /// Ops that make a network's bridge exist, hold its gateways and be up.
@@ -172,8 +175,16 @@ pub fn undo(applied: &[Op]) -> Vec<Op> {
         .iter()
         .rev()
         .filter_map(|op| match op {
-            // Deleting the interface is enough for the endpoint's own ops; an
-            // applied Nft op is the plan's last and is undone by the caller.
+            // Elements added are deleted and deleted ones re-added; a whole
+            // table render is undone by rendering the old state (the caller).
+            Op::NftElements { change, elements } => Some(Op::NftElements {
+                change: match change {
+                    nft::Change::Add => nft::Change::Delete,
+                    nft::Change::Delete => nft::Change::Add,
+                },
+                elements: elements.clone(),
+            }),
+            // Deleting the interface is enough for the endpoint's own ops.
             Op::CreateBridge { name, .. } | Op::CreateVeth { name, .. } | Op::CreateMacvlan { name, .. } => {
                 Some(Op::DeleteLink { ns: Ns::Host, link: name.clone() })
             }

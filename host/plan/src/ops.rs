@@ -166,3 +166,71 @@ impl Op {
         }
     }
 }
+
+impl Ns {
+    /// `host`, or the namespace file's path.
+    pub fn label(&self) -> String {
+        match self {
+            Ns::Host => "host".to_owned(),
+            Ns::Path(p) => p.display().to_string(),
+        }
+    }
+}
+
+impl Op {
+    /// The command line this op corresponds to, as an operator would type
+    /// it (`ip -n` style prefixes are left to [`Op::ns`]). Dry runs answer
+    /// with these.
+    pub fn command(&self) -> String {
+        let mtu = |m: &Option<u32>| m.map(|m| format!(" mtu {m}")).unwrap_or_default();
+        match self {
+            Op::Sysctl { key, value, .. } => format!("sysctl -w {}={value}", key.replace('/', ".")),
+            Op::CreateBridge { name, mtu: m, mac } => {
+                format!("ip link add {name} address {mac}{} type bridge nf_call_iptables 1", mtu(m))
+            }
+            Op::CreateVeth { name, master, peer, netns, mac, mtu: m } => format!(
+                "ip link add {name} master {master} up{} type veth peer name {peer} address {mac} netns {}",
+                mtu(m),
+                netns.display()
+            ),
+            Op::CreateMacvlan { name, parent, mode, mtu: m } => {
+                format!("ip link add {name} link {parent}{} type macvlan mode {mode}", mtu(m))
+            }
+            Op::AddAddress { link, addr, .. } => format!("ip addr add {addr} dev {link} nodad"),
+            Op::SetMaster { link, master } => format!("ip link set {link} master {master}"),
+            Op::MoveToNetns { link, netns } => format!("ip link set {link} netns {}", netns.display()),
+            Op::Rename { link, to, .. } => format!("ip link set {link} name {to}"),
+            Op::SetMac { link, mac, .. } => format!("ip link set {link} address {mac}"),
+            Op::LinkUp { link, .. } => format!("ip link set {link} up"),
+            Op::AddDefaultRoute { via, dev, .. } => format!("ip route add default via {via} dev {dev}"),
+            Op::DeleteLink { link, .. } => format!("ip link del {link}"),
+            Op::Nft { script } => {
+                format!(
+                    "nft -f - # table {} {}: {} lines",
+                    crate::nft::NFT_FAMILY,
+                    crate::nft::NFT_TABLE,
+                    script.lines().count()
+                )
+            }
+            Op::NftElements { change, elements } => {
+                let verb = match change {
+                    crate::nft::Change::Add => "add",
+                    crate::nft::Change::Delete => "delete",
+                };
+                crate::nft::by_set(elements)
+                    .into_iter()
+                    .map(|(set, els)| {
+                        let els: Vec<String> = els.iter().map(|e| e.to_string()).collect();
+                        format!(
+                            "nft {verb} element {} {} {set} {{ {} }}",
+                            crate::nft::NFT_FAMILY,
+                            crate::nft::NFT_TABLE,
+                            els.join(", ")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        }
+    }
+}

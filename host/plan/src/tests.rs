@@ -77,9 +77,9 @@ fn new_dual_stack_network() {
 #[test]
 fn repair_network_missing_address() {
     let net = network("n1", &["10.89.0.0/24"], false);
-    let observed = ObservedLink { addresses: vec![], up: true };
+    let observed = ObservedLink { addresses: vec![], up: true, master: None };
     golden("network_repair.json", &json(&plan_network(&net, Some(&observed))));
-    let converged = ObservedLink { addresses: vec!["10.89.0.1/24".parse().unwrap()], up: true };
+    let converged = ObservedLink { addresses: vec!["10.89.0.1/24".parse().unwrap()], up: true, master: None };
     let ops = plan_network(&net, Some(&converged));
     assert!(ops.iter().all(|o| matches!(o, Op::Sysctl { .. })), "converged network plans only sysctls: {ops:?}");
 }

@@ -1,7 +1,10 @@
 //! weft's state store: the desired state that reconcile makes the kernel
-//! match. One [`Store`] trait; the embedded backend is a redb file (ACID,
-//! one write transaction per change), and a cluster backend (etcd) can
-//! implement the same trait later.
+//! match. One [`Store`] trait with one write, [`Store::commit`]: every
+//! change lands as ONE transaction of a [`Batch`] that also carries the
+//! commit's revision and its events, so "what changed" and "which events
+//! say so" cannot disagree and the revision survives restarts. The embedded
+//! backend is a redb file (ACID); a cluster backend (etcd) implements the
+//! same trait with a compare-and-swap transaction.
 //!
 //! Leases are not stored apart: an endpoint record carries its addresses, so
 //! "endpoint deleted" and "lease released" are one write and cannot disagree.
@@ -17,6 +20,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 use weft_model::document::StoredDocument;
 use weft_model::endpoint::Endpoint;
+use weft_model::event::Event;
 use weft_model::module::ModuleRecord;
 use weft_model::network::Network;
 
@@ -25,6 +29,10 @@ const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints"
 const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("ipam_cursors");
 const DOCUMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("documents");
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The key of the last committed revision in `META`.
+const REVISION: &str = "revision";
 
 /// The file name of the embedded database inside `--state-dir`.
 pub const DB_FILE: &str = "weft.redb";
@@ -56,41 +64,84 @@ pub struct Snapshot {
     pub documents: Vec<StoredDocument>,
     /// Every tenant's uploaded modules.
     pub modules: Vec<ModuleRecord>,
+    /// The last committed revision (0: nothing committed yet).
+    pub revision: u64,
+    /// The retained events, oldest first.
+    pub events: Vec<Event>,
 }
 
-/// Several changes that land in one transaction (a policy change: the
-/// documents, the networks whose policy changed and the endpoints whose
-/// groups changed).
-#[derive(Debug, Default)]
-pub struct Batch<'a> {
+/// Everything one change writes, in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
     /// Networks to insert or replace.
-    pub networks: Vec<&'a Network>,
+    pub put_networks: Vec<Network>,
+    /// Ids of networks to delete (with their cursors).
+    pub delete_networks: Vec<String>,
     /// Endpoints to insert or replace.
-    pub endpoints: Vec<&'a Endpoint>,
+    pub put_endpoints: Vec<Endpoint>,
+    /// Ids of endpoints to delete (and so their leases).
+    pub delete_endpoints: Vec<String>,
+    /// IPAM cursors to set.
+    pub cursors: Vec<(String, IpAddr)>,
     /// Documents to insert or replace.
-    pub put_documents: Vec<&'a StoredDocument>,
+    pub put_documents: Vec<StoredDocument>,
     /// Store keys of documents to delete.
     pub delete_documents: Vec<String>,
+    /// Module records to insert or replace.
+    pub put_modules: Vec<ModuleRecord>,
+    /// Store keys of module records to delete.
+    pub delete_modules: Vec<String>,
+    /// The commit's revision (recorded if set).
+    pub revision: Option<u64>,
+    /// The commit's events (numbered already).
+    pub events: Vec<Event>,
+    /// Drop retained events with a revision below this.
+    pub trim_events_below: Option<u64>,
+}
+
+impl Batch {
+    /// True if it writes no object (events and revision aside).
+    pub fn writes_nothing(&self) -> bool {
+        self.put_networks.is_empty()
+            && self.delete_networks.is_empty()
+            && self.put_endpoints.is_empty()
+            && self.delete_endpoints.is_empty()
+            && self.cursors.is_empty()
+            && self.put_documents.is_empty()
+            && self.delete_documents.is_empty()
+            && self.put_modules.is_empty()
+            && self.delete_modules.is_empty()
+    }
+
+    /// One line per write, as a dry run shows them.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.extend(self.put_networks.iter().map(|n| format!("put network {}/{}", n.spec.tenant, n.spec.name)));
+        out.extend(self.delete_networks.iter().map(|id| format!("delete network {id}")));
+        out.extend(
+            self.put_endpoints
+                .iter()
+                .map(|e| format!("put endpoint {}/{}/{} ({:?})", e.spec.tenant, e.spec.network, e.spec.name, e.state)),
+        );
+        out.extend(self.delete_endpoints.iter().map(|id| format!("delete endpoint {id}")));
+        out.extend(self.cursors.iter().map(|(k, a)| format!("put ipam cursor {k} = {a}")));
+        out.extend(self.put_documents.iter().map(|d| format!("put document {}", d.store_key())));
+        out.extend(self.delete_documents.iter().map(|k| format!("delete document {k}")));
+        out.extend(self.put_modules.iter().map(|m| format!("put module {}", m.store_key())));
+        out.extend(self.delete_modules.iter().map(|k| format!("delete module {k}")));
+        if !self.events.is_empty() || !out.is_empty() {
+            out.push("put revision (next) and its events".to_owned());
+        }
+        out
+    }
 }
 
 /// Durable desired state.
 pub trait Store: Send + Sync {
     /// Everything stored.
     fn load(&self) -> Result<Snapshot, StoreError>;
-    /// Insert or replace a network.
-    fn put_network(&self, n: &Network) -> Result<(), StoreError>;
-    /// Delete a network and its cursors.
-    fn delete_network(&self, id: &str) -> Result<(), StoreError>;
-    /// Insert or replace an endpoint and update cursors, in one transaction.
-    fn put_endpoint(&self, e: &Endpoint, cursors: &[(String, IpAddr)]) -> Result<(), StoreError>;
-    /// Delete an endpoint (and so its leases).
-    fn delete_endpoint(&self, id: &str) -> Result<(), StoreError>;
-    /// Insert or replace a module record.
-    fn put_module(&self, m: &ModuleRecord) -> Result<(), StoreError>;
-    /// Delete a module record.
-    fn delete_module(&self, key: &str) -> Result<(), StoreError>;
-    /// Apply every change of `batch` in one transaction.
-    fn commit(&self, batch: &Batch<'_>) -> Result<(), StoreError>;
+    /// Apply every write of `batch` in one transaction.
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
 }
 
 /// The embedded redb store.
@@ -106,24 +157,15 @@ impl RedbStore {
         let db = Database::create(&path).map_err(|e| err("open")(&format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(|e| err("init")(&e))?;
         {
-            txn.open_table(NETWORKS).map_err(|e| err("init")(&e))?;
-            txn.open_table(ENDPOINTS).map_err(|e| err("init")(&e))?;
+            for t in [NETWORKS, ENDPOINTS, DOCUMENTS, MODULES] {
+                txn.open_table(t).map_err(|e| err("init")(&e))?;
+            }
             txn.open_table(CURSORS).map_err(|e| err("init")(&e))?;
-            txn.open_table(DOCUMENTS).map_err(|e| err("init")(&e))?;
-            txn.open_table(MODULES).map_err(|e| err("init")(&e))?;
+            txn.open_table(EVENTS).map_err(|e| err("init")(&e))?;
+            txn.open_table(META).map_err(|e| err("init")(&e))?;
         }
         txn.commit().map_err(|e| err("init")(&e))?;
         Ok(RedbStore { db })
-    }
-
-    fn write(
-        &self,
-        op: &str,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| err(op)(&e))?;
-        f(&txn).map_err(|e| err(op)(&e))?;
-        txn.commit().map_err(|e| err(op)(&e))
     }
 }
 
@@ -145,6 +187,56 @@ fn decode_all<T: DeserializeOwned>(
     Ok(out)
 }
 
+fn write_batch(txn: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::Error> {
+    let mut t = txn.open_table(NETWORKS)?;
+    for n in &batch.put_networks {
+        t.insert(n.id.as_str(), encode(n)?.as_slice())?;
+    }
+    for id in &batch.delete_networks {
+        t.remove(id.as_str())?;
+    }
+    let mut cursors = txn.open_table(CURSORS)?;
+    for id in &batch.delete_networks {
+        let prefix = format!("{id}/");
+        cursors.retain(|k, _| !k.starts_with(&prefix))?;
+    }
+    for (k, a) in &batch.cursors {
+        cursors.insert(k.as_str(), a.to_string().as_str())?;
+    }
+    let mut t = txn.open_table(ENDPOINTS)?;
+    for e in &batch.put_endpoints {
+        t.insert(e.id.as_str(), encode(e)?.as_slice())?;
+    }
+    for id in &batch.delete_endpoints {
+        t.remove(id.as_str())?;
+    }
+    let mut t = txn.open_table(DOCUMENTS)?;
+    for k in &batch.delete_documents {
+        t.remove(k.as_str())?;
+    }
+    for d in &batch.put_documents {
+        t.insert(d.store_key().as_str(), encode(d)?.as_slice())?;
+    }
+    let mut t = txn.open_table(MODULES)?;
+    for k in &batch.delete_modules {
+        t.remove(k.as_str())?;
+    }
+    for m in &batch.put_modules {
+        t.insert(m.store_key().as_str(), encode(m)?.as_slice())?;
+    }
+    let mut t = txn.open_table(EVENTS)?;
+    for e in &batch.events {
+        t.insert(e.revision, encode(e)?.as_slice())?;
+    }
+    if let Some(below) = batch.trim_events_below {
+        t.retain(|rev, _| rev >= below)?;
+    }
+    if let Some(rev) = batch.revision {
+        txn.open_table(META)?.insert(REVISION, rev)?;
+    }
+    Ok(())
+}
+
 impl Store for RedbStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let txn = self.db.begin_read().map_err(|e| err("load")(&e))?;
@@ -160,77 +252,23 @@ impl Store for RedbStore {
                 cursors.push((k.value().to_owned(), a));
             }
         }
-        Ok(Snapshot { networks, endpoints, cursors, documents, modules })
+        let table = txn.open_table(EVENTS).map_err(|e| err("load")(&e))?;
+        let mut events = Vec::new();
+        for row in table.iter().map_err(|e| err("load")(&e))? {
+            let (k, v) = row.map_err(|e| err("load")(&e))?;
+            let e: Event =
+                serde_json::from_slice(v.value()).map_err(|e| err("decode")(&format!("event {}: {e}", k.value())))?;
+            events.push(e);
+        }
+        let meta = txn.open_table(META).map_err(|e| err("load")(&e))?;
+        let revision = meta.get(REVISION).map_err(|e| err("load")(&e))?.map(|v| v.value()).unwrap_or(0);
+        Ok(Snapshot { networks, endpoints, cursors, documents, modules, revision, events })
     }
 
-    fn put_network(&self, n: &Network) -> Result<(), StoreError> {
-        self.write("put network", |txn| {
-            txn.open_table(NETWORKS)?.insert(n.id.as_str(), encode(n)?.as_slice())?;
-            Ok(())
-        })
-    }
-
-    fn delete_network(&self, id: &str) -> Result<(), StoreError> {
-        self.write("delete network", |txn| {
-            txn.open_table(NETWORKS)?.remove(id)?;
-            let mut cursors = txn.open_table(CURSORS)?;
-            let prefix = format!("{id}/");
-            cursors.retain(|k, _| !k.starts_with(&prefix))?;
-            Ok(())
-        })
-    }
-
-    fn put_endpoint(&self, e: &Endpoint, cursors: &[(String, IpAddr)]) -> Result<(), StoreError> {
-        self.write("put endpoint", |txn| {
-            txn.open_table(ENDPOINTS)?.insert(e.id.as_str(), encode(e)?.as_slice())?;
-            let mut t = txn.open_table(CURSORS)?;
-            for (k, a) in cursors {
-                t.insert(k.as_str(), a.to_string().as_str())?;
-            }
-            Ok(())
-        })
-    }
-
-    fn delete_endpoint(&self, id: &str) -> Result<(), StoreError> {
-        self.write("delete endpoint", |txn| {
-            txn.open_table(ENDPOINTS)?.remove(id)?;
-            Ok(())
-        })
-    }
-
-    fn put_module(&self, m: &ModuleRecord) -> Result<(), StoreError> {
-        self.write("put module", |txn| {
-            txn.open_table(MODULES)?.insert(m.store_key().as_str(), encode(m)?.as_slice())?;
-            Ok(())
-        })
-    }
-
-    fn delete_module(&self, key: &str) -> Result<(), StoreError> {
-        self.write("delete module", |txn| {
-            txn.open_table(MODULES)?.remove(key)?;
-            Ok(())
-        })
-    }
-
-    fn commit(&self, batch: &Batch<'_>) -> Result<(), StoreError> {
-        self.write("commit", |txn| {
-            let mut t = txn.open_table(NETWORKS)?;
-            for n in &batch.networks {
-                t.insert(n.id.as_str(), encode(n)?.as_slice())?;
-            }
-            let mut t = txn.open_table(ENDPOINTS)?;
-            for e in &batch.endpoints {
-                t.insert(e.id.as_str(), encode(e)?.as_slice())?;
-            }
-            let mut t = txn.open_table(DOCUMENTS)?;
-            for k in &batch.delete_documents {
-                t.remove(k.as_str())?;
-            }
-            for d in &batch.put_documents {
-                t.insert(d.store_key().as_str(), encode(d)?.as_slice())?;
-            }
-            Ok(())
-        })
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| err("commit")(&e))?;
+        write_batch(&txn, batch).map_err(|e| err("commit")(&e))?;
+        txn.commit().map_err(|e| err("commit")(&e))
     }
 }
 

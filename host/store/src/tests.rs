@@ -36,18 +36,37 @@ fn round_trip_survives_reopen() {
     };
     {
         let s = RedbStore::open(&dir).unwrap();
-        s.put_network(&net).unwrap();
-        s.put_endpoint(&ep, &[(format!("{}/v4", net.id), "10.9.0.2".parse().unwrap())]).unwrap();
+        let mut ev = weft_model::event::Event::new(weft_model::event::EventKind::EndpointAttached, "t", "n1", "e");
+        ev.revision = 7;
+        s.commit(&Batch {
+            put_networks: vec![net.clone()],
+            put_endpoints: vec![ep.clone()],
+            cursors: vec![(format!("{}/v4", net.id), "10.9.0.2".parse().unwrap())],
+            revision: Some(7),
+            events: vec![ev],
+            ..Default::default()
+        })
+        .unwrap();
     }
     let s = RedbStore::open(&dir).unwrap();
     let snap = s.load().unwrap();
     assert_eq!(snap.networks, vec![net.clone()]);
     assert_eq!(snap.endpoints, vec![ep.clone()]);
     assert_eq!(snap.cursors.len(), 1);
-    s.delete_endpoint(&ep.id).unwrap();
-    s.delete_network(&net.id).unwrap();
+    assert_eq!(snap.revision, 7);
+    assert_eq!(snap.events.len(), 1);
+    s.commit(&Batch {
+        delete_endpoints: vec![ep.id.clone()],
+        delete_networks: vec![net.id.clone()],
+        revision: Some(8),
+        trim_events_below: Some(8),
+        ..Default::default()
+    })
+    .unwrap();
     let snap = s.load().unwrap();
     assert!(snap.networks.is_empty() && snap.endpoints.is_empty() && snap.cursors.is_empty());
+    assert_eq!(snap.revision, 8);
+    assert!(snap.events.is_empty(), "events below 8 were trimmed");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -66,7 +85,7 @@ fn a_batch_lands_whole_and_documents_round_trip() {
     let (a, b) = (doc("a"), doc("b"));
     {
         let s = RedbStore::open(&dir).unwrap();
-        s.commit(&Batch { put_documents: vec![&a, &b], ..Default::default() }).unwrap();
+        s.commit(&Batch { put_documents: vec![a.clone(), b.clone()], ..Default::default() }).unwrap();
         s.commit(&Batch { delete_documents: vec![a.store_key()], ..Default::default() }).unwrap();
     }
     let snap = RedbStore::open(&dir).unwrap().load().unwrap();

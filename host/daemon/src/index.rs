@@ -1,35 +1,63 @@
-//! The controller's in-memory index of the desired state: networks,
-//! endpoints and per-pool leases. The store is the durable copy; this is
-//! rebuilt from it at start-up.
+//! The in-memory index of the desired state: networks, endpoints, compiled
+//! policies, documents, modules and the current revision. The store is the
+//! durable copy; this is rebuilt from it at start-up and changed only by
+//! `commit`. Its lock is held for lookups and index updates — never across
+//! a Wasm call or a kernel operation — so reads never wait behind either.
+//!
+//! Objects a commit is still applying are *pending*: conflict checks see
+//! them (so two concurrent commits cannot both claim one name, subnet, port
+//! or interface), readers do not.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use weft_model::api::{EndpointView, NetworkView};
 use weft_model::document::StoredDocument;
-use weft_model::endpoint::{Endpoint, EndpointMode};
-use weft_model::ipam::PoolLeases;
+use weft_model::endpoint::Endpoint;
+use weft_model::module::ModuleRecord;
 use weft_model::network::Network;
 use weft_model::policy::{Compiled, DEFAULT_POLICY, RuleSet};
 use weft_model::{ControlError, NetworkName, Tenant};
 use weft_plan::nft;
 
-/// Networks, endpoints and leases by id.
-#[derive(Default)]
+/// Networks, endpoints, policies, documents and modules.
+#[derive(Default, Clone)]
 pub struct State {
     /// Networks by id.
     pub networks: BTreeMap<String, Network>,
     /// Endpoints by id.
     pub endpoints: BTreeMap<String, Endpoint>,
-    /// Leases per pool, keyed by [`pool_key`].
-    pub leases: HashMap<String, PoolLeases>,
     /// Each network's compiled policy, by network id.
     pub policies: HashMap<String, Arc<Compiled>>,
     /// Every tenant's policy documents, by store key.
     pub documents: BTreeMap<String, StoredDocument>,
     /// Every tenant's uploaded modules (that loaded), by store key.
-    pub modules: BTreeMap<String, weft_model::module::ModuleRecord>,
+    pub modules: BTreeMap<String, ModuleRecord>,
+    /// The revision of the last commit.
+    pub revision: u64,
+    /// Networks a commit is creating (by id).
+    pub pending_networks: BTreeMap<String, Network>,
+    /// Endpoints a commit is attaching (by id).
+    pub pending_endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// The index: [`State`] behind a short-held lock.
+#[derive(Default)]
+pub struct Index {
+    state: Mutex<State>,
+}
+
+impl Index {
+    /// The state, locked. Never hold it across an await, a Wasm call or a
+    /// kernel operation.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` on the locked state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.lock())
+    }
 }
 
 /// The documents `net`'s policy component compiles, in a stable order: the
@@ -46,31 +74,7 @@ pub fn documents_for<'a>(net: &Network, documents: impl IntoIterator<Item = &'a 
         .collect()
 }
 
-/// The key of a network's pool of one family (also the IPAM cursor's key).
-pub fn pool_key(network_id: &str, addr: IpAddr) -> String {
-    format!("{network_id}/{}", if addr.is_ipv4() { "v4" } else { "v6" })
-}
-
 impl State {
-    /// Record an endpoint and its leases.
-    pub fn insert_endpoint(&mut self, ep: Endpoint) {
-        for a in ep.addresses.iter().filter(|_| ep.spec.mode == EndpointMode::Network) {
-            self.leases.entry(pool_key(&ep.network_id, a.addr())).or_default().reserve(a.addr(), &ep.id);
-        }
-        self.endpoints.insert(ep.id.clone(), ep);
-    }
-
-    /// Forget an endpoint and release its leases.
-    pub fn remove_endpoint(&mut self, id: &str) -> Option<Endpoint> {
-        let ep = self.endpoints.remove(id)?;
-        for a in ep.addresses.iter().filter(|_| ep.spec.mode == EndpointMode::Network) {
-            if let Some(l) = self.leases.get_mut(&pool_key(&ep.network_id, a.addr())) {
-                l.release(a.addr(), id);
-            }
-        }
-        Some(ep)
-    }
-
     /// A network's compiled policy (empty if it has none yet).
     pub fn policy_of(&self, network_id: &str) -> Arc<Compiled> {
         self.policies.get(network_id).cloned().unwrap_or_default()
@@ -99,31 +103,42 @@ impl State {
         self.endpoints.values().filter(move |e| e.network_id == network_id)
     }
 
+    /// Every endpoint, committed or being committed.
+    pub fn all_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.values().chain(self.pending_endpoints.values())
+    }
+
+    /// Every network, committed or being committed.
+    pub fn all_networks(&self) -> impl Iterator<Item = &Network> {
+        self.networks.values().chain(self.pending_networks.values())
+    }
+
     /// An endpoint with its gateways.
     pub fn endpoint_view(&self, ep: &Endpoint) -> EndpointView {
-        let gateways = self
-            .networks
-            .get(&ep.network_id)
-            .map(|n| {
-                n.spec
-                    .subnets
-                    .iter()
-                    .filter(|s| ep.addresses.iter().any(|a| s.subnet.contains(&a.addr())))
-                    .map(|s| s.gateway)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (dns_servers, dns_search) = match self.networks.get(&ep.network_id) {
-            Some(n) if n.spec.dns => {
-                (n.spec.subnets.iter().map(|s| s.gateway).collect(), vec![n.spec.name.to_string()])
-            }
-            _ => (Vec::new(), Vec::new()),
-        };
-        EndpointView { endpoint: ep.clone(), gateways, dns_servers, dns_search }
+        view_of(self.networks.get(&ep.network_id), ep)
     }
 
     /// A network with its endpoints.
     pub fn network_view(&self, n: &Network) -> NetworkView {
         NetworkView { network: n.clone(), endpoints: self.endpoints_of(&n.id).map(|e| self.endpoint_view(e)).collect() }
     }
+}
+
+/// An endpoint with the gateways and DNS settings of its network.
+pub fn view_of(net: Option<&Network>, ep: &Endpoint) -> EndpointView {
+    let gateways = net
+        .map(|n| {
+            n.spec
+                .subnets
+                .iter()
+                .filter(|s| ep.addresses.iter().any(|a| s.subnet.contains(&a.addr())))
+                .map(|s| s.gateway)
+                .collect()
+        })
+        .unwrap_or_default();
+    let (dns_servers, dns_search) = match net {
+        Some(n) if n.spec.dns => (n.spec.subnets.iter().map(|s| s.gateway).collect(), vec![n.spec.name.to_string()]),
+        _ => (Vec::new(), Vec::new()),
+    };
+    EndpointView { endpoint: ep.clone(), gateways, dns_servers, dns_search }
 }

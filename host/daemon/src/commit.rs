@@ -1,0 +1,456 @@
+//! `commit(Change)`: the only place weftd changes anything. In order:
+//! 1. claim what the change creates (network names, subnets and bridges;
+//!    endpoints' published ports and interface names) against the index,
+//!    including other commits' claims — so of N concurrent identical
+//!    requests exactly one gets past here;
+//! 2. apply the kernel ops (netlink first, then nftables under the nft
+//!    lock; teardown ops are retried), and re-render weft's whole table if
+//!    the change asks; on failure undo the applied prefix;
+//! 3. in commit order: take the next revision, write ONE store
+//!    transaction (objects, cursors, revision, events), update the index,
+//!    publish the events;
+//! 4. update the caller's lease view and the DNS table, record timings.
+//!
+//! The caller holds the network lock(s) the change needs; this holds the
+//! index lock only for checks and updates, never across an await.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+use weft_kernel::{ApplyError, KernelApi, KernelError};
+use weft_model::ControlError;
+use weft_model::endpoint::EndpointMode;
+use weft_model::network::{InvalidOrExists, conflicts_with};
+use weft_plan::{Op, undo};
+use weft_store::Store;
+
+use crate::change::{Change, DnsChange, Guard};
+use crate::events::{Events, now_ms};
+use crate::index::{Index, State};
+use crate::locks::NetSlot;
+use crate::timings::{Phase, Timings};
+
+/// How often a failing teardown op is tried before the change fails.
+const TEARDOWN_TRIES: u32 = 3;
+
+/// A failed commit: why, and the ops that could not be undone.
+#[derive(Debug)]
+pub enum CommitError {
+    /// Another object holds what the change claims.
+    Conflict(ControlError),
+    /// The kernel refused an op; the applied prefix was undone.
+    Kernel(KernelError),
+    /// The store refused the transaction; the kernel work was undone.
+    Store(weft_store::StoreError),
+}
+
+impl CommitError {
+    /// The client's error for a change described as `what`.
+    pub fn into_control(self, what: &str) -> ControlError {
+        match self {
+            CommitError::Conflict(e) => e,
+            CommitError::Kernel(e) => ControlError::Internal(format!("{what}: {e}; rolled back")),
+            CommitError::Store(e) => ControlError::Internal(format!("{what}: {e}; rolled back")),
+        }
+    }
+}
+
+/// Everything a commit writes to.
+pub struct Committer {
+    /// The kernel.
+    pub kernel: Arc<dyn KernelApi>,
+    /// The durable store.
+    pub store: Arc<dyn Store>,
+    /// The in-memory index.
+    pub index: Arc<Index>,
+    /// The event log.
+    pub events: Events,
+    /// The embedded DNS server.
+    pub dns: weft_dns::Dns,
+    /// Per-phase timings.
+    pub timings: Timings,
+    /// Serialises nftables transactions, so the newest render always wins
+    /// and element changes never interleave with a render.
+    nft_lock: tokio::sync::Mutex<()>,
+    /// Commit order: revision, store transaction, index update, publish.
+    order: std::sync::Mutex<()>,
+}
+
+impl Committer {
+    /// A committer over these parts.
+    pub fn new(
+        kernel: Arc<dyn KernelApi>,
+        store: Arc<dyn Store>,
+        index: Arc<Index>,
+        events: Events,
+        dns: weft_dns::Dns,
+    ) -> Committer {
+        Committer {
+            kernel,
+            store,
+            index,
+            events,
+            dns,
+            timings: Timings::default(),
+            nft_lock: tokio::sync::Mutex::new(()),
+            order: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Carry out `change`. `slot` is the caller's held network lock, whose
+    /// lease view the change's lease changes go to. Returns the commit's
+    /// revision (the current one if the change was empty).
+    pub async fn commit(&self, change: Change, slot: Option<&mut NetSlot>) -> Result<u64, CommitError> {
+        if change.is_empty() {
+            return Ok(self.events.revision());
+        }
+        self.claim(&change)?;
+        let result = self.apply_and_record(&change).await;
+        if result.is_err() {
+            self.release_claims(&change);
+            return result;
+        }
+        if let Some(slot) = slot {
+            for l in &change.leases {
+                let pool = slot.pool(&l.pool);
+                if l.reserve {
+                    pool.reserve(l.addr, &l.endpoint);
+                } else {
+                    pool.release(l.addr, &l.endpoint);
+                }
+            }
+        }
+        let t = Instant::now();
+        self.apply_dns(&change.dns).await;
+        if let Some(p) = change.phases.dns
+            && !change.dns.is_empty()
+        {
+            self.timings.record(p, t.elapsed());
+        }
+        result
+    }
+
+    /// Step 1: check and hold what the change creates.
+    fn claim(&self, change: &Change) -> Result<(), CommitError> {
+        let mut st = self.index.lock();
+        for net in &change.new_networks {
+            for other in st.all_networks() {
+                match conflicts_with(&net.spec, &net.bridge, other) {
+                    Some(InvalidOrExists::Invalid(e)) => return Err(CommitError::Conflict(e.into())),
+                    Some(InvalidOrExists::Exists(m)) => {
+                        return Err(CommitError::Conflict(ControlError::AlreadyExists(m)));
+                    }
+                    None => {}
+                }
+            }
+        }
+        for ep in &change.new_endpoints {
+            check_endpoint(&st, ep).map_err(CommitError::Conflict)?;
+        }
+        for g in &change.guards {
+            match g {
+                Guard::ModuleExists(key, name) if !st.modules.contains_key(key) => {
+                    return Err(CommitError::Conflict(ControlError::NotFound(format!("module {name:?} not found"))));
+                }
+                Guard::ModuleUnbound(tenant, name) => {
+                    let bound = crate::modules::bound_to(&st, name, tenant);
+                    if !bound.is_empty() {
+                        return Err(CommitError::Conflict(ControlError::FailedPrecondition(format!(
+                            "module {name:?} is bound to network(s) {}; remove or update them first",
+                            bound.join(", ")
+                        ))));
+                    }
+                }
+                Guard::ModuleExists(..) => {}
+            }
+        }
+        for net in &change.new_networks {
+            st.pending_networks.insert(net.id.clone(), net.clone());
+        }
+        for ep in &change.new_endpoints {
+            st.pending_endpoints.insert(ep.id.clone(), ep.clone());
+        }
+        Ok(())
+    }
+
+    fn release_claims(&self, change: &Change) {
+        let mut st = self.index.lock();
+        for net in &change.new_networks {
+            st.pending_networks.remove(&net.id);
+        }
+        for ep in &change.new_endpoints {
+            st.pending_endpoints.remove(&ep.id);
+        }
+    }
+
+    /// Steps 2 and 3.
+    async fn apply_and_record(&self, change: &Change) -> Result<u64, CommitError> {
+        self.apply_ops(change).await.map_err(CommitError::Kernel)?;
+        if change.render_nft
+            && let Err(e) = self.render(change).await
+        {
+            self.undo(&change.ops).await;
+            return Err(CommitError::Kernel(e));
+        }
+        let t = Instant::now();
+        let recorded = self.record(change);
+        if let Some(p) = change.phases.store {
+            self.timings.record(p, t.elapsed());
+        }
+        match recorded {
+            Ok(rev) => Ok(rev),
+            Err(e) => {
+                self.undo(&change.ops).await;
+                if change.render_nft
+                    && let Err(e) = self.render_current().await
+                {
+                    warn!(error = %e, "restoring nftables after a failed store commit");
+                }
+                Err(CommitError::Store(e))
+            }
+        }
+    }
+
+    /// Apply the change's ops; on failure undo the applied prefix.
+    async fn apply_ops(&self, change: &Change) -> Result<(), KernelError> {
+        let ops = &change.ops;
+        let mut done = 0;
+        while done < ops.len() {
+            let nft = is_nft(&ops[done]);
+            let end = ops[done..].iter().position(|o| is_nft(o) != nft).map_or(ops.len(), |p| done + p);
+            let t = Instant::now();
+            let r = if nft {
+                let _g = self.nft_lock.lock().await;
+                self.apply_retrying(&ops[done..end], change.teardown).await
+            } else {
+                self.apply_retrying(&ops[done..end], change.teardown).await
+            };
+            let phase = if nft { change.phases.nft } else { change.phases.netlink };
+            if let Some(p) = phase {
+                self.timings.record(p, t.elapsed());
+            }
+            if let Err(ApplyError { applied, error }) = r {
+                self.undo(&ops[..done + applied]).await;
+                return Err(error);
+            }
+            done = end;
+        }
+        Ok(())
+    }
+
+    /// Apply `ops`; a teardown retries a failing op before giving up.
+    async fn apply_retrying(&self, ops: &[Op], teardown: bool) -> Result<(), ApplyError> {
+        let mut from = 0;
+        let mut tries = 0;
+        loop {
+            match self.kernel.apply(&ops[from..]).await {
+                Ok(()) => return Ok(()),
+                Err(ApplyError { applied, error }) => {
+                    from += applied;
+                    tries = if applied > 0 { 1 } else { tries + 1 };
+                    if !teardown || tries >= TEARDOWN_TRIES {
+                        return Err(ApplyError { applied: from, error });
+                    }
+                    warn!(op = %ops[from].command(), error = %error, try_ = tries, "teardown op failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(tries))).await;
+                }
+            }
+        }
+    }
+
+    /// Undo applied ops, reporting (not returning) what could not be undone.
+    async fn undo(&self, applied: &[Op]) {
+        let back = undo(applied);
+        if back.is_empty() {
+            return;
+        }
+        let nft = back.iter().any(is_nft);
+        let _g = if nft { Some(self.nft_lock.lock().await) } else { None };
+        if let Err(e) = self.kernel.apply(&back).await {
+            warn!(error = %e, "undoing a failed change also failed; reconcile will repair it");
+        }
+    }
+
+    /// Render weft's table as the index will be with `change` in it.
+    async fn render(&self, change: &Change) -> Result<(), KernelError> {
+        let _g = self.nft_lock.lock().await;
+        let script = {
+            let st = self.index.lock();
+            let mut next = st.clone();
+            apply_to_index(&mut next, change, 0);
+            next.render_nft()
+        };
+        let t = Instant::now();
+        let r = self.kernel.apply(&[Op::Nft { script }]).await.map_err(|e| e.error);
+        if let Some(p) = change.phases.nft {
+            self.timings.record(p, t.elapsed());
+        }
+        r
+    }
+
+    /// Render weft's table from the index as it is.
+    pub async fn render_current(&self) -> Result<(), KernelError> {
+        let _g = self.nft_lock.lock().await;
+        let script = self.index.lock().render_nft();
+        self.kernel.apply(&[Op::Nft { script }]).await.map_err(|e| e.error)
+    }
+
+    /// Step 3: revision, store, index, events — in commit order.
+    fn record(&self, change: &Change) -> Result<u64, weft_store::StoreError> {
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        if change.batch.writes_nothing() && change.events.is_empty() {
+            // Kernel work only (a follow-up route): no record, no revision.
+            let mut st = self.index.lock();
+            apply_to_index(&mut st, change, 0);
+            return Ok(self.events.revision());
+        }
+        let revision = self.events.revision() + 1;
+        let time_ms = now_ms();
+        let events: Vec<_> = change
+            .events
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.revision = revision;
+                e.time_ms = time_ms;
+                e
+            })
+            .collect();
+        let trim = self.events.trim_point(events.len(), revision);
+        let mut batch = change.batch.clone();
+        batch.revision = Some(revision);
+        batch.events = events.clone();
+        batch.trim_events_below = trim;
+        self.store.commit(&batch)?;
+        {
+            let mut st = self.index.lock();
+            apply_to_index(&mut st, change, revision);
+        }
+        self.events.publish(revision, events, trim);
+        Ok(revision)
+    }
+
+    async fn apply_dns(&self, changes: &[DnsChange]) {
+        for d in changes {
+            match d {
+                DnsChange::Serve(net) => {
+                    if self.dns.serves(&net.id) {
+                        continue;
+                    }
+                    let gateways: Vec<std::net::IpAddr> = net.spec.subnets.iter().map(|s| s.gateway).collect();
+                    let subnets: Vec<ipnet::IpNet> = net.spec.subnets.iter().map(|s| s.subnet).collect();
+                    let upstreams = (!net.spec.dns_upstream.is_empty()).then(|| net.spec.dns_upstream.clone());
+                    if let Err(e) =
+                        self.dns.serve_network(&net.id, net.spec.name.as_str(), &gateways, &subnets, upstreams).await
+                    {
+                        warn!(network = %net.spec.name, error = %e, "starting DNS; reconcile retries");
+                    }
+                }
+                DnsChange::Stop(id) => self.dns.stop_network(id).await,
+                DnsChange::Set(net, ep, records) => {
+                    let addrs: Vec<std::net::IpAddr> = ep.addresses.iter().map(|a| a.addr()).collect();
+                    self.dns.set_endpoint(net, &ep.id, ep.netns_id, &addrs, records.clone());
+                }
+                DnsChange::Remove(net, ep) => self.dns.remove_endpoint(net, ep),
+            }
+        }
+    }
+
+    /// Record `d` under `p`.
+    pub fn time(&self, p: Phase, d: Duration) {
+        self.timings.record(p, d);
+    }
+}
+
+fn is_nft(op: &Op) -> bool {
+    matches!(op, Op::Nft { .. } | Op::NftElements { .. })
+}
+
+/// Put what `change` writes into `st` (the store batch, compiled policies,
+/// the end of pending claims) at `revision` (0: a preview, revision kept).
+pub fn apply_to_index(st: &mut State, change: &Change, revision: u64) {
+    let b = &change.batch;
+    for n in &change.new_networks {
+        st.pending_networks.remove(&n.id);
+    }
+    for e in &change.new_endpoints {
+        st.pending_endpoints.remove(&e.id);
+    }
+    for n in &b.put_networks {
+        st.networks.insert(n.id.clone(), n.clone());
+    }
+    for id in &b.delete_networks {
+        st.networks.remove(id);
+        st.policies.remove(id);
+    }
+    for e in &b.put_endpoints {
+        st.endpoints.insert(e.id.clone(), e.clone());
+    }
+    for id in &b.delete_endpoints {
+        st.endpoints.remove(id);
+    }
+    for d in &b.put_documents {
+        st.documents.insert(d.store_key(), d.clone());
+    }
+    for k in &b.delete_documents {
+        st.documents.remove(k);
+    }
+    for m in &b.put_modules {
+        st.modules.insert(m.store_key(), m.clone());
+    }
+    for k in &b.delete_modules {
+        st.modules.remove(k);
+    }
+    for (id, p) in &change.policies {
+        match p {
+            Some(p) => st.policies.insert(id.clone(), p.clone()),
+            None => st.policies.remove(id),
+        };
+    }
+    if revision > 0 {
+        st.revision = revision;
+    }
+}
+
+/// The cross-network rules an endpoint must meet when it is committed:
+/// its published ports are free on the host, and its interface name is
+/// free in its namespace. Messages name only the caller's own objects.
+pub fn check_endpoint(st: &State, ep: &weft_model::endpoint::Endpoint) -> Result<(), ControlError> {
+    if ep.spec.mode != EndpointMode::Network {
+        return Ok(());
+    }
+    for m in &ep.spec.publish {
+        if let Some(holder) =
+            st.all_endpoints().find(|e| e.id != ep.id && e.spec.publish.iter().any(|o| o.clashes_with(m)))
+        {
+            let whose = if holder.spec.tenant == ep.spec.tenant {
+                let network = st
+                    .all_networks()
+                    .find(|n| n.id == holder.network_id)
+                    .map(|n| n.spec.name.to_string())
+                    .unwrap_or_default();
+                format!(" by endpoint {:?} on network {network:?}", holder.spec.name.as_str())
+            } else {
+                String::new()
+            };
+            return Err(ControlError::AlreadyExists(format!("port {m} is already published{whose}")));
+        }
+    }
+    if ep.netns_id != 0
+        && let Some(other) = st.all_endpoints().find(|e| {
+            e.id != ep.id
+                && e.netns_id == ep.netns_id
+                && e.spec.mode == EndpointMode::Network
+                && e.spec.ifname == ep.spec.ifname
+        })
+    {
+        return Err(ControlError::AlreadyExists(format!(
+            "interface {} in {} is already used by endpoint {:?}",
+            ep.spec.ifname,
+            ep.spec.netns.display(),
+            other.spec.name.as_str()
+        )));
+    }
+    Ok(())
+}
