@@ -165,7 +165,10 @@ impl Events {
         let (tx, out) = mpsc::channel::<Result<WatchItem, ControlError>>(256);
         let heartbeat = self.heartbeat;
         tokio::spawn(async move {
-            let mut sent = current.max(sub.from);
+            // Live events at or below `floor` were replayed (or predate the
+            // watch); the feed delivers each later one once, in order.
+            let floor = current.max(sub.from);
+            let mut sent = floor;
             for e in replay {
                 if tx.send(Ok(WatchItem::Event(e))).await.is_err() {
                     return;
@@ -178,7 +181,7 @@ impl Events {
                     got = rx.recv() => match got {
                         Ok(e) => {
                             last_revision = last_revision.max(e.revision);
-                            if e.revision <= sent || !sub.wants(&e) {
+                            if e.revision <= floor || !sub.wants(&e) {
                                 continue;
                             }
                             sent = e.revision;

@@ -16,6 +16,9 @@ mod reconcile;
 mod timings;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use anyhow::Context;

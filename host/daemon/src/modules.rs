@@ -75,6 +75,18 @@ impl ModuleFiles {
         })
     }
 
+    /// Files under `dir` with the default bounds (unit tests).
+    #[cfg(test)]
+    pub fn at(dir: PathBuf) -> ModuleFiles {
+        ModuleFiles {
+            dir,
+            max_bytes: weft_model::module::DEFAULT_MAX_MODULE_BYTES,
+            timeout: Duration::from_secs(5),
+            memory_mib: 512,
+            slots: tokio::sync::Semaphore::new(1),
+        }
+    }
+
     fn source(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{digest}.wasm"))
     }

@@ -202,6 +202,7 @@ impl Ctl {
             }
         };
         let name = ep.spec.name.as_str();
+        let netns_alive = observed.is_none() && self.commit.kernel.netns_id(&ep.spec.netns).await.is_ok();
         match observed {
             Some(o) if o.master.as_ref() == Some(&net.bridge) && o.up => {}
             Some(o) => {
@@ -214,7 +215,7 @@ impl Ctl {
                     self.count_repair("veth");
                 }
             }
-            None if ep.spec.netns.exists() => {
+            None if netns_alive => {
                 let Ok(tmp) = Endpoint::peer_tmp_ifname_for(&ep.id) else { return };
                 warn!(endpoint = %name, "veth missing; re-creating");
                 // The container end went with the host end; the namespace

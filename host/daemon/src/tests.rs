@@ -1,0 +1,261 @@
+//! Unit tests of decide / commit / rollback / reconcile against the fake
+//! kernel, a redb store in a temp dir and fake deciders: no root needed.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use weft_kernel::fake::FakeKernel;
+use weft_model::api::{Controller, Ref};
+use weft_model::endpoint::AttachEndpoint;
+use weft_model::event::{EventKind, WatchFilter, WatchItem};
+use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, PoolLeases};
+use weft_model::module::ModuleRecord;
+use weft_model::naming::{NameRecord, Naming, NamingEndpoint, NamingNetwork};
+use weft_model::network::{CreateNetwork, SubnetRequest};
+use weft_model::policy::{Compiled, EndpointInfo, NetworkInfo, Policy};
+use weft_plan::Op;
+use weft_store::{RedbStore, Store};
+
+use crate::controller::{Ctl, Parts};
+use crate::modules::{ModuleFiles, Modules};
+use crate::reconcile::Trigger;
+
+/// Lowest free host address; no policy; no names.
+struct Fakes;
+
+impl Ipam for Fakes {
+    fn allocate(
+        &self,
+        _module: &str,
+        pool: &Pool,
+        req: &IpamRequest,
+        _config: &[(String, String)],
+        leases: &mut PoolLeases,
+    ) -> Result<IpAddr, DecisionError> {
+        if let Some(a) = req.static_address {
+            return Ok(a);
+        }
+        pool.subnet
+            .hosts()
+            .find(|a| Some(*a) != pool.gateway && leases.is_free(*a))
+            .ok_or_else(|| DecisionError::Exhausted("full".into()))
+    }
+}
+
+impl Policy for Fakes {
+    fn compile(&self, _m: &str, _n: &NetworkInfo, _d: &[String]) -> Result<Compiled, DecisionError> {
+        Ok(Compiled::default())
+    }
+    fn classify(&self, _m: &str, _n: &NetworkInfo, _s: &str, _e: &EndpointInfo) -> Result<Vec<String>, DecisionError> {
+        Ok(Vec::new())
+    }
+}
+
+impl Naming for Fakes {
+    fn names(&self, _m: &str, _e: &NamingEndpoint, _n: &NamingNetwork) -> Result<Vec<NameRecord>, DecisionError> {
+        Ok(Vec::new())
+    }
+}
+
+struct Rig {
+    ctl: Arc<Ctl>,
+    kernel: Arc<FakeKernel>,
+    store: Arc<RedbStore>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn builtin(name: &str, kind: &str) -> ModuleRecord {
+    ModuleRecord {
+        tenant: String::new(),
+        name: name.into(),
+        kind: kind.into(),
+        digest: String::new(),
+        size: 0,
+        created: 0,
+        imports: vec![],
+        exports: vec![],
+    }
+}
+
+async fn rig(tag: &str) -> Rig {
+    let dir = std::env::temp_dir().join(format!("weftd-unit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let kernel = Arc::new(FakeKernel::new());
+    let store = Arc::new(RedbStore::open(&dir).unwrap());
+    let parts = Parts {
+        kernel: kernel.clone(),
+        store: store.clone(),
+        deciders: Arc::new(Fakes),
+        builtins: vec![
+            builtin("ipam-default", "ipam"),
+            builtin("policy-isolation", "policy"),
+            builtin("naming-default", "naming"),
+        ],
+        modules: Modules { files: ModuleFiles::at(dir.join("modules")), wasm: None },
+        dns: weft_dns::Dns::new(weft_dns::DnsConfig { upstreams: vec![], timeout: Duration::from_millis(100) }),
+    };
+    let ctl = Arc::new(Ctl::open(parts).await.unwrap());
+    Rig { ctl, kernel, store, dir }
+}
+
+fn network(name: &str, subnet: &str) -> CreateNetwork {
+    CreateNetwork {
+        name: name.into(),
+        subnets: vec![SubnetRequest { subnet: subnet.into(), ..Default::default() }],
+        options: [("dns".to_owned(), "false".to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+fn attach(name: &str) -> AttachEndpoint {
+    AttachEndpoint {
+        network: "web".into(),
+        name: name.into(),
+        netns: format!("/run/netns/{name}"),
+        publish: vec![format!("{}:80", 18000 + name.len())],
+        ..Default::default()
+    }
+}
+
+fn ep_ref(name: &str) -> Ref {
+    Ref { network: "web".into(), name: name.into(), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_at_any_op_of_an_attach_leaves_kernel_store_and_index_unchanged() {
+    let r = rig("attach-fail").await;
+    r.ctl.create_network(network("web", "10.1.0.0/24")).await.unwrap();
+    r.ctl.attach(attach("a")).await.unwrap();
+    let kernel_before = r.kernel.state();
+    let stored_before = r.store.load().unwrap();
+    let (planned, outcome) = r.ctl.attach(AttachEndpoint { dry_run: true, ..attach("bb") }).await.unwrap();
+    let plan = outcome.plan.expect("a dry run answers its plan");
+    assert_eq!(r.kernel.state(), kernel_before, "a dry run changes no kernel object");
+    assert_eq!(r.store.load().unwrap().revision, stored_before.revision, "nor the store");
+    assert!(plan.ops.len() >= 5, "{plan:?}");
+    for k in 0..plan.ops.len() {
+        r.kernel.fail_nth(k);
+        let e = r.ctl.attach(attach("bb")).await.expect_err("op {k} fails");
+        r.kernel.heal();
+        assert!(e.to_string().contains("rolled back"), "op {k}: {e}");
+        assert_eq!(r.kernel.state(), kernel_before, "kernel after a failure at op {k} ({})", plan.ops[k].command);
+        let stored = r.store.load().unwrap();
+        assert_eq!(stored.endpoints, stored_before.endpoints, "store after op {k}");
+        assert_eq!(stored.revision, stored_before.revision, "no revision taken at op {k}");
+        let (listed, _) = r.ctl.list_endpoints(Ref { network: "web".into(), ..Default::default() }).await.unwrap();
+        assert_eq!(listed.len(), 1, "index after op {k}");
+    }
+    let (ep, _) = r.ctl.attach(attach("bb")).await.unwrap();
+    assert_eq!(ep.endpoint.addresses, planned.endpoint.addresses, "the dry run named the address");
+    assert_eq!(ep.endpoint.mac, planned.endpoint.mac, "and the MAC");
+    let applied: Vec<String> = r.kernel.applied().iter().rev().take(plan.ops.len()).rev().map(Op::command).collect();
+    let said: Vec<String> = plan
+        .ops
+        .iter()
+        .map(|o| o.command.replace(&planned.endpoint.host_ifname.to_string(), &ep.endpoint.host_ifname.to_string()))
+        .collect();
+    assert_eq!(applied.len(), said.len());
+    for (a, s) in applied.iter().zip(&said) {
+        assert_eq!(a.split_whitespace().next(), s.split_whitespace().next(), "{a} vs {s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detach_whose_link_deletion_fails_leaves_the_endpoint_working() {
+    let r = rig("detach-fail").await;
+    r.ctl.create_network(network("web", "10.2.0.0/24")).await.unwrap();
+    r.ctl.attach(attach("a")).await.unwrap();
+    let before = r.kernel.state();
+    assert!(!before.elements.is_empty(), "the published port is an element");
+    r.kernel.fail_when(|op| matches!(op, Op::DeleteLink { .. }));
+    let e = r.ctl.detach(ep_ref("a")).await.expect_err("link deletion fails");
+    r.kernel.heal();
+    assert!(e.to_string().contains("rolled back"), "{e}");
+    assert_eq!(r.kernel.state(), before, "elements put back, link still there");
+    assert_eq!(r.store.load().unwrap().endpoints.len(), 1);
+    r.ctl.get_endpoint(ep_ref("a")).await.expect("still attached");
+    r.ctl.detach(ep_ref("a")).await.unwrap();
+    assert!(r.kernel.state().elements.is_empty());
+    assert!(r.store.load().unwrap().endpoints.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_requests_have_exactly_one_winner() {
+    let r = rig("one-winner").await;
+    let creates: Vec<_> = (0..32)
+        .map(|_| {
+            let c = r.ctl.clone();
+            tokio::spawn(async move { c.create_network(network("web", "10.3.0.0/24")).await.is_ok() })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in creates {
+        ok += usize::from(t.await.unwrap());
+    }
+    assert_eq!(ok, 1, "creates");
+    for round in ["attach", "detach"] {
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let c = r.ctl.clone();
+                tokio::spawn(async move {
+                    if round == "attach" {
+                        c.attach(attach("a")).await.is_ok()
+                    } else {
+                        c.detach(ep_ref("a")).await.is_ok()
+                    }
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        assert_eq!(ok, 1, "{round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_a_deleted_bridge_and_veth_and_says_so() {
+    let r = rig("repair").await;
+    let (net, o) = r.ctl.create_network(network("web", "10.4.0.0/24")).await.unwrap();
+    let (ep, _) = r.ctl.attach(attach("a")).await.unwrap();
+    let mut events = r.ctl.watch(WatchFilter { from_revision: o.revision, ..Default::default() }).await.unwrap();
+    let bridge = net.network.bridge.to_string();
+    let veth = ep.endpoint.host_ifname.to_string();
+    r.kernel.edit(|k| {
+        k.links.retain(|(_, n), _| *n != bridge && *n != veth);
+        k.links.retain(|(ns, _), _| !ns.starts_with("/run/netns/a"));
+    });
+    r.ctl.reconcile(Trigger::Periodic).await;
+    let k = r.kernel.state();
+    assert!(k.links.contains_key(&("host".into(), bridge.clone())), "bridge re-created");
+    let v = &k.links[&("host".into(), veth.clone())];
+    assert_eq!(v.master.as_deref(), Some(bridge.as_str()), "veth re-plumbed onto the bridge");
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let next = tokio::time::timeout(Duration::from_secs(2), events.next()).await;
+        let Ok(Some(Ok(item))) = next else { panic!("events so far: {kinds:?}; state: {:?}", r.kernel.state()) };
+        match item {
+            WatchItem::Event(e) => kinds.push((e.kind, e.message)),
+            WatchItem::Heartbeat(_) => {}
+        }
+    }
+    assert_eq!(kinds[0].0, EventKind::EndpointAttached);
+    assert!(kinds[1..].iter().all(|(k, _)| *k == EventKind::Repaired), "{kinds:?}");
+    assert!(kinds.iter().any(|(_, m)| m.contains("bridge") && m.contains("re-created")), "{kinds:?}");
+    assert!(kinds.iter().any(|(_, m)| m.contains("re-plumbed")), "{kinds:?}");
+    let stats = r.ctl.stats().await.unwrap();
+    assert!(stats.repairs.iter().any(|(k, n)| k == "bridge" && *n == 1), "{:?}", stats.repairs);
+    // A second pass finds nothing to repair.
+    let rev = stats.revision;
+    r.ctl.reconcile(Trigger::Periodic).await;
+    assert_eq!(r.ctl.stats().await.unwrap().revision, rev, "no drift, no commit");
+}
