@@ -445,12 +445,12 @@ pub fn check_endpoint(st: &State, ep: &weft_model::endpoint::Endpoint) -> Result
                 && e.spec.ifname == ep.spec.ifname
         })
     {
-        return Err(ControlError::AlreadyExists(format!(
-            "interface {} in {} is already used by endpoint {:?}",
-            ep.spec.ifname,
-            ep.spec.netns.display(),
-            other.spec.name.as_str()
-        )));
+        return Err(ifname_taken(&ep.spec.ifname, &ep.spec.netns, other.spec.name.as_str()));
     }
     Ok(())
+}
+
+/// The refusal of an interface name already used in a namespace.
+pub fn ifname_taken(ifname: &weft_model::IfName, netns: &std::path::Path, by: &str) -> ControlError {
+    ControlError::AlreadyExists(format!("interface {ifname} in {} is already used by endpoint {by:?}", netns.display()))
 }

@@ -102,11 +102,7 @@ impl Decider {
                 req.ifname = weft_model::IfName::parse("ifname", &free.unwrap_or_default())?;
             }
             if let Some((_, other)) = view.taken_ifnames.iter().find(|(t, _)| t == &req.ifname) {
-                return Err(ControlError::AlreadyExists(format!(
-                    "interface {} in {} is already used by endpoint {other:?}",
-                    req.ifname,
-                    req.netns.display()
-                )));
+                return Err(crate::commit::ifname_taken(&req.ifname, &req.netns, other));
             }
             // One classify call per attach; the rule set was compiled with the network.
             let info = endpoint_info(net, &req);
