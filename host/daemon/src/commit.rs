@@ -220,12 +220,9 @@ impl Committer {
             let nft = is_nft(&ops[done]);
             let end = ops[done..].iter().position(|o| is_nft(o) != nft).map_or(ops.len(), |p| done + p);
             let t = Instant::now();
-            let r = if nft {
-                let _g = self.nft_lock.lock().await;
-                self.apply_retrying(&ops[done..end], change.teardown).await
-            } else {
-                self.apply_retrying(&ops[done..end], change.teardown).await
-            };
+            let _g = if nft { Some(self.nft_lock.lock().await) } else { None };
+            let r = self.apply_retrying(&ops[done..end], change.teardown).await;
+            drop(_g);
             let phase = if nft { change.phases.nft } else { change.phases.netlink };
             if let Some(p) = phase {
                 self.timings.record(p, t.elapsed());

@@ -202,18 +202,17 @@ impl Ctl {
         let mut slot = self.locks.network(&net_id).await;
         // The decisions run guest code (up to its deadline): tell the runtime
         // this thread blocks, so other requests keep being served meanwhile.
-        let (ep, change) = tokio::task::block_in_place(|| {
+        let (net, ep, change) = tokio::task::block_in_place(|| {
             self.decider.attach(&self.index, &mut slot, &spec, netns_id, &self.commit.timings)
         })?;
-        if ep.network_id != net_id {
+        if net.id != net_id {
             return Err(ControlError::NotFound(format!("network {:?} was removed meanwhile", req.network)));
         }
-        let net = self.index.read(|st| st.networks.get(&net_id).cloned());
         let outcome = self.carry_out(change, req.dry_run, Some(&mut slot)).await?;
         if !req.dry_run {
             info!(endpoint = %ep.spec.name, network = %req.network, addresses = ?ep.addresses, revision = outcome.revision, "attached");
         }
-        Ok((view_of(net.as_ref(), &ep), outcome))
+        Ok((view_of(Some(&net), &ep), outcome))
     }
 
     async fn detach_timed(&self, r: Ref) -> Result<Outcome, ControlError> {

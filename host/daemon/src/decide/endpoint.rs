@@ -52,8 +52,8 @@ struct AttachView {
 
 impl Decider {
     /// Decide an attach of `spec` (namespace identity `netns_id`) to its
-    /// network, whose lock the caller holds (`slot`). Returns the pending
-    /// endpoint and the change that makes it.
+    /// network, whose lock the caller holds (`slot`). Returns the network
+    /// as read, the endpoint and the change that makes it.
     pub fn attach(
         &self,
         index: &Index,
@@ -61,7 +61,7 @@ impl Decider {
         spec: &EndpointSpec,
         netns_id: u64,
         timings: &Timings,
-    ) -> Result<(Endpoint, Change), ControlError> {
+    ) -> Result<(Network, Endpoint, Change), ControlError> {
         let view = index.read(|st| -> Result<AttachView, ControlError> {
             let net = st.network_by_name(&spec.tenant, &spec.network)?.clone();
             if st.endpoints_of(&net.id).any(|e| e.spec.name == spec.name) {
@@ -169,7 +169,7 @@ impl Decider {
             store: Some(Phase::AttachStore),
             dns: Some(Phase::AttachDns),
         };
-        Ok((ep, change))
+        Ok((view.net, ep, change))
     }
 
     /// The request's published ports and static addresses fit the network.
