@@ -8,6 +8,7 @@ mod commit;
 mod config;
 mod controller;
 mod decide;
+mod drift;
 mod events;
 mod index;
 mod locks;
@@ -43,11 +44,13 @@ async fn serve() -> anyhow::Result<()> {
         .init();
     let ctl = Arc::new(controller::Ctl::start(&cfg).await.context("starting weftd")?);
     let periodic = reconcile::spawn_periodic(ctl.clone(), cfg.reconcile_interval());
+    let watcher = drift::spawn(ctl.clone()).context("starting the drift watcher")?;
     info!(socket = %cfg.socket.display(), "serving");
     weft_grpc::server::serve_unix(ctl, &cfg.socket, shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!("serving on {}: {e}", cfg.socket.display()))?;
     periodic.abort();
+    watcher.abort();
     let _ = std::fs::remove_file(&cfg.socket);
     info!("stopped; kernel state left in place");
     Ok(())

@@ -14,11 +14,12 @@
 //! left `Pending` by an older weftd (undone). It never touches links that
 //! are not weft's bridges or their ports, nor any other nft table.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
+use weft_kernel::watch::KernelEvent;
 use weft_model::endpoint::{Endpoint, EndpointMode, EndpointState};
 use weft_model::event::{Event, EventKind};
 use weft_model::network::Network;
@@ -41,7 +42,32 @@ pub enum Trigger {
     Nft,
 }
 
-/// A repair event for `net`, counted under `kind`.
+/// What part of a network a repair looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Bridge, every endpoint, orphan ports, DNS.
+    All,
+    /// The bridge only (its ports too if it had to be re-created).
+    Bridge,
+    /// These endpoints' host veths (by endpoint id).
+    Endpoints(Vec<String>),
+}
+
+/// Add `s` to what is repaired of network `net`.
+fn widen(scopes: &mut BTreeMap<String, Scope>, net: &str, s: Scope) {
+    let next = match (scopes.remove(net), s) {
+        (Some(Scope::All), _) | (_, Scope::All) => Scope::All,
+        (Some(Scope::Endpoints(mut a)), Scope::Endpoints(b)) => {
+            a.extend(b);
+            Scope::Endpoints(a)
+        }
+        (Some(Scope::Endpoints(_)), Scope::Bridge) | (Some(Scope::Bridge), Scope::Endpoints(_)) => Scope::All,
+        (_, s) => s,
+    };
+    scopes.insert(net.to_owned(), next);
+}
+
+/// A repair event for `net`.
 fn repair(net: &Network, name: &str, what: String) -> Event {
     Event::new(EventKind::Repaired, net.spec.tenant.as_str(), net.spec.name.as_str(), name).with_message(what)
 }
@@ -66,11 +92,19 @@ impl Ctl {
         let networks: Vec<Network> = self.index.read(|st| st.networks.values().cloned().collect());
         self.undo_pending().await;
         for net in &networks {
-            self.reconcile_network(net).await;
+            self.reconcile_network(net, &Scope::All).await;
         }
-        let drifted_table = trigger == Trigger::Nft;
+        self.repair_nft(trigger == Trigger::Nft).await;
+        if trigger != Trigger::Links && trigger != Trigger::Nft {
+            info!(networks = networks.len(), trigger = ?trigger, "reconciled");
+        }
+    }
+
+    /// Re-apply weft's whole table; `drifted`: someone else changed it, so
+    /// the repair is reported.
+    async fn repair_nft(&self, drifted: bool) {
         match self.commit.render_current().await {
-            Ok(()) if drifted_table => {
+            Ok(()) if drifted => {
                 let mut c = Change::new("repairing nftables");
                 c.events.push(
                     Event::new(EventKind::Repaired, "", "", weft_plan::nft::NFT_TABLE)
@@ -80,13 +114,61 @@ impl Ctl {
                 if let Err(e) = self.commit.commit(c, None).await {
                     warn!(error = ?e, "recording the nftables repair");
                 }
-                info!("nftables table re-applied after outside change");
+                warn!("nftables table changed outside weft: re-applied");
             }
             Ok(()) => {}
             Err(e) => warn!(error = %e, "applying nftables table"),
         }
-        if trigger != Trigger::Links && trigger != Trigger::Nft {
-            info!(networks = networks.len(), trigger = ?trigger, "reconciled");
+    }
+
+    /// Repair what kernel notifications say drifted: only weft's own
+    /// bridges and host veths (and table), each under its network's lock.
+    pub async fn repair_drift(&self, events: Vec<KernelEvent>) {
+        let (bridges, veths) = self.index.read(|st| {
+            let bridges: HashMap<String, String> =
+                st.networks.values().filter(|n| n.is_bridge()).map(|n| (n.bridge.to_string(), n.id.clone())).collect();
+            let veths: HashMap<String, (String, String)> = st
+                .endpoints
+                .values()
+                .filter(|e| e.spec.mode == EndpointMode::Network)
+                .map(|e| (e.host_ifname.to_string(), (e.network_id.clone(), e.id.clone())))
+                .collect();
+            (bridges, veths)
+        });
+        let mut scopes: BTreeMap<String, Scope> = BTreeMap::new();
+        let mut nft = false;
+        for e in events {
+            match e {
+                KernelEvent::Link { name, gone, up, master } => {
+                    if let Some(net) = bridges.get(&name)
+                        && (gone || !up)
+                    {
+                        widen(&mut scopes, net, Scope::All);
+                    }
+                    if let Some((net, ep)) = veths.get(&name)
+                        && (gone || !up || master.is_none())
+                    {
+                        widen(&mut scopes, net, Scope::Endpoints(vec![ep.clone()]));
+                    }
+                }
+                KernelEvent::AddrGone { .. } => {
+                    for net in bridges.values() {
+                        widen(&mut scopes, net, Scope::Bridge);
+                    }
+                }
+                KernelEvent::Nft => nft = true,
+                KernelEvent::Overflow => {
+                    self.reconcile(Trigger::Links).await;
+                    return;
+                }
+            }
+        }
+        for (id, scope) in scopes {
+            let Some(net) = self.index.read(|st| st.networks.get(&id).cloned()) else { continue };
+            self.reconcile_network(&net, &scope).await;
+        }
+        if nft {
+            self.repair_nft(true).await;
         }
     }
 
@@ -132,9 +214,9 @@ impl Ctl {
         }
     }
 
-    /// Repair one network's bridge, its endpoints' host veths, orphan
-    /// ports and DNS, under the network's lock.
-    async fn reconcile_network(&self, net: &Network) {
+    /// Repair `scope` of one network — its bridge, its endpoints' host
+    /// veths, orphan ports and DNS — under the network's lock.
+    async fn reconcile_network(&self, net: &Network, scope: &Scope) {
         let mut slot = self.locks.network(&net.id).await;
         let (endpoints, policy, still) = self.index.read(|st| {
             (
@@ -146,31 +228,40 @@ impl Ctl {
         if !still {
             return;
         }
-        let observed = match self.commit.kernel.observe_link(&net.bridge).await {
-            Ok(o) => o,
-            Err(e) => {
-                warn!(network = %net.spec.name, error = %e, "observing bridge");
-                return;
-            }
-        };
         let mut c = Change::new(format!("repairing network {:?}", net.spec.name.as_str()));
-        let ops = plan_network(net, observed.as_ref());
-        if let Some(what) = bridge_drift(net, observed.as_ref(), &ops) {
-            warn!(network = %net.spec.name, "{what}");
-            c.events.push(repair(net, net.spec.name.as_str(), what));
-            self.count_repair("bridge");
+        let mut bridge_missing = false;
+        if !matches!(scope, Scope::Endpoints(_)) {
+            let observed = match self.commit.kernel.observe_link(&net.bridge).await {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(network = %net.spec.name, error = %e, "observing bridge");
+                    return;
+                }
+            };
+            let ops = plan_network(net, observed.as_ref());
+            if let Some(what) = bridge_drift(net, observed.as_ref(), &ops) {
+                warn!(network = %net.spec.name, "{what}");
+                c.events.push(repair(net, net.spec.name.as_str(), what));
+                self.count_repair("bridge");
+            }
+            c.ops = ops;
+            bridge_missing = observed.is_none();
         }
-        c.ops = ops;
-        let bridge_missing = observed.is_none();
         if net.is_bridge() {
-            for ep in
-                endpoints.iter().filter(|e| e.state == EndpointState::Ready && e.spec.mode == EndpointMode::Network)
-            {
+            let wanted = |e: &Endpoint| match scope {
+                Scope::All => true,
+                Scope::Bridge => bridge_missing,
+                Scope::Endpoints(ids) => ids.contains(&e.id),
+            };
+            let ready = |e: &&Endpoint| e.state == EndpointState::Ready && e.spec.mode == EndpointMode::Network;
+            for ep in endpoints.iter().filter(ready).filter(|e| wanted(e)) {
                 self.repair_veth(net, ep, &policy.rules, bridge_missing, &mut c).await;
             }
-            self.remove_orphans(net, &endpoints, &mut c).await;
+            if *scope == Scope::All {
+                self.remove_orphans(net, &endpoints, &mut c).await;
+            }
         }
-        if net.spec.dns && !self.commit.dns.serves(&net.id) {
+        if *scope == Scope::All && net.spec.dns && !self.commit.dns.serves(&net.id) {
             c.dns.push(DnsChange::Serve(net.clone()));
             for ep in endpoints.iter().filter(|e| e.state == EndpointState::Ready) {
                 match tokio::task::block_in_place(|| self.decider.names(net, ep)) {

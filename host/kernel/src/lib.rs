@@ -15,6 +15,7 @@ mod netlink;
 mod netns;
 mod nft;
 mod nftnl;
+pub mod watch;
 
 use std::path::PathBuf;
 

@@ -19,6 +19,10 @@ pub async fn apply(script: &str) -> Result<(), KernelError> {
         .map_err(|e| {
             KernelError::new("nft -f", "inet weft", format!("cannot run nft (is nftables installed?): {e}"))
         })?;
+    if let Some(pid) = child.id() {
+        // Its commit is weft's own: the drift watcher must not repair it.
+        crate::watch::note_own_pid(pid);
+    }
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes()).await.map_err(|e| KernelError::new("nft -f", "inet weft", e))?;
     }
