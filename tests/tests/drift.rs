@@ -106,3 +106,25 @@ async fn drift_is_repaired_from_kernel_notifications() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(repairs(&host).await, before, "nothing weft does not own, nor weft's own change, is repaired");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_or_default_route_removed_inside_a_container_is_restored_by_reconcile() {
+    let mut host = Host::new("inside");
+    host.create_network("web", &["10.74.0.0/24"]).await.unwrap();
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let e1 = host.attach("web", "c1", &c1).await.unwrap();
+    host.attach("web", "c2", &c2).await.unwrap();
+    assert!(c1.exec(&["ip", "addr", "del", &e1.addresses[0], "dev", "eth0"]).status.success());
+    // Removing the address took the default route with it; make sure.
+    let _ = c1.exec(&["ip", "route", "del", "default"]);
+    assert!(!String::from_utf8_lossy(&c1.exec(&["ip", "route"]).stdout).contains("default"));
+    assert!(!c2.ping(&addr_of(&e1.addresses[0])), "broken by hand");
+    // The periodic pass (off in tests) and start-up run the same full pass.
+    host.stop();
+    host.start();
+    assert!(c2.ping(&addr_of(&e1.addresses[0])), "address restored:\n{}", host.log());
+    let routes = String::from_utf8_lossy(&c1.exec(&["ip", "route"]).stdout).into_owned();
+    assert!(routes.contains("default via 10.74.0.1 dev eth0"), "{routes}");
+    assert!(repairs(&host).await >= 1);
+    assert!(host.log().contains("inside the namespace"), "{}", host.log());
+}

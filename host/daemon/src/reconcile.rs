@@ -261,6 +261,15 @@ impl Ctl {
                 self.remove_orphans(net, &endpoints, &mut c).await;
             }
         }
+        if *scope == Scope::All && !bridge_missing {
+            let owners = self.index.read(route_owners);
+            for ep in
+                endpoints.iter().filter(|e| e.state == EndpointState::Ready && e.spec.mode == EndpointMode::Network)
+            {
+                let owns_route = owners.get(&ep.netns_id) == Some(&ep.id);
+                self.repair_inside(net, ep, owns_route, &mut c).await;
+            }
+        }
         if *scope == Scope::All && net.spec.dns && !self.commit.dns.serves(&net.id) {
             c.dns.push(DnsChange::Serve(net.clone()));
             for ep in endpoints.iter().filter(|e| e.state == EndpointState::Ready) {
@@ -322,6 +331,58 @@ impl Ctl {
         }
     }
 
+    /// Inside the endpoint's namespace: its interface up with its
+    /// addresses, and (if it holds the namespace's default route) the route.
+    /// Skipped when the interface itself is missing (the veth repair
+    /// re-plumbs it) or the namespace is gone.
+    async fn repair_inside(&self, net: &Network, ep: &Endpoint, owns_route: bool, c: &mut Change) {
+        if c.ops.iter().any(|o| matches!(o, Op::CreateVeth { name, .. } if *name == ep.host_ifname)) {
+            return;
+        }
+        let Ok(inside) = self.commit.kernel.observe_inside(&ep.spec.netns, &ep.spec.ifname).await else { return };
+        let Some(link) = inside.link else { return };
+        let ns = Ns::Path(ep.spec.netns.clone());
+        let name = ep.spec.name.as_str();
+        let mut fixed = Vec::new();
+        for a in ep.addresses.iter().filter(|a| !link.addresses.contains(a)) {
+            c.ops.push(Op::AddAddress { ns: ns.clone(), link: ep.spec.ifname.clone(), addr: *a });
+            fixed.push(format!("address {a} on {}", ep.spec.ifname));
+        }
+        if !link.up {
+            c.ops.push(Op::LinkUp { ns: ns.clone(), link: ep.spec.ifname.clone() });
+            fixed.push(format!("{} up", ep.spec.ifname));
+        }
+        if owns_route {
+            for op in weft_plan::plan_default_routes(net, ep) {
+                let have = match &op {
+                    Op::AddDefaultRoute { via, .. } => {
+                        if via.is_ipv4() {
+                            inside.default_v4
+                        } else {
+                            inside.default_v6
+                        }
+                    }
+                    _ => true,
+                };
+                if !have {
+                    if let Op::AddDefaultRoute { via, .. } = &op {
+                        fixed.push(format!("default route via {via}"));
+                    }
+                    c.ops.push(op);
+                }
+            }
+        }
+        if !fixed.is_empty() {
+            warn!(endpoint = %name, "inside the namespace: {} missing; restored", fixed.join(", "));
+            c.events.push(repair(
+                net,
+                name,
+                format!("inside {}: {} was missing: restored", ep.spec.netns.display(), fixed.join(", ")),
+            ));
+            self.count_repair("inside");
+        }
+    }
+
     /// Ports of the bridge named like weft's veths that no endpoint owns.
     async fn remove_orphans(&self, net: &Network, endpoints: &[Endpoint], c: &mut Change) {
         let Ok(ports) = self.commit.kernel.ports_of(&net.bridge).await else { return };
@@ -341,6 +402,22 @@ impl Ctl {
             }
         }
     }
+}
+
+/// For each namespace, the endpoint that holds its default route: the
+/// ready one with the lowest interface name (as after a detach).
+fn route_owners(st: &crate::index::State) -> HashMap<u64, String> {
+    let mut best: HashMap<u64, &Endpoint> = HashMap::new();
+    for e in st.endpoints.values() {
+        if e.netns_id == 0 || e.state != EndpointState::Ready || e.spec.mode != EndpointMode::Network {
+            continue;
+        }
+        let slot = best.entry(e.netns_id).or_insert(e);
+        if e.spec.ifname < slot.spec.ifname {
+            *slot = e;
+        }
+    }
+    best.into_iter().map(|(ns, e)| (ns, e.id.clone())).collect()
 }
 
 /// Run [`Ctl::reconcile`] every `every`, if set.

@@ -259,3 +259,22 @@ async fn reconcile_repairs_a_deleted_bridge_and_veth_and_says_so() {
     r.ctl.reconcile(Trigger::Periodic).await;
     assert_eq!(r.ctl.stats().await.unwrap().revision, rev, "no drift, no commit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_pass_restores_addresses_and_the_default_route_inside() {
+    let r = rig("inside").await;
+    r.ctl.create_network(network("web", "10.5.0.0/24")).await.unwrap();
+    r.ctl.attach(attach("a")).await.unwrap();
+    let good = r.kernel.state();
+    r.kernel.edit(|k| {
+        if let Some(l) = k.links.get_mut(&("/run/netns/a".into(), "eth0".into())) {
+            l.addresses.clear();
+        }
+        k.routes.clear();
+    });
+    r.ctl.reconcile(Trigger::Periodic).await;
+    let now = r.kernel.state();
+    assert_eq!((now.links, now.routes), (good.links, good.routes), "address and route back");
+    let stats = r.ctl.stats().await.unwrap();
+    assert!(stats.repairs.iter().any(|(k, n)| k == "inside" && *n == 1), "{:?}", stats.repairs);
+}

@@ -274,6 +274,20 @@ impl KernelApi for FakeKernel {
             .collect())
     }
 
+    async fn observe_inside(&self, netns: &std::path::Path, ifname: &IfName) -> Result<crate::Inside, KernelError> {
+        let st = self.lock();
+        let ns = Ns::Path(netns.to_path_buf()).label();
+        Ok(crate::Inside {
+            link: st.links.get(&(ns.clone(), ifname.to_string())).map(|l| ObservedLink {
+                addresses: l.addresses.iter().copied().collect(),
+                up: l.up,
+                master: None,
+            }),
+            default_v4: st.routes.contains_key(&(ns.clone(), true)),
+            default_v6: st.routes.contains_key(&(ns, false)),
+        })
+    }
+
     async fn netns_id(&self, path: &std::path::Path) -> Result<u64, KernelError> {
         // A stable identity per path, as an nsfs inode would be.
         Ok(path.as_os_str().len() as u64 * 1_000_003 + path.to_string_lossy().bytes().map(u64::from).sum::<u64>())

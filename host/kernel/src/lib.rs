@@ -42,6 +42,17 @@ impl std::fmt::Display for ApplyError {
     }
 }
 
+/// An endpoint's interface as seen inside its namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inside {
+    /// The interface (None: missing).
+    pub link: Option<ObservedLink>,
+    /// An IPv4 default route exists.
+    pub default_v4: bool,
+    /// An IPv6 default route exists.
+    pub default_v6: bool,
+}
+
 /// What the controller needs of a kernel: execute a plan (reporting how
 /// much of it was applied when an op fails) and observe what exists.
 #[async_trait::async_trait]
@@ -52,6 +63,9 @@ pub trait KernelApi: Send + Sync {
     async fn observe_link(&self, name: &weft_model::IfName) -> Result<Option<ObservedLink>, KernelError>;
     /// The ports of bridge `master` in weftd's namespace.
     async fn ports_of(&self, master: &weft_model::IfName) -> Result<Vec<weft_model::IfName>, KernelError>;
+    /// Interface `ifname` and the default routes inside namespace `netns`.
+    async fn observe_inside(&self, netns: &std::path::Path, ifname: &weft_model::IfName)
+    -> Result<Inside, KernelError>;
     /// Check that `path` is a network namespace; its identity (nsfs inode).
     async fn netns_id(&self, path: &std::path::Path) -> Result<u64, KernelError>;
     /// Whether a link called `name` exists in weftd's namespace.
@@ -139,6 +153,14 @@ impl KernelApi for Kernel {
 
     async fn netns_id(&self, path: &std::path::Path) -> Result<u64, KernelError> {
         check_netns(path).await
+    }
+
+    async fn observe_inside(
+        &self,
+        netns: &std::path::Path,
+        ifname: &weft_model::IfName,
+    ) -> Result<Inside, KernelError> {
+        netns::observe_inside(netns, ifname).await
     }
 
     async fn link_exists(&self, name: &weft_model::IfName) -> Result<bool, KernelError> {

@@ -114,6 +114,22 @@ impl Netlink {
         Ok(out)
     }
 
+    /// Whether the main table has a default route of the family.
+    pub async fn has_default_route(&self, v4: bool) -> Result<bool, KernelError> {
+        let msg = if v4 {
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+        } else {
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        };
+        let mut routes = self.handle.route().get(msg).execute();
+        while let Some(r) = routes.try_next().await.map_err(|e| KernelError::netlink("route show", "default", e))? {
+            if r.header.destination_prefix_length == 0 && r.header.table == 254 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Move `link` into the namespace whose file is `netns`.
     pub async fn move_to_netns(&self, link: &IfName, netns: &Path) -> Result<(), KernelError> {
         let file = std::fs::File::open(netns).map_err(|e| KernelError::new("open netns", netns.display(), e))?;

@@ -23,6 +23,19 @@ pub async fn check_netns(path: &Path) -> Result<u64, KernelError> {
     Ok(ino)
 }
 
+/// An endpoint's interface as seen inside its namespace: the link (None if
+/// missing) and which families have a default route there.
+pub async fn observe_inside(path: &Path, ifname: &weft_model::IfName) -> Result<crate::Inside, KernelError> {
+    let ifname = ifname.clone();
+    on_ns_thread(path.to_path_buf(), move |nl| async move {
+        let link = nl.observe(&ifname).await?;
+        let default_v4 = nl.has_default_route(true).await?;
+        let default_v6 = nl.has_default_route(false).await?;
+        Ok(crate::Inside { link, default_v4, default_v6 })
+    })
+    .await?
+}
+
 /// Run `ops` inside the namespace at `path`. On failure, returns how many
 /// ops succeeded and the error.
 pub async fn run_in(path: PathBuf, ops: Vec<Op>) -> Result<(), (usize, KernelError)> {
