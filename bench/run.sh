@@ -2,8 +2,9 @@
 # The full benchmark run behind docs/BENCHMARKS.md (as root: it makes
 # network namespaces). Builds weftd, the CLI and the benchmark in release,
 # then compares attach/detach against netavark, the CNI reference plugins
-# and the kernel floor for N = 1, 10, 100, 1000, and measures per-packet
-# cost with iperf3. Results and the plot go to docs/bench/.
+# and the kernel floor for N = 1, 10, 100, 1000, measures per-packet cost
+# with iperf3, one tenant's attaches while another's modules spin, and the
+# time to repair each kind of drift. Results and the plot go to docs/bench/.
 # Usage: bench/run.sh [SIZES]   (default 1,10,100,1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +31,5 @@ sizes="${1:-1,10,100,1000}"
 # and the report marks figures the budget cut short as lower bounds.
 target/release/weft-bench attach --sizes "$sizes" --peer-budget "${PEER_BUDGET:-300}" --out docs/bench
 target/release/weft-bench firewall --runs 3 --secs 3 --out docs/bench
+target/release/weft-bench neighbours --attaches 200 --out docs/bench
+target/release/weft-bench repair --trials 20 --out docs/bench

@@ -17,3 +17,5 @@ cargo xtask test
 # per scenario) keeps the harness and the peers' invocations working.
 target/debug/weft-bench attach --sizes 10 --out target/bench-smoke
 target/debug/weft-bench firewall --runs 1 --secs 1 --out target/bench-smoke
+target/debug/weft-bench neighbours --attaches 10 --out target/bench-smoke
+target/debug/weft-bench repair --trials 2 --out target/bench-smoke

@@ -14,11 +14,17 @@
 //!   rules. Writes `DIR/firewall.md`.
 //! - `weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]`: weft's embedded DNS
 //!   against aardvark-dns.
+//! - `weft-bench neighbours [--attaches 200] [--out DIR]`: one tenant's
+//!   attach latency while another tenant's modules spin to their deadline.
+//!   Writes `DIR/neighbours.md`.
+//! - `weft-bench repair [--trials 20] [--out DIR]`: time to repair each
+//!   kind of drift from kernel notifications. Writes `DIR/repair.md`.
 
 mod attach;
 mod dns;
 mod firewall;
 mod report;
+mod resilience;
 mod stats;
 
 use std::path::PathBuf;
@@ -28,7 +34,9 @@ use anyhow::{Context, Result, bail};
 
 const USAGE: &str = "usage: weft-bench attach [--sizes 1,10,100,1000] [--peer-budget SECS] [--out DIR]
        weft-bench firewall [--runs 3] [--secs 3] [--out DIR]
-       weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]";
+       weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]
+       weft-bench neighbours [--attaches 200] [--out DIR]
+       weft-bench repair [--trials 20] [--out DIR]";
 
 /// A tokio runtime for the benchmark's clients.
 pub fn tokio_rt(workers: usize) -> Result<tokio::runtime::Runtime> {
@@ -83,6 +91,26 @@ fn main() -> Result<()> {
             let md = report::firewall_markdown(&t);
             println!("{md}");
             write(&out, "firewall.md", &md)
+        }
+        Some("neighbours") => {
+            let n = flag(&args, "--attaches").map_or(Ok(200), |s| s.parse()).context("--attaches")?;
+            if n == 0 {
+                bail!("--attaches must be at least 1");
+            }
+            let out = out_dir(&args)?;
+            let md = resilience::neighbours_markdown(&resilience::neighbours(n)?);
+            println!("{md}");
+            write(&out, "neighbours.md", &md)
+        }
+        Some("repair") => {
+            let n = flag(&args, "--trials").map_or(Ok(20), |s| s.parse()).context("--trials")?;
+            if n == 0 {
+                bail!("--trials must be at least 1");
+            }
+            let out = out_dir(&args)?;
+            let md = resilience::repair_markdown(&resilience::repair(n)?);
+            println!("{md}");
+            write(&out, "repair.md", &md)
         }
         Some("dns") => {
             let n = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);

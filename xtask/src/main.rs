@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 const COMPONENTS: &[&str] = &["ipam-default", "naming-default", "policy-isolation", "policy-k8s"];
 /// Hostile components for the sandbox tests, built into `target/test-modules/`
 /// (never loaded as built-ins).
-const HOSTILE: &[&str] = &["ipam-hostile", "naming-hostile"];
+const HOSTILE: &[&str] = &["ipam-hostile", "naming-hostile", "policy-hostile"];
 /// A component that imports WASI on purpose: built for wasm32-wasip2.
 const WASI_IMPORTER: &str = "ipam-wasi";
 
