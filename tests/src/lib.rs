@@ -62,7 +62,7 @@ pub async fn upload_to(
     bytes: &[u8],
 ) -> Result<pb::Module, tonic::Status> {
     use pb::upload_module_request::Part;
-    let header = pb::ModuleHeader { tenant: tenant.into(), name: name.into(), kind: kind.into() };
+    let header = pb::ModuleHeader { tenant: tenant.into(), name: name.into(), kind: kind.into(), dry_run: false };
     let mut parts = vec![pb::UploadModuleRequest { part: Some(Part::Header(header)) }];
     parts.extend(bytes.chunks(1 << 20).map(|c| pb::UploadModuleRequest { part: Some(Part::Chunk(c.to_vec())) }));
     ModuleServiceClient::new(connect_unix(socket).await.unwrap())

@@ -11,7 +11,7 @@ use tonic::Code;
 use weft_grpc::client::EventServiceClient;
 use weft_grpc::pb;
 use weft_grpc::pb::watch_response::Item;
-use weft_tests::Host;
+use weft_tests::{Host, component};
 
 async fn watch(host: &Host, tenant: &str, from: u64) -> tonic::Streaming<pb::WatchResponse> {
     let req = pb::WatchRequest { tenant: tenant.into(), from_revision: from, ..Default::default() };
@@ -127,6 +127,21 @@ async fn events_resume_across_a_restart_and_dry_runs_change_nothing() {
     let req = pb::WatchRequest { from_revision: r0 + 100, ..Default::default() };
     let e = EventServiceClient::new(host.channel().await).watch(req).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // Dry-run upload: compiled (a WASI importer is refused), nothing kept.
+    let file = host.dir.join("seq.wasm");
+    std::fs::write(&file, component("ipam-hostile")).unwrap();
+    let files = || std::fs::read_dir(host.dir.join("state/modules")).map(|d| d.count()).unwrap_or(0);
+    let before = files();
+    let out = host.cli(&["--dry-run", "module", "upload", file.to_str().unwrap(), "--kind", "ipam", "--name", "seq"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("put module") && text.contains("module.uploaded"), "{out:?}");
+    assert!(!String::from_utf8_lossy(&host.cli(&["module", "ls"]).stdout).contains("seq"), "not recorded");
+    assert_eq!(files(), before, "no file kept");
+    std::fs::write(&file, component("ipam-wasi")).unwrap();
+    let out = host.cli(&["--dry-run", "module", "upload", file.to_str().unwrap(), "--kind", "ipam", "--name", "w"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("wasi"), "{out:?}");
+    assert_eq!(files(), before, "no file kept after a refusal");
 
     // Dry-run removal: nothing removed.
     let out = host.cli(&["--dry-run", "network", "rm", "web"]);

@@ -72,11 +72,16 @@ pub async fn run(
         ModuleCmd::Upload { file, kind, name } => {
             use pb::upload_module_request::Part;
             let bytes = std::fs::read(&file).map_err(|e| format!("reading {file}: {e}"))?;
-            let mut parts =
-                vec![pb::UploadModuleRequest { part: Some(Part::Header(pb::ModuleHeader { tenant, name, kind })) }];
+            let header = pb::ModuleHeader { tenant, name, kind, dry_run };
+            let mut parts = vec![pb::UploadModuleRequest { part: Some(Part::Header(header)) }];
             parts.extend(bytes.chunks(CHUNK).map(|c| pb::UploadModuleRequest { part: Some(Part::Chunk(c.to_vec())) }));
             let m = c.upload_module(tokio_stream::iter(parts)).await.map_err(status)?.into_inner();
-            if json_out { output::print_json(&module_json(&m)) } else { println!("sha256:{}", m.digest) }
+            match &m.dry_run {
+                Some(p) if json_out => output::print_json(&output::plan_json(p)),
+                Some(p) => output::plan_text(p),
+                None if json_out => output::print_json(&module_json(&m)),
+                None => println!("sha256:{}", m.digest),
+            }
         }
         ModuleCmd::Ls => {
             let l = c.list_modules(pb::ListModulesRequest { tenant }).await.map_err(status)?.into_inner();

@@ -405,6 +405,7 @@ impl Controller for Ctl {
         let _scope = self.locks.scope(&format!("modules/{tenant}")).await;
         let (record, outcome) = match self.modules.upload(&self.index, &self.decider, &req).await? {
             Upload::Existing(r) => (r, Outcome { revision: self.commit.events.revision(), plan: None }),
+            Upload::New(record, change) if req.dry_run => (record, self.carry_out(*change, true, None).await?),
             Upload::New(record, change) => match self.carry_out(*change, false, None).await {
                 Ok(o) => {
                     info!(tenant = %tenant, module = %record.name, kind = %record.kind, digest = %record.digest, bytes = record.size, "module uploaded");

@@ -99,14 +99,18 @@ impl ModuleFiles {
     /// Compile `digest`'s source into its artefact in the worker, bounded
     /// in wall-clock time, CPU time and address space.
     async fn compile(&self, kind: Kind, digest: &str) -> Result<(), String> {
+        self.compile_file(kind, &self.source(digest), &self.artefact(digest)).await
+    }
+
+    /// Compile the component at `source` into `out` in the worker.
+    async fn compile_file(&self, kind: Kind, source: &Path, out: &Path) -> Result<(), String> {
         let _slot = self.slots.acquire().await.map_err(|e| e.to_string())?;
-        let out = self.artefact(digest);
         let tmp = out.with_extension(format!("cwasm.{}", std::process::id()));
         let exe = std::env::current_exe().map_err(|e| format!("finding weftd's binary: {e}"))?;
         let child = tokio::process::Command::new(exe)
             .arg(crate::worker::ARG)
             .arg(kind.as_str())
-            .arg(self.source(digest))
+            .arg(source)
             .arg(&tmp)
             .arg(self.memory_mib.to_string())
             // CPU seconds over all compile threads: twice the wall clock.
@@ -143,7 +147,7 @@ impl ModuleFiles {
             }
         };
         match result {
-            Ok(()) => std::fs::rename(&tmp, &out).map_err(|e| format!("storing the artefact: {e}")),
+            Ok(()) => std::fs::rename(&tmp, out).map_err(|e| format!("storing the artefact: {e}")),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 Err(e)
@@ -260,6 +264,9 @@ impl Modules {
         if let Some(have) = existing {
             return Ok(Upload::Existing(have));
         }
+        if req.dry_run {
+            return self.dry_upload(tenant.as_str(), kind, &digest, req).await.map_err(refuse);
+        }
         let wasm = self.wasm()?;
         let source = self.files.source(&digest);
         if !source.exists() {
@@ -294,13 +301,31 @@ impl Modules {
             imports: info.imports,
             exports: info.exports,
         };
-        let mut change = Change::new(format!("uploading module {:?}", req.name));
-        change.batch.put_modules.push(record.clone());
-        change.events.push(
-            Event::new(EventKind::ModuleUploaded, tenant.as_str(), "", &req.name)
-                .with_message(format!("{} module sha256:{}", record.kind, record.digest)),
-        );
+        let change = upload_change(&record);
         Ok(Upload::New(record, Box::new(change)))
+    }
+
+    /// A dry-run upload: compiled (the world checked) by the worker into a
+    /// scratch file that is removed again; nothing is stored or loaded.
+    async fn dry_upload(&self, tenant: &str, kind: Kind, digest: &str, req: &UploadModule) -> Result<Upload, String> {
+        let scratch = self.files.dir.join(format!("dry-run.{}.{digest}", std::process::id()));
+        let (src, out) = (scratch.with_extension("wasm"), scratch.with_extension("cwasm"));
+        write_atomic(&src, &req.bytes).map_err(|e| format!("staging the module: {e}"))?;
+        let compiled = self.files.compile_file(kind, &src, &out).await;
+        let _ = std::fs::remove_file(&src);
+        let _ = std::fs::remove_file(&out);
+        compiled?;
+        let record = ModuleRecord {
+            tenant: tenant.to_owned(),
+            name: req.name.clone(),
+            kind: kind.as_str().to_owned(),
+            digest: digest.to_owned(),
+            size: req.bytes.len() as u64,
+            created: now(),
+            imports: Vec::new(),
+            exports: vec![kind.world()],
+        };
+        Ok(Upload::New(record.clone(), Box::new(upload_change(&record))))
     }
 
     /// An upload whose commit failed: unload it and drop its files.
@@ -352,6 +377,17 @@ impl Modules {
             let _ = std::fs::remove_file(self.files.artefact(digest));
         }
     }
+}
+
+/// The change that records an uploaded module.
+fn upload_change(record: &ModuleRecord) -> Change {
+    let mut change = Change::new(format!("uploading module {:?}", record.name));
+    change.batch.put_modules.push(record.clone());
+    change.events.push(
+        Event::new(EventKind::ModuleUploaded, &record.tenant, "", &record.name)
+            .with_message(format!("{} module sha256:{}", record.kind, record.digest)),
+    );
+    change
 }
 
 /// The networks of `tenant` bound to module `name` (committed or being made).

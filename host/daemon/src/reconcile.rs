@@ -23,7 +23,10 @@ use weft_kernel::watch::KernelEvent;
 use weft_model::endpoint::{Endpoint, EndpointMode, EndpointState};
 use weft_model::event::{Event, EventKind};
 use weft_model::network::Network;
-use weft_plan::{Ns, ObservedLink, Op, plan_endpoint, plan_endpoint_removal, plan_network};
+use weft_plan::{
+    Ns, ObservedLink, Op, plan_endpoint, plan_endpoint_removal, plan_inside_repair, plan_network, plan_orphan_removal,
+    plan_veth_repair,
+};
 
 use crate::change::{Change, DnsChange, LeaseChange};
 use crate::controller::Ctl;
@@ -304,10 +307,12 @@ impl Ctl {
         let name = ep.spec.name.as_str();
         let netns_alive = observed.is_none() && self.commit.kernel.netns_id(&ep.spec.netns).await.is_ok();
         match observed {
-            Some(o) if o.master.as_ref() == Some(&net.bridge) && o.up => {}
             Some(o) => {
-                c.ops.push(Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() });
-                c.ops.push(Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() });
+                let ops = plan_veth_repair(net, ep, &o);
+                if ops.is_empty() {
+                    return;
+                }
+                c.ops.extend(ops);
                 // A re-created bridge's ports are reported with the bridge.
                 if !bridge_missing {
                     let what = if o.up { "was not a port of its bridge" } else { "was down" };
@@ -340,44 +345,16 @@ impl Ctl {
             return;
         }
         let Ok(inside) = self.commit.kernel.observe_inside(&ep.spec.netns, &ep.spec.ifname).await else { return };
-        let Some(link) = inside.link else { return };
-        let ns = Ns::Path(ep.spec.netns.clone());
+        let ops = plan_inside_repair(net, ep, &inside, owns_route);
         let name = ep.spec.name.as_str();
-        let mut fixed = Vec::new();
-        for a in ep.addresses.iter().filter(|a| !link.addresses.contains(a)) {
-            c.ops.push(Op::AddAddress { ns: ns.clone(), link: ep.spec.ifname.clone(), addr: *a });
-            fixed.push(format!("address {a} on {}", ep.spec.ifname));
-        }
-        if !link.up {
-            c.ops.push(Op::LinkUp { ns: ns.clone(), link: ep.spec.ifname.clone() });
-            fixed.push(format!("{} up", ep.spec.ifname));
-        }
-        if owns_route {
-            for op in weft_plan::plan_default_routes(net, ep) {
-                let have = match &op {
-                    Op::AddDefaultRoute { via, .. } => {
-                        if via.is_ipv4() {
-                            inside.default_v4
-                        } else {
-                            inside.default_v6
-                        }
-                    }
-                    _ => true,
-                };
-                if !have {
-                    if let Op::AddDefaultRoute { via, .. } = &op {
-                        fixed.push(format!("default route via {via}"));
-                    }
-                    c.ops.push(op);
-                }
-            }
-        }
+        let fixed: Vec<String> = ops.iter().map(Op::command).collect();
+        c.ops.extend(ops);
         if !fixed.is_empty() {
-            warn!(endpoint = %name, "inside the namespace: {} missing; restored", fixed.join(", "));
+            warn!(endpoint = %name, "inside the namespace: restored with {}", fixed.join("; "));
             c.events.push(repair(
                 net,
                 name,
-                format!("inside {}: {} was missing: restored", ep.spec.netns.display(), fixed.join(", ")),
+                format!("inside {}: drifted; restored with {}", ep.spec.netns.display(), fixed.join("; ")),
             ));
             self.count_repair("inside");
         }
@@ -396,7 +373,7 @@ impl Ctl {
                 .is_some_and(|h| h.len() == 11 && h.bytes().all(|b| b.is_ascii_hexdigit()));
             if weft_named && !known.contains(p.as_str()) && !pending.contains(p.as_str()) {
                 warn!(network = %net.spec.name, link = %p, "orphan veth (no endpoint owns it); deleting");
-                c.ops.push(Op::DeleteLink { ns: Ns::Host, link: p.clone() });
+                c.ops.extend(plan_orphan_removal(&p));
                 c.events.push(repair(net, p.as_str(), format!("orphan veth {p} (no endpoint) was deleted")));
                 self.count_repair("orphan");
             }

@@ -264,5 +264,6 @@ pub fn module(v: ModuleView) -> pb::Module {
         exports: r.exports,
         bound_to: v.bound_to,
         revision: 0,
+        dry_run: None,
     }
 }

@@ -189,9 +189,15 @@ impl<C: Controller> ModuleService for Api<C> {
                 _ => return Err(Status::invalid_argument("module: only the first message may be a header")),
             }
         }
-        let req = UploadModule { tenant: header.tenant, name: header.name, kind: header.kind, bytes };
+        let req = UploadModule {
+            tenant: header.tenant,
+            name: header.name,
+            kind: header.kind,
+            bytes,
+            dry_run: header.dry_run,
+        };
         let (v, o) = self.ctl.upload_module(req).await.map_err(to_status)?;
-        Ok(Response::new(pb::Module { revision: o.revision, ..convert::module(v) }))
+        Ok(Response::new(pb::Module { revision: o.revision, dry_run: convert::plan(o.plan), ..convert::module(v) }))
     }
     async fn list_modules(
         &self,

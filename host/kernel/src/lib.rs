@@ -43,15 +43,7 @@ impl std::fmt::Display for ApplyError {
 }
 
 /// An endpoint's interface as seen inside its namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Inside {
-    /// The interface (None: missing).
-    pub link: Option<ObservedLink>,
-    /// An IPv4 default route exists.
-    pub default_v4: bool,
-    /// An IPv6 default route exists.
-    pub default_v6: bool,
-}
+pub use weft_plan::ObservedInside as Inside;
 
 /// What the controller needs of a kernel: execute a plan (reporting how
 /// much of it was applied when an op fails) and observe what exists.

@@ -225,3 +225,7 @@ pub fn parse_nft(buf: &[u8], touched: &mut bool, tx: &UnboundedSender<KernelEven
     }
     true
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;

@@ -162,6 +162,8 @@ pub struct UploadModule {
     pub kind: String,
     /// The component.
     pub bytes: Vec<u8>,
+    /// Validate and compile it (the world checked), store and load nothing.
+    pub dry_run: bool,
 }
 
 /// A module as shown to clients.

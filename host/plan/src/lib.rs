@@ -76,6 +76,60 @@ pub fn plan_network(net: &Network, observed: Option<&ObservedLink>) -> Vec<Op> {
     ops
 }
 
+/// What the kernel has of an endpoint inside its namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedInside {
+    /// The endpoint's interface (None: missing).
+    pub link: Option<ObservedLink>,
+    /// An IPv4 default route exists in the namespace.
+    pub default_v4: bool,
+    /// An IPv6 default route exists in the namespace.
+    pub default_v6: bool,
+}
+
+/// Ops that make an endpoint's existing host veth a port of its bridge and
+/// up again; none if it is both. `observed`: the veth as found.
+pub fn plan_veth_repair(net: &Network, ep: &Endpoint, observed: &ObservedLink) -> Vec<Op> {
+    if observed.master.as_ref() == Some(&net.bridge) && observed.up {
+        return Vec::new();
+    }
+    vec![
+        Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() },
+        Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() },
+    ]
+}
+
+/// Ops that restore an endpoint's interface inside its namespace as found
+/// (`inside`): missing addresses, the link up, and — if the endpoint holds
+/// the namespace's default route (`owns_route`) — a missing default route.
+/// None if the interface itself is missing (that is a re-plumb).
+pub fn plan_inside_repair(net: &Network, ep: &Endpoint, inside: &ObservedInside, owns_route: bool) -> Vec<Op> {
+    let Some(link) = &inside.link else { return Vec::new() };
+    let ns = Ns::Path(ep.spec.netns.clone());
+    let mut ops: Vec<Op> = ep
+        .addresses
+        .iter()
+        .filter(|a| !link.addresses.contains(a))
+        .map(|a| Op::AddAddress { ns: ns.clone(), link: ep.spec.ifname.clone(), addr: *a })
+        .collect();
+    if !link.up {
+        ops.push(Op::LinkUp { ns, link: ep.spec.ifname.clone() });
+    }
+    if owns_route {
+        ops.extend(plan_default_routes(net, ep).into_iter().filter(|op| match op {
+            Op::AddDefaultRoute { via, .. } => !(if via.is_ipv4() { inside.default_v4 } else { inside.default_v6 }),
+            _ => true,
+        }));
+    }
+    ops
+}
+
+/// Ops that remove a leftover host veth no endpoint owns (its peer goes
+/// with it).
+pub fn plan_orphan_removal(link: &IfName) -> Vec<Op> {
+    vec![Op::DeleteLink { ns: Ns::Host, link: link.clone() }]
+}
+
 /// Ops that remove a network's bridge (its ports must be gone already).
 pub fn plan_network_removal(net: &Network) -> Vec<Op> {
     if !net.is_bridge() {

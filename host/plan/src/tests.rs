@@ -298,3 +298,37 @@ fn policy_becomes_group_sets_and_rules() {
         .collect();
     assert_eq!(rule_count(&script), rule_count(&nft::render_ruleset(&[(&net, &rs)], many.iter())));
 }
+
+#[test]
+fn repairs_plan_only_what_drifted() {
+    let net = network("n1", &["10.89.0.0/24", "fd00:89::/64"], false);
+    let ep = endpoint(&net, &["10.89.0.2/24", "fd00:89::2/64"]);
+    let fine = ObservedLink { addresses: vec![], up: true, master: Some(net.bridge.clone()) };
+    assert!(plan_veth_repair(&net, &ep, &fine).is_empty());
+    let loose = ObservedLink { master: None, ..fine.clone() };
+    assert_eq!(
+        plan_veth_repair(&net, &ep, &loose),
+        vec![
+            Op::SetMaster { link: ep.host_ifname.clone(), master: net.bridge.clone() },
+            Op::LinkUp { ns: Ns::Host, link: ep.host_ifname.clone() },
+        ]
+    );
+    let whole = ObservedInside {
+        link: Some(ObservedLink { addresses: ep.addresses.clone(), up: true, master: None }),
+        default_v4: true,
+        default_v6: true,
+    };
+    assert!(plan_inside_repair(&net, &ep, &whole, true).is_empty());
+    let bare = ObservedInside {
+        link: Some(ObservedLink { addresses: vec![], up: false, master: None }),
+        default_v4: false,
+        default_v6: false,
+    };
+    let ops = plan_inside_repair(&net, &ep, &bare, true);
+    let n_addrs = ep.addresses.len();
+    assert_eq!(ops.len(), n_addrs + 1 + plan_default_routes(&net, &ep).len(), "{ops:?}");
+    assert!(ops.iter().any(|o| matches!(o, Op::AddDefaultRoute { .. })));
+    let not_owner = plan_inside_repair(&net, &ep, &bare, false);
+    assert!(!not_owner.iter().any(|o| matches!(o, Op::AddDefaultRoute { .. })), "only the route's owner adds it");
+    assert!(plan_inside_repair(&net, &ep, &ObservedInside::default(), true).is_empty(), "a missing link is a re-plumb");
+}
