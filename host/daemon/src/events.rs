@@ -168,7 +168,10 @@ impl Events {
             // Live events at or below `floor` were replayed (or predate the
             // watch); the feed delivers each later one once, in order.
             let floor = current.max(sub.from);
-            let mut sent = floor;
+            // The newest revision seen, and the newest known to be complete
+            // (a later one has started): a lagging watcher is told the latter,
+            // so resuming from it loses nothing.
+            let (mut seen, mut complete) = (floor, floor);
             for e in replay {
                 if tx.send(Ok(WatchItem::Event(e))).await.is_err() {
                     return;
@@ -181,10 +184,16 @@ impl Events {
                     got = rx.recv() => match got {
                         Ok(e) => {
                             last_revision = last_revision.max(e.revision);
-                            if e.revision <= floor || !sub.wants(&e) {
+                            if e.revision <= floor {
                                 continue;
                             }
-                            sent = e.revision;
+                            if e.revision > seen {
+                                complete = seen;
+                                seen = e.revision;
+                            }
+                            if !sub.wants(&e) {
+                                continue;
+                            }
                             if tx.send(Ok(WatchItem::Event(e))).await.is_err() {
                                 return;
                             }
@@ -193,8 +202,8 @@ impl Events {
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             let _ = tx
                                 .send(Err(ControlError::Aborted(format!(
-                                    "watch fell {n} events behind and was ended; the last revision sent was {sent}: \
-                                     resume from it"
+                                    "watch fell {n} events behind and was ended; every event up to revision \
+                                     {complete} was sent: resume from it"
                                 ))))
                                 .await;
                             return;
@@ -202,7 +211,7 @@ impl Events {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     _ = idle.tick() => {
-                        if tx.send(Ok(WatchItem::Heartbeat(last_revision.max(sent)))).await.is_err() {
+                        if tx.send(Ok(WatchItem::Heartbeat(last_revision))).await.is_err() {
                             return;
                         }
                     }

@@ -76,3 +76,34 @@ fn trimming_keeps_young_events_and_whole_revisions() {
     let young = Events::new(vec![ev(1, "a", "n"); RETAIN_EVENTS + 5], 1);
     assert_eq!(young.trim_point(1, 2), None, "events younger than the retention time stay");
 }
+
+#[tokio::test]
+async fn a_watcher_too_slow_to_keep_up_is_ended_naming_where_to_resume() {
+    let log = Events::new(vec![], 0);
+    let mut s = log.watch(sub("a", 0)).unwrap();
+    // Two events per revision, far more than the watcher may fall behind.
+    let total = (LAG as u64) * 2;
+    for rev in 1..=total / 2 {
+        log.publish(rev, vec![ev(rev, "a", "n"), ev(rev, "a", "n")], None);
+    }
+    let mut got = 0u64;
+    let mut last = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("in time").expect("open") {
+            Ok(WatchItem::Event(e)) => {
+                assert!(e.revision >= last, "in order");
+                last = e.revision;
+                got += 1;
+            }
+            Ok(WatchItem::Heartbeat(_)) => {}
+            Err(ControlError::Aborted(m)) => {
+                let resume: u64 =
+                    m.split("up to revision ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+                assert!(resume < last || (resume == last && got % 2 == 0), "{m} after revision {last}");
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(got < total, "it was ended before the end");
+}
