@@ -91,6 +91,9 @@ async fn drift_is_repaired_from_kernel_notifications() {
         }
     }
 
+    let stats = String::from_utf8_lossy(&host.cli(&["stats"]).stdout).into_owned();
+    assert!(stats.contains("repairs ") && stats.contains("bridge ") && stats.contains("nft "), "{stats}");
+
     // Objects weft does not own: no repair.
     let before = repairs(&host).await;
     for cmd in [

@@ -188,6 +188,8 @@ pub fn stats_json(s: &pb::Stats) -> Value {
         "cpu_system_ms": s.cpu_system_ms,
         "networks": s.networks,
         "endpoints": s.endpoints,
+        "revision": s.revision,
+        "repairs": s.repairs.iter().collect::<BTreeMap<_, _>>(),
     })
 }
 
@@ -215,6 +217,13 @@ pub fn stats_table(s: &pb::Stats) {
         s.rss_bytes as f64 / (1 << 20) as f64,
         s.cpu_user_ms as f64 / 1e3,
         s.cpu_system_ms as f64 / 1e3
+    );
+    let repairs: BTreeMap<&String, &u64> = s.repairs.iter().collect();
+    let repairs: Vec<String> = repairs.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!(
+        "revision {}   repairs {}",
+        s.revision,
+        if repairs.is_empty() { "none".to_owned() } else { repairs.join(", ") }
     );
 }
 
