@@ -154,8 +154,12 @@ impl Ctl {
                         widen(&mut scopes, net, Scope::Endpoints(vec![ep.clone()]));
                     }
                 }
-                KernelEvent::AddrGone { .. } => {
-                    for net in bridges.values() {
+                KernelEvent::AddrGone { index } => {
+                    // Only an address of a weft bridge matters (a veth going
+                    // takes its own link-local addresses with it).
+                    if let Some((_, net)) =
+                        bridges.iter().find(|(name, _)| weft_kernel::watch::index_of(name) == Some(index))
+                    {
                         widen(&mut scopes, net, Scope::Bridge);
                     }
                 }

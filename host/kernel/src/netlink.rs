@@ -4,6 +4,9 @@
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use netlink_sys::AsyncSocket;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -20,6 +23,12 @@ use crate::error::KernelError;
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// A second socket with strict checking, opened on first use: the
+    /// kernel filters an address dump by link only on such a socket, and
+    /// without the filter every observation dumps every address of the
+    /// namespace (thousands with as many veths). Not the main socket:
+    /// strict checking refuses other dumps rtnetlink sends (routes).
+    strict: Arc<OnceLock<Handle>>,
 }
 
 impl Netlink {
@@ -29,7 +38,22 @@ impl Netlink {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(|e| KernelError::new("netlink open", "route socket", e))?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink { handle, strict: Arc::default() })
+    }
+
+    /// The strict-checking handle (made on first use, on this runtime).
+    fn strict(&self) -> Result<Handle, KernelError> {
+        if let Some(h) = self.strict.get() {
+            return Ok(h.clone());
+        }
+        let (mut conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| KernelError::new("netlink open", "strict route socket", e))?;
+        conn.socket_mut()
+            .socket_ref()
+            .set_netlink_get_strict_chk(true)
+            .map_err(|e| KernelError::new("netlink open", "NETLINK_GET_STRICT_CHK", e))?;
+        tokio::spawn(conn);
+        Ok(self.strict.get_or_init(|| handle).clone())
     }
 
     /// The link called `name`, if it exists.
@@ -70,7 +94,9 @@ impl Netlink {
             Some(i) => self.name_of(i).await?,
             None => None,
         };
-        let mut addrs = self.handle.address().get().set_link_index_filter(msg.header.index).execute();
+        let mut get = self.strict()?.address().get().set_link_index_filter(msg.header.index);
+        get.message_mut().header.index = msg.header.index;
+        let mut addrs = get.execute();
         let mut addresses = Vec::new();
         while let Some(a) = addrs.try_next().await.map_err(|e| KernelError::netlink("addr show", name, e))? {
             for attr in &a.attributes {

@@ -76,6 +76,11 @@ fn is_own(pid: u32) -> bool {
         || OWN_PIDS.lock().unwrap_or_else(|e| e.into_inner()).contains(&pid)
 }
 
+/// The index of link `name` in this namespace (an ioctl, no dump), if any.
+pub fn index_of(name: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(name).ok()
+}
+
 /// Start both listeners; they run until `tx` is closed.
 pub fn start(tx: UnboundedSender<KernelEvent>) -> Result<(), KernelError> {
     let route = open(NETLINK_ROUTE, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR, &[])?;
