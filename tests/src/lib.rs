@@ -445,6 +445,24 @@ impl Drop for Server {
     }
 }
 
+/// Source ports for probes, below the kernel's ephemeral range (32768+) so
+/// they never meet a random one; wrapping after 22,000 probes is fine, the
+/// flow that used a port that long ago has left conntrack.
+static PROBE_PORT: AtomicUsize = AtomicUsize::new(0);
+
+/// A UDP socket bound to a source port no earlier probe of this process
+/// used (the next free one, should a port be taken in this namespace).
+fn fresh_udp_socket(v4: bool) -> Option<std::net::UdpSocket> {
+    for _ in 0..64 {
+        let port = 10_000 + (PROBE_PORT.fetch_add(1, Ordering::Relaxed) % 22_000) as u16;
+        let bind: SocketAddr = if v4 { format!("0.0.0.0:{port}") } else { format!("[::]:{port}") }.parse().unwrap();
+        if let Ok(u) = std::net::UdpSocket::bind(bind) {
+            return Some(u);
+        }
+    }
+    None
+}
+
 /// Send one UDP datagram from `ns` to `addr` and wait for the answer.
 pub fn udp_query(ns: &str, addr: &str) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
@@ -477,11 +495,14 @@ pub fn probe_tcp(ns: &str, addr: SocketAddr, wait: Duration) -> std::thread::Joi
 }
 
 /// Whether a UDP datagram from `ns` to `addr` is answered within `wait`
-/// (sent twice, half the time each).
+/// (sent twice, half the time each). Every probe is a new flow: its source
+/// port is one no earlier probe of this process used, because a random
+/// ephemeral port can repeat an earlier probe's 5-tuple whose conntrack
+/// entry is still alive — and an established flow is not re-checked
+/// against policy, so a now-denied probe would pass as that old flow.
 pub fn probe_udp(ns: &str, addr: SocketAddr, wait: Duration) -> std::thread::JoinHandle<bool> {
     on_ns(ns, move || {
-        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
-        let Ok(u) = std::net::UdpSocket::bind(bind) else { return false };
+        let Some(u) = fresh_udp_socket(addr.is_ipv4()) else { return false };
         let _ = u.set_read_timeout(Some(wait / 2));
         let mut buf = [0u8; 16];
         for _ in 0..2 {

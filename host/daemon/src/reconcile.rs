@@ -226,8 +226,12 @@ impl Ctl {
     async fn reconcile_network(&self, net: &Network, scope: &Scope) {
         let mut slot = self.locks.network(&net.id).await;
         let (endpoints, policy, still) = self.index.read(|st| {
+            let in_scope = |e: &&Endpoint| match scope {
+                Scope::Endpoints(ids) => ids.contains(&e.id),
+                _ => true,
+            };
             (
-                st.endpoints_of(&net.id).cloned().collect::<Vec<Endpoint>>(),
+                st.endpoints_of(&net.id).filter(in_scope).cloned().collect::<Vec<Endpoint>>(),
                 st.policy_of(&net.id),
                 st.networks.contains_key(&net.id),
             )

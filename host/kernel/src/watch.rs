@@ -175,7 +175,9 @@ pub fn parse_route(buf: &[u8], tx: &UnboundedSender<KernelEvent>) -> bool {
     }
     for (ty, p) in messages(buf) {
         let ev = match ty {
-            RTM_NEWLINK | RTM_DELLINK if p.len() >= 16 => {
+            // AF_BRIDGE messages are a bridge's per-port state, sent beside
+            // the link's own (AF_UNSPEC) message: not a second change.
+            RTM_NEWLINK | RTM_DELLINK if p.len() >= 16 && p[0] != libc::AF_BRIDGE as u8 => {
                 let flags = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
                 let mut name = String::new();
                 let mut master = None;
