@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -455,8 +455,8 @@ static PROBE_PORT: AtomicUsize = AtomicUsize::new(0);
 fn fresh_udp_socket(v4: bool) -> Option<std::net::UdpSocket> {
     for _ in 0..64 {
         let port = 10_000 + (PROBE_PORT.fetch_add(1, Ordering::Relaxed) % 22_000) as u16;
-        let bind: SocketAddr = if v4 { format!("0.0.0.0:{port}") } else { format!("[::]:{port}") }.parse().unwrap();
-        if let Ok(u) = std::net::UdpSocket::bind(bind) {
+        let any = if v4 { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+        if let Ok(u) = std::net::UdpSocket::bind(SocketAddr::new(any, port)) {
             return Some(u);
         }
     }

@@ -259,14 +259,13 @@ impl Ctl {
             bridge_missing = observed.is_none();
         }
         if net.is_bridge() {
-            let wanted = |e: &Endpoint| match scope {
-                Scope::All => true,
-                Scope::Bridge => bridge_missing,
-                Scope::Endpoints(ids) => ids.contains(&e.id),
-            };
+            // `endpoints` is already only an endpoint scope's endpoints.
+            let wanted = !matches!(scope, Scope::Bridge) || bridge_missing;
             let ready = |e: &&Endpoint| e.state == EndpointState::Ready && e.spec.mode == EndpointMode::Network;
-            for ep in endpoints.iter().filter(ready).filter(|e| wanted(e)) {
-                self.repair_veth(net, ep, &policy.rules, bridge_missing, &mut c).await;
+            if wanted {
+                for ep in endpoints.iter().filter(ready) {
+                    self.repair_veth(net, ep, &policy.rules, bridge_missing, &mut c).await;
+                }
             }
             if *scope == Scope::All {
                 self.remove_orphans(net, &endpoints, &mut c).await;
