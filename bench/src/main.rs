@@ -14,7 +14,7 @@
 //!   rules. Writes `DIR/firewall.md`.
 //! - `weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]`: weft's embedded DNS
 //!   against aardvark-dns.
-//! - `weft-bench neighbours [--attaches 200] [--out DIR]`: one tenant's
+//! - `weft-bench neighbours [--attaches 200] [--rounds 3] [--out DIR]`: one tenant's
 //!   attach latency while another tenant's modules spin to their deadline.
 //!   Writes `DIR/neighbours.md`.
 //! - `weft-bench repair [--trials 20] [--out DIR]`: time to repair each
@@ -35,7 +35,7 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: weft-bench attach [--sizes 1,10,100,1000] [--peer-budget SECS] [--out DIR]
        weft-bench firewall [--runs 3] [--secs 3] [--out DIR]
        weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]
-       weft-bench neighbours [--attaches 200] [--out DIR]
+       weft-bench neighbours [--attaches 200] [--rounds 3] [--out DIR]
        weft-bench repair [--trials 20] [--out DIR]";
 
 /// A tokio runtime for the benchmark's clients.
@@ -97,8 +97,12 @@ fn main() -> Result<()> {
             if n == 0 {
                 bail!("--attaches must be at least 1");
             }
+            let rounds = flag(&args, "--rounds").map_or(Ok(3), |s| s.parse()).context("--rounds")?;
+            if rounds == 0 {
+                bail!("--rounds must be at least 1");
+            }
             let out = out_dir(&args)?;
-            let md = resilience::neighbours_markdown(&resilience::neighbours(n)?);
+            let md = resilience::neighbours_markdown(&resilience::neighbours(n, rounds)?);
             println!("{md}");
             write(&out, "neighbours.md", &md)
         }

@@ -2,7 +2,7 @@
 //! weftd in a fresh host namespace:
 //!
 //! - `neighbours`: tenant B makes sequential attaches on its own network,
-//!   once with tenant A idle and once while A's client keeps attaching to
+//!   in rounds alternating between tenant A idle and A's client attaching to
 //!   a network bound to A's own IPAM and policy components, which spin to
 //!   their deadline on every call (`ipam-hostile` for endpoints named
 //!   `spin`, `policy-hostile` for endpoints labelled `spin=classify`; one
@@ -13,7 +13,7 @@
 //!   until a ping between two containers passes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -29,10 +29,10 @@ pub struct Neighbours {
     pub idle: Vec<Duration>,
     /// B's attaches while A's modules spin.
     pub noisy: Vec<Duration>,
-    /// A's calls made meanwhile (each refused at the deadline).
-    pub spins: u64,
-    /// A's call latencies.
+    /// A's call latencies (each refused at the deadline).
     pub spin_times: Vec<Duration>,
+    /// Idle/noisy round pairs the samples were pooled from.
+    pub rounds: usize,
 }
 
 fn b_attach(i: usize, ns: &Netns) -> pb::AttachEndpointRequest {
@@ -65,8 +65,47 @@ async fn b_round(host: &Host, containers: &[Netns]) -> Result<Vec<Duration>> {
     Ok(out)
 }
 
-/// Run the noisy-neighbour comparison with `attaches` attaches per round.
-pub fn neighbours(attaches: usize) -> Result<Neighbours> {
+/// B's round while A's client keeps calling its spinning modules; B's
+/// latencies and A's.
+async fn noisy_round(host: &Host, containers: &[Netns], a_ns: &Netns) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let (stop, sock, path) = (stop.clone(), host.socket(), a_ns.path());
+        tokio::spawn(async move {
+            let mut c = EndpointServiceClient::new(connect_unix(sock).await?);
+            let mut times = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                // Alternate: IPAM spins for "spin"; classify spins on the label.
+                let mut req = pb::AttachEndpointRequest {
+                    tenant: "a".into(),
+                    network: "a-net".into(),
+                    name: "spin".into(),
+                    netns: path.clone(),
+                    ..Default::default()
+                };
+                if times.len() % 2 == 1 {
+                    req.name = "spin2".into();
+                    req.labels.insert("spin".into(), "classify".into());
+                }
+                let t = Instant::now();
+                if c.attach_endpoint(req).await.is_ok() {
+                    bail!("tenant a's spinning attach succeeded");
+                }
+                times.push(t.elapsed());
+            }
+            Ok(times)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let noisy = b_round(host, containers).await;
+    stop.store(true, Ordering::Relaxed);
+    let spin_times = spinner.await??;
+    Ok((noisy?, spin_times))
+}
+
+/// Run the noisy-neighbour comparison: `rounds` times, `attaches` attaches
+/// with A idle, then as many with A spinning.
+pub fn neighbours(attaches: usize, rounds: usize) -> Result<Neighbours> {
     let rt = crate::tokio_rt(2)?;
     rt.block_on(async {
         let host = Host::with_args("bn", &[]);
@@ -89,43 +128,16 @@ pub fn neighbours(attaches: usize) -> Result<Neighbours> {
         let a_ns = host.container("a0");
         // Warm up both paths once.
         b_round(&host, &containers[..1]).await?;
-        let idle = b_round(&host, &containers).await?;
-
-        let stop = Arc::new(AtomicBool::new(false));
-        let spins = Arc::new(AtomicU64::new(0));
-        let spinner = {
-            let (stop, spins, sock, path) = (stop.clone(), spins.clone(), host.socket(), a_ns.path());
-            tokio::spawn(async move {
-                let mut c = EndpointServiceClient::new(connect_unix(sock).await?);
-                let mut times = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let n = spins.fetch_add(1, Ordering::Relaxed);
-                    // Alternate: IPAM spins for "spin"; classify spins on the label.
-                    let mut req = pb::AttachEndpointRequest {
-                        tenant: "a".into(),
-                        network: "a-net".into(),
-                        name: "spin".into(),
-                        netns: path.clone(),
-                        ..Default::default()
-                    };
-                    if n % 2 == 1 {
-                        req.name = "spin2".into();
-                        req.labels.insert("spin".into(), "classify".into());
-                    }
-                    let t = Instant::now();
-                    if c.attach_endpoint(req).await.is_ok() {
-                        bail!("tenant a's spinning attach succeeded");
-                    }
-                    times.push(t.elapsed());
-                }
-                Ok(times)
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let noisy = b_round(&host, &containers).await?;
-        stop.store(true, Ordering::Relaxed);
-        let spin_times = spinner.await??;
-        Ok(Neighbours { idle, noisy, spins: spins.load(Ordering::Relaxed), spin_times })
+        // Idle and noisy rounds alternate, so a slow stretch of the machine
+        // lands on both sides rather than on one.
+        let (mut idle, mut noisy, mut spin_times) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            idle.extend(b_round(&host, &containers).await?);
+            let (n, times) = noisy_round(&host, &containers, &a_ns).await?;
+            noisy.extend(n);
+            spin_times.extend(times);
+        }
+        Ok(Neighbours { idle, noisy, spin_times, rounds })
     })
 }
 
@@ -135,11 +147,14 @@ pub fn neighbours_markdown(n: &Neighbours) -> String {
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     let mut out = String::new();
     out.push_str(&format!(
-        "Tenant B: {} sequential gRPC attaches on its own network. Tenant A meanwhile: one client \
+        "Tenant B: {} sequential gRPC attaches on its own network per round; {} rounds with tenant A \
+         idle alternate with {} rounds with A busy, and the samples are pooled. Busy: one client of A's \
          attaching without pause to a network bound to A's `ipam-hostile` and `policy-hostile` \
          components, which spin to their deadline on every call ({} calls, each refused after p50 {} ms).\n\n",
-        n.idle.len(),
-        n.spins,
+        n.idle.len() / n.rounds.max(1),
+        n.rounds,
+        n.rounds,
+        n.spin_times.len(),
         ms(s.p50)
     ));
     out.push_str("| tenant A | B attach p50 ms | p95 | p99 |\n|---|---:|---:|---:|\n");

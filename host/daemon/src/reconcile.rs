@@ -14,7 +14,7 @@
 //! left `Pending` by an older weftd (undone). It never touches links that
 //! are not weft's bridges or their ports, nor any other nft table.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,46 +127,63 @@ impl Ctl {
     /// Repair what kernel notifications say drifted: only weft's own
     /// bridges and host veths (and table), each under its network's lock.
     pub async fn repair_drift(&self, events: Vec<KernelEvent>) {
-        let (bridges, veths) = self.index.read(|st| {
-            let bridges: HashMap<String, String> =
-                st.networks.values().filter(|n| n.is_bridge()).map(|n| (n.bridge.to_string(), n.id.clone())).collect();
-            let veths: HashMap<String, (String, String)> = st
-                .endpoints
-                .values()
-                .filter(|e| e.spec.mode == EndpointMode::Network)
-                .map(|e| (e.host_ifname.to_string(), (e.network_id.clone(), e.id.clone())))
-                .collect();
-            (bridges, veths)
-        });
-        let mut scopes: BTreeMap<String, Scope> = BTreeMap::new();
+        // A burst holds every step of what happened (an attach creates its
+        // veth down and masterless, then enslaves it and sets it up): only
+        // each link's last state says whether anything is wrong.
+        let mut links: HashMap<String, (bool, bool, Option<u32>)> = HashMap::new();
+        let mut addr_gone: HashSet<u32> = HashSet::new();
         let mut nft = false;
         for e in events {
             match e {
                 KernelEvent::Link { name, gone, up, master } => {
-                    if let Some(net) = bridges.get(&name)
-                        && (gone || !up)
-                    {
-                        widen(&mut scopes, net, Scope::All);
-                    }
-                    if let Some((net, ep)) = veths.get(&name)
-                        && (gone || !up || master.is_none())
-                    {
-                        widen(&mut scopes, net, Scope::Endpoints(vec![ep.clone()]));
-                    }
+                    links.insert(name, (gone, up, master));
                 }
                 KernelEvent::AddrGone { index } => {
-                    // Only an address of a weft bridge matters (a veth going
-                    // takes its own link-local addresses with it).
-                    if let Some((_, net)) =
-                        bridges.iter().find(|(name, _)| weft_kernel::watch::index_of(name) == Some(index))
-                    {
-                        widen(&mut scopes, net, Scope::Bridge);
-                    }
+                    addr_gone.insert(index);
                 }
                 KernelEvent::Nft => nft = true,
                 KernelEvent::Overflow => {
                     self.reconcile(Trigger::Links).await;
                     return;
+                }
+            }
+        }
+        // Links whose last state is wrong for a weft bridge (gone or down)
+        // or host veth (also: out of its bridge).
+        let bad: HashMap<&str, bool> = links
+            .iter()
+            .filter(|(_, (gone, up, master))| *gone || !up || master.is_none())
+            .map(|(name, (gone, up, _))| (name.as_str(), *gone || !up))
+            .collect();
+        let (bridges, veths) = self.index.read(|st| {
+            let bridges: HashMap<String, String> =
+                st.networks.values().filter(|n| n.is_bridge()).map(|n| (n.bridge.to_string(), n.id.clone())).collect();
+            let veths: Vec<(String, String)> = if bad.is_empty() {
+                Vec::new()
+            } else {
+                st.endpoints
+                    .values()
+                    .filter(|e| e.spec.mode == EndpointMode::Network && bad.contains_key(e.host_ifname.as_str()))
+                    .map(|e| (e.network_id.clone(), e.id.clone()))
+                    .collect()
+            };
+            (bridges, veths)
+        });
+        let mut scopes: BTreeMap<String, Scope> = BTreeMap::new();
+        for (name, net) in &bridges {
+            if bad.get(name.as_str()) == Some(&true) {
+                widen(&mut scopes, net, Scope::All);
+            }
+        }
+        for (net, ep) in veths {
+            widen(&mut scopes, &net, Scope::Endpoints(vec![ep]));
+        }
+        if !addr_gone.is_empty() {
+            // Only an address of a weft bridge matters (a veth going takes
+            // its own link-local addresses with it).
+            for (name, net) in &bridges {
+                if weft_kernel::watch::index_of(name).is_some_and(|i| addr_gone.contains(&i)) {
+                    widen(&mut scopes, net, Scope::Bridge);
                 }
             }
         }

@@ -70,8 +70,7 @@ impl Ipam for WasmHost {
         let state = IpamState { leases: std::mem::take(leases), limits: limits::store_limits() };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
-        store.epoch_deadline_trap();
+        m.arm(&mut store);
 
         let wit_pool = allocator::Pool {
             subnet: cidr(&pool.subnet),
@@ -83,9 +82,11 @@ impl Ipam for WasmHost {
             endpoint: request.endpoint.clone(),
             static_address: request.static_address.map(to_wit),
         };
-        let result = m.instantiate(&mut store).and_then(|inst| {
+        let cpu = m.cpu();
+        let result = m.pre.instantiate(&mut store).and_then(|inst| {
             inst.weft_ipam_allocator().call_allocate(&mut store, wit_pool, &wit_req, &config.to_vec())
         });
+        drop(cpu);
         *leases = store.into_data().leases;
         match result {
             Ok(Ok(a)) => Ok(from_wit(a)),

@@ -9,6 +9,7 @@
 //! wrong answer becomes an error for that one request, never a crash.
 
 mod convert;
+mod cpu;
 mod engine;
 mod ipam;
 mod kind;
@@ -72,15 +73,33 @@ impl PluginError {
     }
 }
 
+/// A linked component and whether a tenant uploaded it.
+struct Loaded<T> {
+    pre: T,
+    tenant: bool,
+}
+
+impl<T> Loaded<T> {
+    /// Lower the calling thread for the duration of a call if this is a
+    /// tenant's component (see [`cpu`]).
+    fn cpu(&self) -> cpu::Lowered {
+        cpu::Lowered::tenant(self.tenant)
+    }
+    /// Give a store for a call into this component its deadline.
+    fn arm<S: 'static>(&self, store: &mut wasmtime::Store<S>) {
+        cpu::arm(store, self.tenant)
+    }
+}
+
 /// Loaded components of one world, by name.
-struct Modules<T>(RwLock<HashMap<String, Arc<T>>>);
+struct Modules<T>(RwLock<HashMap<String, Arc<Loaded<T>>>>);
 
 impl<T> Modules<T> {
     fn new() -> Self {
         Modules(RwLock::new(HashMap::new()))
     }
-    fn insert(&self, name: &str, m: T) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(m));
+    fn insert(&self, name: &str, pre: T, tenant: bool) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(Loaded { pre, tenant }));
     }
     fn has(&self, name: &str) -> bool {
         self.0.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
@@ -88,7 +107,7 @@ impl<T> Modules<T> {
     fn remove(&self, name: &str) {
         self.0.write().unwrap_or_else(|p| p.into_inner()).remove(name);
     }
-    fn get(&self, name: &str) -> Result<Arc<T>, PluginError> {
+    fn get(&self, name: &str) -> Result<Arc<Loaded<T>>, PluginError> {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -112,12 +131,12 @@ pub struct CallState {
 }
 
 impl WasmHost {
-    /// A fresh store with the sandbox limits and the call deadline.
-    fn limited_store(&self) -> wasmtime::Store<CallState> {
+    /// A fresh store with the sandbox limits and the deadline of a call
+    /// into `m`.
+    fn limited_store<P>(&self, m: &Loaded<P>) -> wasmtime::Store<CallState> {
         let mut store = wasmtime::Store::new(&self.engine, CallState { limits: limits::store_limits() });
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
-        store.epoch_deadline_trap();
+        m.arm(&mut store);
         store
     }
 }
@@ -197,25 +216,32 @@ impl WasmHost {
         check_header(bytes).map_err(load)?;
         let component =
             Component::new(&self.engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
-        self.install(kind, key, &component)
+        self.install(kind, key, &component, false)
     }
 
-    /// Install a component precompiled by [`compile_untrusted`] from `path`.
+    /// Install a component precompiled by [`compile_untrusted`] from `path`:
+    /// a tenant's upload, whose calls run idle-class (see [`cpu`]).
     pub fn load_precompiled(&self, kind: Kind, key: &str, path: &Path) -> Result<ComponentInfo, PluginError> {
         let component = engine::deserialize(&self.engine, path)
             .map_err(|e| PluginError::Load { module: key.to_owned(), reason: format!("{e:#}") })?;
-        self.install(kind, key, &component)
+        self.install(kind, key, &component, true)
     }
 
     /// Check `component` against `kind`'s world, link it and make it
     /// callable as `key` (replacing any module of that key).
-    fn install(&self, kind: Kind, key: &str, component: &Component) -> Result<ComponentInfo, PluginError> {
+    fn install(
+        &self,
+        kind: Kind,
+        key: &str,
+        component: &Component,
+        tenant: bool,
+    ) -> Result<ComponentInfo, PluginError> {
         let info = kind::check_world(&self.engine, component, kind)
             .map_err(|reason| PluginError::Load { module: key.to_owned(), reason })?;
         match kind {
-            Kind::Ipam => self.ipam.insert(key, ipam::prepare(&self.engine, key, component)?),
-            Kind::Policy => self.policy.insert(key, policy::prepare(&self.engine, key, component)?),
-            Kind::Naming => self.naming.insert(key, naming::prepare(&self.engine, key, component)?),
+            Kind::Ipam => self.ipam.insert(key, ipam::prepare(&self.engine, key, component)?, tenant),
+            Kind::Policy => self.policy.insert(key, policy::prepare(&self.engine, key, component)?, tenant),
+            Kind::Naming => self.naming.insert(key, naming::prepare(&self.engine, key, component)?, tenant),
         }
         Ok(info)
     }
@@ -248,7 +274,7 @@ impl WasmHost {
         self.policy.has(name)
     }
 
-    fn policy_module(&self, name: &str) -> Result<Arc<policy::bindings::PolicyPre<CallState>>, PluginError> {
+    fn policy_module(&self, name: &str) -> Result<Arc<Loaded<policy::bindings::PolicyPre<CallState>>>, PluginError> {
         self.policy.get(name)
     }
 
@@ -262,7 +288,7 @@ impl WasmHost {
         self.ipam.has(name)
     }
 
-    fn ipam_module(&self, name: &str) -> Result<Arc<ipam::bindings::IpamPre<ipam::IpamState>>, PluginError> {
+    fn ipam_module(&self, name: &str) -> Result<Arc<Loaded<ipam::bindings::IpamPre<ipam::IpamState>>>, PluginError> {
         self.ipam.get(name)
     }
 }

@@ -7,6 +7,17 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// Ticks a single decision call may run: 50 × 2 ms = 100 ms. An IPAM call
 /// takes microseconds; anything near this is a runaway guest.
 pub const CALL_DEADLINE_TICKS: u64 = 50;
+/// CPU time a call into a tenant's component spends at full speed, far
+/// more than any honest decision takes.
+pub const TENANT_FREE_CPU: Duration = Duration::from_millis(10);
+/// Past that, a tenant's call gets at most 1/`TENANT_SHARE` of a core: it
+/// is made to sleep until its wall-clock time is `TENANT_SHARE` times its
+/// CPU time (see `cpu`). Its deadline is counted in CPU time, so honest
+/// heavy work still finishes, only later.
+pub const TENANT_SHARE: u32 = 4;
+/// Wall-clock time after which a tenant's call is stopped whatever CPU it
+/// got (an idle-class thread on a busy host may get none).
+pub const TENANT_WALL_CAP: Duration = Duration::from_secs(1);
 /// Linear memory a guest may grow to. Decision components need little; a
 /// guest that grows past this traps instead of taking host memory.
 pub const MAX_MEMORY_BYTES: usize = 64 << 20;
@@ -39,6 +50,11 @@ pub fn store_limits() -> wasmtime::StoreLimits {
         .memories(MAX_MEMORIES)
         .trap_on_grow_failure(true)
         .build()
+}
+
+/// The whole call's deadline.
+pub fn deadline() -> Duration {
+    EPOCH_TICK * CALL_DEADLINE_TICKS as u32
 }
 
 /// The deadline in milliseconds, for messages.

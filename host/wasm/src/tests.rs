@@ -196,6 +196,37 @@ fn hostile_guests_are_contained() {
     }
 }
 
+/// A tenant's runaway call runs idle-class and, past its free CPU time, on
+/// a quarter of a core: it is stopped after its CPU deadline, having taken
+/// far less CPU than the wall-clock time it lasted; an honest call of the
+/// same component is not slowed.
+#[test]
+fn a_tenants_runaway_call_is_throttled_and_stopped() {
+    let h = host();
+    let component = Component::new(&h.engine, test_module("ipam-hostile")).unwrap();
+    h.install(Kind::Ipam, "t/spin", &component, true).unwrap();
+    let pool = Pool { subnet: "10.0.0.0/24".parse().unwrap(), range: None, gateway: None };
+    std::thread::spawn(move || {
+        let call = |endpoint: &str| {
+            let req = IpamRequest { network: "n".into(), endpoint: endpoint.into(), static_address: None };
+            let (wall, cpu) = (std::time::Instant::now(), cpu::thread_cpu());
+            let r = h.allocate("t/spin", &pool, &req, &[], &mut PoolLeases::default());
+            (r, wall.elapsed(), cpu::thread_cpu() - cpu)
+        };
+        let (r, wall, cpu) = call("spin");
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("deadline"), "{e}");
+        assert!(cpu < limits::deadline() * 2, "stopped near its CPU deadline: {cpu:?} of CPU");
+        assert!(wall > cpu * 2, "throttled: {cpu:?} of CPU in {wall:?}");
+        assert!(wall < limits::TENANT_WALL_CAP * 2, "stopped at the wall-clock cap at the latest: {wall:?}");
+        assert_eq!(cpu::policy(), libc::SCHED_OTHER, "the thread's policy came back");
+        let (r, _, _) = call("ok");
+        assert!(r.is_ok());
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn wasi_imports_and_wrong_worlds_are_refused_at_load() {
     let h = host();
