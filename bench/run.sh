@@ -13,12 +13,15 @@ scripts/setup.sh
 cargo xtask build-policies
 cargo build --release --workspace --bins
 sizes="${1:-1,10,100,1000}"
+# Before the block below: tee truncates machine.txt, which would make the
+# tree look dirty.
+rev="$(git describe --always --dirty)"
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "kernel: $(uname -r)"
   echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
   echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
-  echo "weft: $(git describe --always --dirty)"
+  echo "weft: $rev"
   echo "netavark: $(dpkg-query -W -f '${Version}' netavark)"
   echo "containernetworking-plugins: $(dpkg-query -W -f '${Version}' containernetworking-plugins)"
   echo "iproute2: $(dpkg-query -W -f '${Version}' iproute2)"
