@@ -229,6 +229,28 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
     let e = eps.attach_endpoint(not_ns).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("netns: /etc/hostname"), "{}", e.message());
+    // A FIFO is refused at once (opening one for reading used to wait for a
+    // writer forever), and so is weftd's own namespace (an endpoint there
+    // would put eth0 and a default route into the host).
+    let fifo = host.dir.join("not-a-netns");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for (path, why) in [
+        (fifo.display().to_string(), "not a network namespace"),
+        ("/proc/self/ns/net".to_string(), "is weftd's own network namespace"),
+    ] {
+        let req = pb::AttachEndpointRequest {
+            network: "n1".into(),
+            name: "a".into(),
+            netns: path.clone(),
+            ..Default::default()
+        };
+        let e = tokio::time::timeout(std::time::Duration::from_secs(20), eps.attach_endpoint(req))
+            .await
+            .unwrap_or_else(|_| panic!("attach with netns {path} got no answer"))
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{path}: {}", e.message());
+        assert_eq!(e.message(), format!("netns: {path}: {why}"));
+    }
     let bad_ip = pb::AttachEndpointRequest {
         network: "n1".into(),
         name: "a".into(),

@@ -14,13 +14,47 @@ use weft_plan::Op;
 use crate::error::KernelError;
 use crate::netlink::Netlink;
 
-/// Check that `path` is a network namespace file, without changing
-/// anything, and return the namespace's identity (its nsfs inode).
+/// Check that `path` is a network namespace file other than weftd's own,
+/// without changing anything, and return the namespace's identity (its
+/// nsfs inode).
 pub async fn check_netns(path: &Path) -> Result<u64, KernelError> {
     use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(path).map_err(|e| KernelError::new("stat netns", path.display(), e))?.ino();
+    let file = open_netns(path)?;
+    let ino = file.metadata().map_err(|e| KernelError::new("stat netns", path.display(), e))?.ino();
+    drop(file);
     on_ns_thread(path.to_path_buf(), |_| async {}).await?;
     Ok(ino)
+}
+
+/// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: the `CLONE_NEW*` type of an nsfs
+/// file.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// Open `path` as a network namespace. Never blocks (a FIFO or a device
+/// given as the path must not hang the caller: opened non-blocking, then
+/// asked for its namespace type, which only an nsfs file answers), and
+/// refuses weftd's own namespace: an endpoint there would put links and a
+/// default route into the host.
+fn open_netns(path: &Path) -> Result<File, KernelError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| KernelError::new("open netns", path.display(), e))?;
+    // SAFETY: an ioctl without an argument on a descriptor this function owns.
+    #[allow(unsafe_code)]
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(KernelError::new("open netns", path.display(), "not a network namespace"));
+    }
+    let meta = file.metadata().map_err(|e| KernelError::new("stat netns", path.display(), e))?;
+    let own = std::fs::metadata("/proc/self/ns/net").map_err(|e| KernelError::new("stat", "/proc/self/ns/net", e))?;
+    if (meta.dev(), meta.ino()) == (own.dev(), own.ino()) {
+        return Err(KernelError::new("open netns", path.display(), "is weftd's own network namespace"));
+    }
+    Ok(file)
 }
 
 /// An endpoint's interface as seen inside its namespace: the link (None if
@@ -70,7 +104,7 @@ where
         .name("weft-netns".into())
         .spawn(move || {
             let run = || -> Result<T, KernelError> {
-                let file = File::open(&path).map_err(|e| KernelError::new("open netns", path.display(), e))?;
+                let file = open_netns(&path)?;
                 setns(&file, CloneFlags::CLONE_NEWNET)
                     .map_err(|e| KernelError::new("setns", path.display(), format!("not a network namespace ({e})")))?;
                 let rt = tokio::runtime::Builder::new_current_thread()
