@@ -201,6 +201,18 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("overlaps"), "{}", e.message());
     assert_eq!(code(host.create_network("n1", &["10.97.0.0/24"]).await).code(), Code::AlreadyExists);
+    // Ranges that are not the containers' to use are refused before any
+    // kernel work (fe80::/64 and multicast used to come back INTERNAL).
+    for (subnet, range) in [
+        ("127.0.0.0/8", "127.0.0.0/8 (loopback)"),
+        ("0.0.0.0/0", "0.0.0.0/8"),
+        ("fe80::/64", "fe80::/10 (link-local)"),
+        ("ff05::/64", "ff00::/8 (multicast)"),
+    ] {
+        let e = code(host.create_network("r", &[subnet]).await);
+        assert_eq!(e.code(), Code::InvalidArgument, "{subnet}: {}", e.message());
+        assert!(e.message().contains(&format!("overlaps {range}")), "{subnet}: {}", e.message());
+    }
     let bad_gw = pb::CreateNetworkRequest {
         name: "gw".into(),
         subnets: vec![pb::Subnet { subnet: "10.98.0.0/24".into(), gateway: "10.99.0.1".into(), ..Default::default() }],

@@ -47,6 +47,30 @@ pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet, InvalidRequest> {
     Ok(net)
 }
 
+/// Ranges no container network may use, with what they are: the host's
+/// own (loopback, "this network"), ones routers and the kernel treat
+/// specially (link-local, multicast, reserved and broadcast), and IPv6's
+/// embeddings of IPv4. A subnet sharing any address with one is refused.
+pub const RESERVED: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "\"this network\""),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved and broadcast"),
+    ("::/96", "unspecified, loopback and IPv4-compatible"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+];
+
+/// The reserved range `net` shares addresses with, if any, as `range (what)`.
+pub fn reserved_overlap(net: &IpNet) -> Option<String> {
+    RESERVED.iter().find_map(|(range, what)| {
+        let r: IpNet = range.parse().ok()?;
+        overlaps(net, &r).then(|| format!("{range} ({what})"))
+    })
+}
+
 /// Parse one IP address.
 pub fn parse_ip(field: &str, s: &str) -> Result<IpAddr, InvalidRequest> {
     s.trim().parse().map_err(|_| InvalidRequest::new(field, format!("{s:?} is not an IP address")))

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidRequest;
 use crate::ids::{IfName, NetworkName, Tenant};
-use crate::net::{is_usable, overlaps, parse_cidr, parse_ip, usable_range};
+use crate::net::{is_usable, overlaps, parse_cidr, parse_ip, reserved_overlap, usable_range};
 
 /// The default IPAM component, a built-in addressed by its folder name.
 pub const DEFAULT_IPAM: &str = "ipam-default";
@@ -293,6 +293,12 @@ impl CreateNetwork {
         for (i, s) in self.subnets.iter().enumerate() {
             let field = format!("subnets[{i}]");
             let subnet = parse_cidr(&format!("{field}.subnet"), &s.subnet)?;
+            if let Some(range) = reserved_overlap(&subnet) {
+                return Err(InvalidRequest::new(
+                    format!("{field}.subnet"),
+                    format!("{subnet}: overlaps {range}, which no container network may use"),
+                ));
+            }
             if let Some(prev) = subnets.iter().find(|p| p.subnet.network().is_ipv4() == subnet.network().is_ipv4()) {
                 return Err(InvalidRequest::new(
                     format!("{field}.subnet"),

@@ -31,6 +31,33 @@ fn subnet_rules() {
 }
 
 #[test]
+fn reserved_ranges_are_refused_naming_the_range() {
+    for (range, _) in crate::net::RESERVED {
+        assert!(range.parse::<ipnet::IpNet>().is_ok(), "{range}");
+    }
+    for (subnet, range) in [
+        ("0.0.0.0/0", "0.0.0.0/8"),
+        ("0.0.0.0/8", "0.0.0.0/8"),
+        ("127.0.0.0/8", "127.0.0.0/8 (loopback)"),
+        ("127.1.0.0/16", "127.0.0.0/8 (loopback)"),
+        ("169.254.0.0/16", "169.254.0.0/16 (link-local)"),
+        ("224.1.0.0/16", "224.0.0.0/4 (multicast)"),
+        ("240.0.0.0/4", "240.0.0.0/4"),
+        ("::/64", "::/96"),
+        ("::ffff:0:0/96", "::ffff:0:0/96 (IPv4-mapped)"),
+        ("fe80::/64", "fe80::/10 (link-local)"),
+        ("ff02::/16", "ff00::/8 (multicast)"),
+    ] {
+        let e = req(subnet).validate().unwrap_err();
+        assert_eq!(e.field, "subnets[0].subnet", "{subnet}");
+        assert!(e.reason.contains(&format!("overlaps {range}")), "{subnet}: {e}");
+    }
+    for ok in ["10.0.0.0/8", "172.16.0.0/12", "192.168.1.0/24", "100.64.0.0/10", "fd00:1::/64", "2001:db8::/64"] {
+        assert!(req(ok).validate().is_ok(), "{ok}");
+    }
+}
+
+#[test]
 fn gateway_and_range_must_be_inside() {
     let mut r = req("10.89.0.0/24");
     r.subnets[0].gateway = "10.90.0.1".into();
