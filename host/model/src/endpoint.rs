@@ -16,6 +16,11 @@ use crate::ports::PortMapping;
 
 /// The interface name inside the container when the request names none.
 pub const DEFAULT_IFNAME: &str = "eth0";
+/// DNS aliases one endpoint may have.
+pub const MAX_ALIASES: usize = 32;
+/// Port mappings one endpoint may publish (each may be a range): checking
+/// them against each other is quadratic, and 100,000 once took 9 s.
+pub const MAX_PUBLISH: usize = 256;
 
 /// An attach request, as the client wrote it.
 #[derive(Debug, Clone, Default)]
@@ -170,6 +175,13 @@ impl AttachEndpoint {
         }
         let mac = if self.mac.is_empty() { None } else { Some(Mac::parse("mac", &self.mac)?) };
         validate_labels(&self.labels)?;
+        for (field, n, max) in
+            [("aliases", self.aliases.len(), MAX_ALIASES), ("publish", self.publish.len(), MAX_PUBLISH)]
+        {
+            if n > max {
+                return Err(InvalidRequest::new(field, format!("{n} entries; at most {max} per endpoint")));
+            }
+        }
         let mut aliases: Vec<String> = Vec::new();
         for (i, a) in self.aliases.iter().enumerate() {
             let a = a.to_ascii_lowercase();

@@ -32,3 +32,24 @@ fn derived_names_fit() {
     assert_eq!(Endpoint::host_ifname_for(id).unwrap().as_str(), "veth0123456789a");
     assert_eq!(Endpoint::peer_tmp_ifname_for(id).unwrap().as_str(), "vtmp0123456789a");
 }
+
+#[test]
+fn counts_are_capped_and_kernel_names_refused() {
+    let mut r = req();
+    r.publish = (0..=MAX_PUBLISH).map(|i| format!("{}:80", 10000 + i)).collect();
+    let e = r.validate().unwrap_err();
+    assert_eq!((e.field.as_str(), e.reason.as_str()), ("publish", "257 entries; at most 256 per endpoint"));
+    let mut r = req();
+    r.aliases = (0..=MAX_ALIASES).map(|i| format!("a{i}")).collect();
+    assert_eq!(r.validate().unwrap_err().field, "aliases");
+    let mut r = req();
+    r.labels = (0..=crate::network::MAX_LABELS).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    let e = r.validate().unwrap_err();
+    assert_eq!((e.field.as_str(), e.reason.as_str()), ("labels", "65 labels; at most 64"));
+    for name in ["all", "default"] {
+        let mut r = req();
+        r.ifname = name.into();
+        let e = r.validate().unwrap_err();
+        assert!(e.reason.contains("reserved by the kernel"), "{name}: {e}");
+    }
+}

@@ -122,6 +122,12 @@ impl IfName {
                 format!("interface name {s:?} may not be . or .. and may not contain '/', ':', quotes or whitespace"),
             ));
         }
+        if s == "all" || s == "default" {
+            return Err(InvalidRequest::new(
+                field,
+                format!("interface name {s:?} is reserved by the kernel (net.*.conf.{s} sysctls)"),
+            ));
+        }
         Ok(Self(s.to_owned()))
     }
     /// The name as a string.

@@ -251,7 +251,15 @@ impl Network {
     }
 }
 
+/// Labels one object may carry: a listing carries every label of every
+/// object, and 10,000 labels of 300 bytes once made a tenant's `network ls`
+/// larger than a gRPC message may be.
+pub const MAX_LABELS: usize = 64;
+
 fn validate_label_map(field: &str, m: &BTreeMap<String, String>) -> Result<(), InvalidRequest> {
+    if m.len() > MAX_LABELS {
+        return Err(InvalidRequest::new(field, format!("{} labels; at most {MAX_LABELS}", m.len())));
+    }
     for (k, v) in m {
         if k.is_empty() || k.len() > 253 || !k.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
             return Err(InvalidRequest::new(
