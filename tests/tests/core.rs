@@ -201,6 +201,10 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("overlaps"), "{}", e.message());
     assert_eq!(code(host.create_network("n1", &["10.97.0.0/24"]).await).code(), Code::AlreadyExists);
+    // A huge echoed value still makes an error a client can receive.
+    let e = code(host.create_network(&"n".repeat(1_000_000), &["10.95.0.0/24"]).await);
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().len() <= 1024 && e.message().starts_with("name: "), "{}", e.message().len());
     // Ranges that are not the containers' to use are refused before any
     // kernel work (fe80::/64 and multicast used to come back INTERNAL).
     for (subnet, range) in [

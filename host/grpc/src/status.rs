@@ -3,8 +3,31 @@
 use tonic::{Code, Status};
 use weft_model::ControlError;
 
+/// The longest message a status carries. Messages echo what the caller sent
+/// (a name, a path) and travel in a response header: a 10^6-character name
+/// once made an error no client could receive.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `msg`, or if it is longer than [`MAX_MESSAGE`] its start (the field) and
+/// end (usually the rule) with the middle cut out, saying how much.
+pub fn bounded(msg: String) -> String {
+    if msg.len() <= MAX_MESSAGE {
+        return msg;
+    }
+    let keep = MAX_MESSAGE / 2 - 32;
+    let mut head = keep;
+    while !msg.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = msg.len() - keep;
+    while !msg.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}…({} bytes cut)…{}", &msg[..head], tail - head, &msg[tail..])
+}
+
 /// The status for a controller error; the message is the error's text, which
-/// names the object and the rule.
+/// names the object and the rule (bounded: see [`bounded`]).
 pub fn to_status(e: ControlError) -> Status {
     let code = match &e {
         ControlError::Invalid(_) => Code::InvalidArgument,
@@ -17,7 +40,7 @@ pub fn to_status(e: ControlError) -> Status {
         ControlError::Aborted(_) => Code::Aborted,
         ControlError::Internal(_) => Code::Internal,
     };
-    Status::new(code, e.to_string())
+    Status::new(code, bounded(e.to_string()))
 }
 
 #[cfg(test)]
@@ -33,5 +56,17 @@ mod tests {
         assert_eq!(s.message(), "subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32");
         assert_eq!(to_status(ControlError::Exhausted("full".into())).code(), Code::ResourceExhausted);
         assert_eq!(to_status(ControlError::NotFound("x".into())).code(), Code::NotFound);
+    }
+
+    #[test]
+    fn long_messages_keep_their_field_and_rule() {
+        let name = "é".repeat(500_000);
+        let s = to_status(InvalidRequest::new("name", format!("{name:?} must be 1 to 63 characters")).into());
+        assert!(s.message().len() <= MAX_MESSAGE, "{}", s.message().len());
+        assert!(s.message().starts_with("name: \"éé"), "{}", s.message());
+        assert!(s.message().ends_with("éé\" must be 1 to 63 characters"), "{}", s.message());
+        assert!(s.message().contains("bytes cut)"));
+        let short = "subnets[0].subnet: 10.0.0.0/33: prefix length must be <= 32".to_string();
+        assert_eq!(bounded(short.clone()), short);
     }
 }
