@@ -372,7 +372,16 @@ impl CreateNetwork {
                     mtu = Some(n);
                 }
                 "bridge_name" if driver == "bridge" => bridge_name = Some(IfName::parse(&field, v)?),
-                "parent" if driver == "macvlan" => parent = Some(IfName::parse(&field, v)?),
+                "parent" if driver == "macvlan" => {
+                    let p = IfName::parse(&field, v)?;
+                    if p.as_str() == "lo" {
+                        return Err(InvalidRequest::new(
+                            field,
+                            "parent \"lo\" is the loopback interface: macvlan needs an Ethernet parent",
+                        ));
+                    }
+                    parent = Some(p);
+                }
                 "macvlan_mode" if driver == "macvlan" => {
                     if !MACVLAN_MODES.contains(&v.as_str()) {
                         return Err(InvalidRequest::new(

@@ -105,3 +105,12 @@ fn overlap_and_name_conflicts() {
     other.tenant = "acme".into();
     assert!(conflicts_with(&other.validate().unwrap(), &br, &a).is_none());
 }
+
+#[test]
+fn macvlan_parent_is_not_loopback() {
+    let mut r = req("192.168.1.0/24");
+    r.driver = "macvlan".into();
+    r.options.insert("parent".into(), "lo".into());
+    let e = r.validate().unwrap_err();
+    assert!(e.reason.contains("loopback"), "{e}");
+}

@@ -117,6 +117,13 @@ impl PortMapping {
             Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| bad(&format!("{ip:?} is not an IP address")))?),
         };
         let host_ip = host_ip.filter(|ip| !ip.is_unspecified());
+        // A port is published on an address of this host: never on a
+        // broadcast or multicast address.
+        if let Some(ip) = host_ip
+            && (ip.is_multicast() || ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST))
+        {
+            return Err(bad(&format!("{ip} is a broadcast or multicast address, not one of this host's")));
+        }
         let (h, c) = rest.split_once(':').ok_or_else(|| bad("expected HOST_PORT:CONTAINER_PORT"))?;
         let (h0, h1) = port_range(h).map_err(|w| bad(&w))?;
         let (c0, c1) = port_range(c).map_err(|w| bad(&w))?;

@@ -36,3 +36,12 @@ fn clashes() {
     assert!(p("8000-8010:8000-8010").clashes_with(&p("8005:80")));
     assert!(!p("8000-8010:8000-8010").clashes_with(&p("8011:80")));
 }
+
+#[test]
+fn broadcast_and_multicast_host_ips_are_refused() {
+    for spec in ["255.255.255.255:8080:80", "224.0.0.1:8080:80", "[ff02::1]:8080:80"] {
+        let e = PortMapping::parse("publish", spec).unwrap_err();
+        assert!(e.reason.contains("broadcast or multicast"), "{spec}: {e}");
+    }
+    assert!(PortMapping::parse("publish", "192.0.2.1:8080:80").is_ok());
+}
