@@ -450,3 +450,22 @@ async fn one_namespace_on_two_networks() {
     };
     assert_eq!(host.endpoints().await.attach_endpoint(req).await.unwrap_err().code(), Code::AlreadyExists);
 }
+
+/// A request that is not the protobuf it claims to be is the caller's
+/// error (INVALID_ARGUMENT naming the message), not weftd's (INTERNAL), and
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_is_invalid_argument() {
+    let host = Host::new("garble");
+    // A message whose field 1 is a varint, sent where field 1 is a string.
+    let wrong = pb::DeleteNetworkResponse { revision: 7, ..Default::default() };
+    let mut grpc = tonic::client::Grpc::new(weft_grpc::client::connect_unix(host.socket()).await.unwrap());
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/weft.v1.NetworkService/CreateNetwork");
+    let codec = tonic_prost::ProstCodec::<pb::DeleteNetworkResponse, pb::Network>::default();
+    let e = grpc.unary(tonic::Request::new(wrong), path, codec).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("CreateNetworkRequest message does not decode"), "{}", e.message());
+    let nets = host.networks().await.list_networks(pb::ListNetworksRequest::default()).await.unwrap().into_inner();
+    assert!(nets.networks.is_empty());
+}

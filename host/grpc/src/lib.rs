@@ -5,6 +5,7 @@
 //! and tests use.
 
 pub mod client;
+pub mod codec;
 pub mod convert;
 pub mod server;
 pub mod status;
