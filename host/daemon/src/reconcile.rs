@@ -148,43 +148,43 @@ impl Ctl {
                 }
             }
         }
-        // Links whose last state is wrong for a weft bridge (gone or down)
-        // or host veth (also: out of its bridge).
+        // Links whose last state is wrong for a weft bridge (gone or down:
+        // `true`) or host veth (also out of its bridge: `false`).
         let bad: HashMap<&str, bool> = links
             .iter()
-            .filter(|(_, (gone, up, master))| *gone || !up || master.is_none())
-            .map(|(name, (gone, up, _))| (name.as_str(), *gone || !up))
+            .map(|(name, (gone, up, master))| (name.as_str(), *gone || !up, master.is_none()))
+            .filter(|(_, down, loose)| *down || *loose)
+            .map(|(name, down, _)| (name, down))
             .collect();
-        let (bridges, veths) = self.index.read(|st| {
-            let bridges: HashMap<String, String> =
-                st.networks.values().filter(|n| n.is_bridge()).map(|n| (n.bridge.to_string(), n.id.clone())).collect();
-            let veths: Vec<(String, String)> = if bad.is_empty() {
-                Vec::new()
-            } else {
-                st.endpoints
+        let mut scopes: BTreeMap<String, Scope> = BTreeMap::new();
+        if !bad.is_empty() || !addr_gone.is_empty() {
+            let (bridges, veths) = self.index.read(|st| {
+                let bridges: Vec<(String, String)> = st
+                    .networks
+                    .values()
+                    .filter(|n| n.is_bridge())
+                    .map(|n| (n.bridge.to_string(), n.id.clone()))
+                    .collect();
+                let veths: Vec<(String, String)> = st
+                    .endpoints
                     .values()
                     .filter(|e| e.spec.mode == EndpointMode::Network && bad.contains_key(e.host_ifname.as_str()))
                     .map(|e| (e.network_id.clone(), e.id.clone()))
-                    .collect()
-            };
-            (bridges, veths)
-        });
-        let mut scopes: BTreeMap<String, Scope> = BTreeMap::new();
-        for (name, net) in &bridges {
-            if bad.get(name.as_str()) == Some(&true) {
-                widen(&mut scopes, net, Scope::All);
-            }
-        }
-        for (net, ep) in veths {
-            widen(&mut scopes, &net, Scope::Endpoints(vec![ep]));
-        }
-        if !addr_gone.is_empty() {
-            // Only an address of a weft bridge matters (a veth going takes
-            // its own link-local addresses with it).
+                    .collect();
+                (bridges, veths)
+            });
             for (name, net) in &bridges {
-                if weft_kernel::watch::index_of(name).is_some_and(|i| addr_gone.contains(&i)) {
+                if bad.get(name.as_str()) == Some(&true) {
+                    widen(&mut scopes, net, Scope::All);
+                }
+                // Only an address of a weft bridge matters (a veth going
+                // takes its own link-local addresses with it).
+                if !addr_gone.is_empty() && weft_kernel::watch::index_of(name).is_some_and(|i| addr_gone.contains(&i)) {
                     widen(&mut scopes, net, Scope::Bridge);
                 }
+            }
+            for (net, ep) in veths {
+                widen(&mut scopes, &net, Scope::Endpoints(vec![ep]));
             }
         }
         for (id, scope) in scopes {

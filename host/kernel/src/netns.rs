@@ -16,14 +16,10 @@ use crate::netlink::Netlink;
 
 /// Check that `path` is a network namespace file other than weftd's own,
 /// without changing anything, and return the namespace's identity (its
-/// nsfs inode).
+/// nsfs inode). The kernel's answer to `NS_GET_NSTYPE` is the proof: no
+/// thread has to enter the namespace to find out.
 pub async fn check_netns(path: &Path) -> Result<u64, KernelError> {
-    use std::os::unix::fs::MetadataExt;
-    let file = open_netns(path)?;
-    let ino = file.metadata().map_err(|e| KernelError::new("stat netns", path.display(), e))?.ino();
-    drop(file);
-    on_ns_thread(path.to_path_buf(), |_| async {}).await?;
-    Ok(ino)
+    open_netns(path).map(|(_, ino)| ino)
 }
 
 /// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: the `CLONE_NEW*` type of an nsfs
@@ -34,8 +30,8 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 /// given as the path must not hang the caller: opened non-blocking, then
 /// asked for its namespace type, which only an nsfs file answers), and
 /// refuses weftd's own namespace: an endpoint there would put links and a
-/// default route into the host.
-fn open_netns(path: &Path) -> Result<File, KernelError> {
+/// default route into the host. Returns the file and its nsfs inode.
+fn open_netns(path: &Path) -> Result<(File, u64), KernelError> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
@@ -50,11 +46,18 @@ fn open_netns(path: &Path) -> Result<File, KernelError> {
         return Err(KernelError::new("open netns", path.display(), "not a network namespace"));
     }
     let meta = file.metadata().map_err(|e| KernelError::new("stat netns", path.display(), e))?;
-    let own = std::fs::metadata("/proc/self/ns/net").map_err(|e| KernelError::new("stat", "/proc/self/ns/net", e))?;
-    if (meta.dev(), meta.ino()) == (own.dev(), own.ino()) {
+    if Some((meta.dev(), meta.ino())) == own_netns() {
         return Err(KernelError::new("open netns", path.display(), "is weftd's own network namespace"));
     }
-    Ok(file)
+    Ok((file, meta.ino()))
+}
+
+/// The (device, inode) of weftd's own network namespace, read once: the
+/// process never leaves it (only short-lived threads enter others).
+fn own_netns() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    static OWN: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| std::fs::metadata("/proc/self/ns/net").ok().map(|m| (m.dev(), m.ino())))
 }
 
 /// An endpoint's interface as seen inside its namespace: the link (None if
@@ -104,7 +107,7 @@ where
         .name("weft-netns".into())
         .spawn(move || {
             let run = || -> Result<T, KernelError> {
-                let file = open_netns(&path)?;
+                let (file, _) = open_netns(&path)?;
                 setns(&file, CloneFlags::CLONE_NEWNET)
                     .map_err(|e| KernelError::new("setns", path.display(), format!("not a network namespace ({e})")))?;
                 let rt = tokio::runtime::Builder::new_current_thread()

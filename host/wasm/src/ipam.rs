@@ -70,7 +70,6 @@ impl Ipam for WasmHost {
         let state = IpamState { leases: std::mem::take(leases), limits: limits::store_limits() };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        m.arm(&mut store);
 
         let wit_pool = allocator::Pool {
             subnet: cidr(&pool.subnet),
@@ -82,11 +81,14 @@ impl Ipam for WasmHost {
             endpoint: request.endpoint.clone(),
             static_address: request.static_address.map(to_wit),
         };
-        let cpu = m.cpu();
-        let result = m.pre.instantiate(&mut store).and_then(|inst| {
-            inst.weft_ipam_allocator().call_allocate(&mut store, wit_pool, &wit_req, &config.to_vec())
+        let result = m.call(&mut store, |pre, store| {
+            pre.instantiate(&mut *store)?.weft_ipam_allocator().call_allocate(
+                store,
+                wit_pool,
+                &wit_req,
+                &config.to_vec(),
+            )
         });
-        drop(cpu);
         *leases = store.into_data().leases;
         match result {
             Ok(Ok(a)) => Ok(from_wit(a)),

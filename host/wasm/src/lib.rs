@@ -80,14 +80,17 @@ struct Loaded<T> {
 }
 
 impl<T> Loaded<T> {
-    /// Lower the calling thread for the duration of a call if this is a
-    /// tenant's component (see [`cpu`]).
-    fn cpu(&self) -> cpu::Lowered {
-        cpu::Lowered::tenant(self.tenant)
-    }
-    /// Give a store for a call into this component its deadline.
-    fn arm<S: 'static>(&self, store: &mut wasmtime::Store<S>) {
-        cpu::arm(store, self.tenant)
+    /// Run `f` (instantiate and call) in `store` with this component's
+    /// deadline, and, for a tenant's component, on a lowered thread (see
+    /// [`cpu`]) that is restored before `store` is released.
+    fn call<S: 'static, R>(
+        &self,
+        store: &mut wasmtime::Store<S>,
+        f: impl FnOnce(&T, &mut wasmtime::Store<S>) -> wasmtime::Result<R>,
+    ) -> wasmtime::Result<R> {
+        cpu::arm(store, self.tenant);
+        let _lowered = cpu::Lowered::tenant(self.tenant);
+        f(&self.pre, store)
     }
 }
 
@@ -131,12 +134,11 @@ pub struct CallState {
 }
 
 impl WasmHost {
-    /// A fresh store with the sandbox limits and the deadline of a call
-    /// into `m`.
-    fn limited_store<P>(&self, m: &Loaded<P>) -> wasmtime::Store<CallState> {
+    /// A fresh store with the sandbox limits (the deadline comes with the
+    /// call: [`Loaded::call`]).
+    fn limited_store(&self) -> wasmtime::Store<CallState> {
         let mut store = wasmtime::Store::new(&self.engine, CallState { limits: limits::store_limits() });
         store.limiter(|s| &mut s.limits);
-        m.arm(&mut store);
         store
     }
 }

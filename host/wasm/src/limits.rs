@@ -59,5 +59,5 @@ pub fn deadline() -> Duration {
 
 /// The deadline in milliseconds, for messages.
 pub fn deadline_ms() -> u64 {
-    EPOCH_TICK.as_millis() as u64 * CALL_DEADLINE_TICKS
+    deadline().as_millis() as u64
 }

@@ -51,14 +51,13 @@ impl Naming for WasmHost {
             tenant: network.tenant.clone(),
             options: network.options.clone(),
         };
-        let mut store = self.limited_store(&m);
-        let cpu = m.cpu();
+        let mut store = self.limited_store();
         let out = m
-            .pre
-            .instantiate(&mut store)
-            .and_then(|inst| inst.weft_naming_namer().call_names(&mut store, &ep, &net, &network.config));
-        drop(cpu);
-        let out = out.map_err(|e| crate::classify(module, e).into_decision(module))?.map_err(DecisionError::Invalid)?;
+            .call(&mut store, |pre, store| {
+                pre.instantiate(&mut *store)?.weft_naming_namer().call_names(store, &ep, &net, &network.config)
+            })
+            .map_err(|e| crate::classify(module, e).into_decision(module))?
+            .map_err(DecisionError::Invalid)?;
         let records: Vec<NameRecord> = out
             .into_iter()
             .map(|r| NameRecord {

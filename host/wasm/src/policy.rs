@@ -100,11 +100,9 @@ impl WasmHost {
     ) -> Result<T, DecisionError> {
         let failed = |e: PluginError| e.into_decision(module);
         let m = self.policy_module(module).map_err(failed)?;
-        let mut store = self.limited_store(&m);
-        let cpu = m.cpu();
-        let out = m.pre.instantiate(&mut store).and_then(|inst| f(&inst, &mut store));
-        drop(cpu);
-        out.map_err(|e| failed(crate::classify(module, e)))
+        let mut store = self.limited_store();
+        m.call(&mut store, |pre, store| f(&pre.instantiate(&mut *store)?, store))
+            .map_err(|e| failed(crate::classify(module, e)))
     }
 }
 
