@@ -188,14 +188,39 @@ impl Host {
 
     /// A host whose weftd gets `args` on top of the test defaults.
     pub fn with_args(tag: &str, args: &[&str]) -> Host {
+        Host::configured(tag, None, args)
+    }
+
+    /// A host whose weftd reads the configuration file `toml` (written as
+    /// `weftd.toml` in the host's directory; [`Host::config_path`]).
+    pub fn with_config(tag: &str, toml: &str, args: &[&str]) -> Host {
+        Host::configured(tag, Some(toml), args)
+    }
+
+    fn configured(tag: &str, toml: Option<&str>, args: &[&str]) -> Host {
         let ns = Netns::new(tag, "host");
         let dir = std::env::temp_dir().join(format!("weft-test-{}", ns.name));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if let Some(toml) = toml {
+            let path = dir.join("weftd.toml");
+            std::fs::write(&path, toml).unwrap();
+            args.extend(["--config".to_owned(), path.display().to_string()]);
+        }
         let mut h = Host { ns, dir, tag: tag.to_owned(), weftd: None, args };
         h.start();
         h
+    }
+
+    /// The configuration file [`Host::with_config`] wrote.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("weftd.toml")
+    }
+
+    /// weftd's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.weftd.as_ref().map(Child::id)
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -515,4 +540,47 @@ pub fn probe_udp(ns: &str, addr: SocketAddr, wait: Duration) -> std::thread::Joi
         }
         false
     })
+}
+
+/// A channel to the weftd at `socket` whose connection is made as `uid`/`gid`
+/// (no supplementary groups): the connecting thread alone takes those
+/// credentials, so SO_PEERCRED — and the socket file's permissions — see
+/// that user, while the rest of the test keeps running as root.
+pub async fn connect_as(socket: PathBuf, uid: u32, gid: u32) -> Result<Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_static("http://weftd.local")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                let s = std::thread::spawn(move || {
+                    become_on_this_thread(uid, gid)?;
+                    std::os::unix::net::UnixStream::connect(&socket)
+                })
+                .join()
+                .map_err(|_| std::io::Error::other("connecting thread panicked"))??;
+                s.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::from_std(s)?))
+            }
+        }))
+        .await
+}
+
+/// Take `uid`/`gid` with no supplementary groups on the calling thread only.
+/// The raw syscalls are per thread; the libc wrappers would change every
+/// thread of the test process.
+#[allow(unsafe_code)]
+fn become_on_this_thread(uid: u32, gid: u32) -> std::io::Result<()> {
+    // -1 leaves the real and saved ids as they are.
+    let calls: [(libc::c_long, [libc::c_long; 3]); 3] = [
+        (libc::SYS_setgroups, [0, 0, 0]),
+        (libc::SYS_setresgid, [-1, libc::c_long::from(gid), -1]),
+        (libc::SYS_setresuid, [-1, libc::c_long::from(uid), -1]),
+    ];
+    for (nr, [a, b, c]) in calls {
+        // SAFETY: plain syscalls with integer arguments (setgroups with size
+        // 0 and a null list); they touch no memory of this process.
+        if unsafe { libc::syscall(nr, a, b, c) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

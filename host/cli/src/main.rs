@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weft_grpc::client::{
     EndpointServiceClient, EventServiceClient, ModuleServiceClient, NetworkServiceClient, PolicyServiceClient,
-    SystemServiceClient, connect_unix,
+    SystemServiceClient, TenantServiceClient, connect_unix,
 };
 use weft_grpc::pb;
 
@@ -66,6 +66,9 @@ enum Cmd {
     Module(module::ModuleCmd),
     /// weftd's counters: time per phase of attach and detach, memory, CPU.
     Stats,
+    /// A tenant's view of itself.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
     /// Follow weftd's events (like `docker events`): every committed change
     /// of the tenant's objects, and repairs.
     Events {
@@ -84,6 +87,13 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         count: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// What the tenant holds against its quotas (yours; an operator names
+    /// any with --tenant).
+    Usage,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -194,6 +204,10 @@ enum EndpointCmd {
         /// Extra DNS name on this network (repeatable).
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        /// Attach even if another tenant's endpoints are in the namespace
+        /// (operators only; a namespace is otherwise one tenant's).
+        #[arg(long)]
+        allow_foreign_netns: bool,
     },
     /// Detach an endpoint.
     Detach {
@@ -377,6 +391,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
+        Cmd::Tenant(TenantCmd::Usage) => {
+            let u = TenantServiceClient::new(channel)
+                .get_usage(pb::GetUsageRequest { tenant })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json { output::print_json(&output::usage_json(&u)) } else { output::usage_table(&u) }
+        }
         Cmd::Stats => {
             let s =
                 SystemServiceClient::new(channel).get_stats(pb::GetStatsRequest {}).await.map_err(status)?.into_inner();
@@ -385,7 +407,19 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::Endpoint(cmd) => {
             let mut c = EndpointServiceClient::new(channel);
             match cmd {
-                EndpointCmd::Attach { network, netns, name, ifname, ips, mac, labels, publish, mode, aliases } => {
+                EndpointCmd::Attach {
+                    network,
+                    netns,
+                    name,
+                    ifname,
+                    ips,
+                    mac,
+                    labels,
+                    publish,
+                    mode,
+                    aliases,
+                    allow_foreign_netns,
+                } => {
                     let req = pb::AttachEndpointRequest {
                         tenant,
                         network,
@@ -399,6 +433,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         mode,
                         aliases,
                         dry_run,
+                        allow_foreign_netns,
                     };
                     let e = c.attach_endpoint(req).await.map_err(status)?.into_inner();
                     if plan(&e.dry_run) {

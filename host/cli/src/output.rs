@@ -317,6 +317,19 @@ fn rfc3339_ms(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, ms % 1000)
 }
 
+/// A tenant's usage as JSON: `{"tenant": .., "resources": {name: {used, limit}}}`.
+pub fn usage_json(u: &pb::TenantUsage) -> Value {
+    let resources: serde_json::Map<String, Value> =
+        u.resources.iter().map(|r| (r.resource.clone(), json!({"used": r.used, "limit": r.limit}))).collect();
+    json!({"tenant": u.tenant, "resources": resources})
+}
+
+/// A tenant's usage as a table.
+pub fn usage_table(u: &pb::TenantUsage) {
+    let rows = u.resources.iter().map(|r| vec![r.resource.clone(), r.used.to_string(), r.limit.to_string()]).collect();
+    table(&["RESOURCE", "USED", "LIMIT"], rows);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

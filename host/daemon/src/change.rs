@@ -78,6 +78,12 @@ pub struct Change {
     pub new_endpoints: Vec<Endpoint>,
     /// Facts about other objects checked at commit.
     pub guards: Vec<Guard>,
+    /// Its endpoints may join a namespace another tenant's endpoints are in
+    /// (an operator's explicit override).
+    pub foreign_netns: bool,
+    /// The tenant whose quotas it must stay within, and those quotas
+    /// (checked when the commit claims its objects).
+    pub quota: Option<(weft_model::Tenant, weft_model::access::Resources)>,
     /// Kernel ops, in order; on failure the applied prefix is undone.
     pub ops: Vec<Op>,
     /// Teardown: an op that fails is retried, and the change fails only

@@ -146,7 +146,10 @@ impl Committer {
             }
         }
         for ep in &change.new_endpoints {
-            check_endpoint(&st, ep).map_err(CommitError::Conflict)?;
+            check_endpoint(&st, ep, change.foreign_netns).map_err(CommitError::Conflict)?;
+        }
+        if let Some((tenant, limits)) = &change.quota {
+            crate::quota::check(&st, change, tenant, limits).map_err(CommitError::Conflict)?;
         }
         for g in &change.guards {
             match g {
@@ -413,7 +416,14 @@ pub fn apply_to_index(st: &mut State, change: &Change, revision: u64) {
 /// The cross-network rules an endpoint must meet when it is committed:
 /// its published ports are free on the host, and its interface name is
 /// free in its namespace. Messages name only the caller's own objects.
-pub fn check_endpoint(st: &State, ep: &weft_model::endpoint::Endpoint) -> Result<(), ControlError> {
+pub fn check_endpoint(
+    st: &State,
+    ep: &weft_model::endpoint::Endpoint,
+    foreign_netns: bool,
+) -> Result<(), ControlError> {
+    if !foreign_netns {
+        check_netns_owner(st, ep.netns_id, &ep.spec.tenant, &ep.spec.netns, &ep.id)?;
+    }
     if ep.spec.mode != EndpointMode::Network {
         return Ok(());
     }
@@ -421,17 +431,24 @@ pub fn check_endpoint(st: &State, ep: &weft_model::endpoint::Endpoint) -> Result
         if let Some(holder) =
             st.all_endpoints().find(|e| e.id != ep.id && e.spec.publish.iter().any(|o| o.clashes_with(m)))
         {
-            let whose = if holder.spec.tenant == ep.spec.tenant {
-                let network = st
-                    .all_networks()
-                    .find(|n| n.id == holder.network_id)
-                    .map(|n| n.spec.name.to_string())
-                    .unwrap_or_default();
-                format!(" by endpoint {:?} on network {network:?}", holder.spec.name.as_str())
-            } else {
-                String::new()
-            };
-            return Err(ControlError::AlreadyExists(format!("port {m} is already published{whose}")));
+            if holder.spec.tenant != ep.spec.tenant {
+                // Another tenant's: say what is unavailable, not whose.
+                let ports = if m.len() == 1 {
+                    format!("{}", m.host_port)
+                } else {
+                    format!("{}-{}", m.host_port, m.host_port_end)
+                };
+                return Err(ControlError::AlreadyExists(format!("host port {ports}/{} is in use", m.proto)));
+            }
+            let network = st
+                .all_networks()
+                .find(|n| n.id == holder.network_id)
+                .map(|n| n.spec.name.to_string())
+                .unwrap_or_default();
+            return Err(ControlError::AlreadyExists(format!(
+                "port {m} is already published by endpoint {:?} on network {network:?}",
+                holder.spec.name.as_str()
+            )));
         }
     }
     if ep.netns_id != 0
@@ -443,6 +460,28 @@ pub fn check_endpoint(st: &State, ep: &weft_model::endpoint::Endpoint) -> Result
         })
     {
         return Err(ifname_taken(&ep.spec.ifname, &ep.spec.netns, other.spec.name.as_str()));
+    }
+    Ok(())
+}
+
+/// A namespace is one tenant's: the tenant whose endpoints are in it (the
+/// first to attach it). PERMISSION_DENIED if namespace `netns_id` (0: none)
+/// holds an endpoint other than `except` of a tenant other than `tenant`;
+/// the message says nothing of who.
+pub fn check_netns_owner(
+    st: &State,
+    netns_id: u64,
+    tenant: &weft_model::Tenant,
+    netns: &std::path::Path,
+    except: &str,
+) -> Result<(), ControlError> {
+    if netns_id != 0 && st.all_endpoints().any(|e| e.netns_id == netns_id && e.id != except && &e.spec.tenant != tenant)
+    {
+        return Err(ControlError::PermissionDenied(format!(
+            "netns {}: the namespace is attached to another tenant's network, and a namespace is one tenant's \
+             (only an operator may override: allow_foreign_netns)",
+            netns.display()
+        )));
     }
     Ok(())
 }

@@ -1,17 +1,32 @@
-//! weftd's command-line flags.
+//! weftd's command-line flags, and how they meet the configuration file
+//! (`config_file.rs`): a flag given on the command line or in the
+//! environment wins, then the file's key, then the flag's default.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use weft_model::access::Access;
 
 /// weftd — the weft network controller.
 #[derive(Debug, Parser)]
 #[command(name = "weftd", version, about)]
 pub struct Config {
+    /// Configuration file (docs/configuration.md). Flags given on the
+    /// command line or in the environment win over its keys. Default:
+    /// /etc/weft/weftd.toml if it exists.
+    #[arg(long, env = "WEFT_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Unix socket to serve the gRPC API on.
     #[arg(long, env = "WEFT_SOCKET", default_value = "/run/weft/weft.sock")]
     pub socket: PathBuf,
+    /// Group (gid) the socket file belongs to, so the callers configured by
+    /// gid can connect (mode 0660). Default: root's.
+    #[arg(long)]
+    pub socket_group: Option<u32>,
+    /// Log lines as `text` or `json` (one JSON object per line).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Directory of the state database (weft.redb).
     #[arg(long, default_value = "/var/lib/weft")]
     pub state_dir: PathBuf,
@@ -45,7 +60,36 @@ fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
     weft_dns::parse_upstream(s).ok_or_else(|| format!("{s:?} is not IP, IP:PORT or [IPv6]:PORT"))
 }
 
+/// The default configuration file, read if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/weft/weftd.toml";
+
 impl Config {
+    /// Flags, then the configuration file under them, and the access rules
+    /// it configures.
+    pub fn load() -> anyhow::Result<(Config, Access)> {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Config::command().get_matches();
+        let mut cfg = Config::from_arg_matches(&matches)?;
+        let Some(path) = cfg.config_path() else {
+            return Ok((cfg, Access::default()));
+        };
+        let file = crate::config_file::read(&path)?;
+        let given =
+            |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        let access = file.apply(&mut cfg, given);
+        Ok((cfg, access))
+    }
+
+    /// The configuration file to read: the one named, or the default if it
+    /// exists.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        match &self.config {
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        }
+    }
+
     /// The DNS service's configuration.
     pub fn dns(&self) -> weft_dns::DnsConfig {
         let upstreams = if self.dns_upstream.is_empty() {

@@ -10,21 +10,22 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 use weft_kernel::KernelApi;
+use weft_model::access::{Access, Caller, HostOption, SharedAccess};
 use weft_model::api::{
     ApplyDocuments, CheckPolicy, Controller, DeleteDocuments, DocumentsChanged, EndpointView, EventStream, ModuleView,
-    NetworkView, Outcome, PolicyVerdict, Ref, Stats, UpdateNetwork, UploadModule,
+    NetworkView, Outcome, PolicyVerdict, Ref, Stats, TenantUsage, UpdateNetwork, UploadModule,
 };
 use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, EndpointMode};
 use weft_model::event::{EventKind, WatchFilter};
 use weft_model::module::ModuleRecord;
-use weft_model::network::CreateNetwork;
+use weft_model::network::{CreateNetwork, NetworkSpec};
 use weft_model::{ControlError, InvalidRequest, NetworkName, Tenant};
 use weft_store::Store;
 
 use crate::change::Change;
 use crate::commit::Committer;
-use crate::decide::endpoint::{detach, find_endpoint, reelect_default_route};
+use crate::decide::endpoint::{Netns, detach, find_endpoint, reelect_default_route};
 use crate::decide::network::{bridge_rule, delete_network, find_network};
 use crate::decide::policy::check_policy;
 use crate::decide::{Decider, Deciders};
@@ -51,6 +52,8 @@ pub struct Ctl {
     pub(crate) reconciling: tokio::sync::Mutex<()>,
     /// Repairs made, per kind of drift.
     repairs: Mutex<BTreeMap<String, u64>>,
+    /// The access rules in force (callers, what tenants may use).
+    pub(crate) access: Arc<SharedAccess>,
 }
 
 /// The parts a controller is built from.
@@ -67,12 +70,14 @@ pub struct Parts {
     pub modules: Modules,
     /// The DNS server.
     pub dns: weft_dns::Dns,
+    /// The access rules in force.
+    pub access: Arc<SharedAccess>,
 }
 
 impl Ctl {
     /// Open the store, load the built-in components, rebuild the in-memory
     /// state and reconcile the kernel with it.
-    pub async fn start(cfg: &crate::config::Config) -> anyhow::Result<Ctl> {
+    pub async fn start(cfg: &crate::config::Config, access: Arc<SharedAccess>) -> anyhow::Result<Ctl> {
         let store = weft_store::RedbStore::open(&cfg.state_dir)?;
         let wasm = Arc::new(weft_wasm::WasmHost::new()?);
         let dir = cfg.modules_dir();
@@ -86,6 +91,7 @@ impl Ctl {
             builtins,
             modules: Modules { files: crate::modules::ModuleFiles::new(cfg)?, wasm: Some(wasm) },
             dns: weft_dns::Dns::new(cfg.dns()),
+            access,
         };
         Ok(Ctl::open(parts).await?)
     }
@@ -104,6 +110,7 @@ impl Ctl {
             locks: Locks::default(),
             reconciling: tokio::sync::Mutex::new(()),
             repairs: Mutex::new(BTreeMap::new()),
+            access: p.access,
         };
         let modules = ctl.modules.load(snap.modules.clone()).await;
         ctl.load(snap, modules).await;
@@ -165,11 +172,21 @@ impl Ctl {
         slot: Option<&mut crate::locks::NetSlot>,
     ) -> Result<Outcome, ControlError> {
         if dry_run {
+            // A dry run is refused as the commit would be.
+            if let Some((tenant, limits)) = &change.quota {
+                self.index.read(|st| crate::quota::check(st, &change, tenant, limits))?;
+            }
             return Ok(Outcome { revision: 0, plan: Some(change.plan()) });
         }
         let what = change.what.clone();
         let revision = self.commit.commit(change, slot).await.map_err(|e| e.into_control(&what))?;
         Ok(Outcome { revision, plan: None })
+    }
+
+    /// `change`, held to `tenant`'s quotas.
+    fn limited(&self, mut change: Change, tenant: &Tenant) -> Change {
+        change.quota = Some((tenant.clone(), self.access.get().quotas(tenant)));
+        change
     }
 
     /// The id of `tenant`'s network `name` (request strings).
@@ -187,9 +204,18 @@ impl Ctl {
             .read(|st| st.networks.values().filter(|n| n.spec.tenant == tenant).map(|n| n.id.clone()).collect()))
     }
 
-    async fn attach_timed(&self, req: AttachEndpoint) -> Result<(EndpointView, Outcome), ControlError> {
+    async fn attach_timed(&self, who: &Caller, req: AttachEndpoint) -> Result<(EndpointView, Outcome), ControlError> {
         let t = Instant::now();
         let spec = req.validate()?;
+        if spec.mode == EndpointMode::Host {
+            self.access.get().admit(who, &spec.tenant, HostOption::HostMode, "")?;
+        }
+        if req.allow_foreign_netns && !who.is_operator() {
+            return Err(ControlError::PermissionDenied(format!(
+                "allow_foreign_netns: {}: only an operator may attach a namespace another tenant is in",
+                who.principal
+            )));
+        }
         let netns_id = if spec.netns.as_os_str().is_empty() {
             0
         } else {
@@ -203,11 +229,13 @@ impl Ctl {
         // The decisions run guest code (up to its deadline): tell the runtime
         // this thread blocks, so other requests keep being served meanwhile.
         let (net, ep, change) = tokio::task::block_in_place(|| {
-            self.decider.attach(&self.index, &mut slot, &spec, netns_id, &self.commit.timings)
+            let netns = Netns { id: netns_id, foreign: req.allow_foreign_netns };
+            self.decider.attach(&self.index, &mut slot, &spec, netns, &self.commit.timings)
         })?;
         if net.id != net_id {
             return Err(ControlError::NotFound(format!("network {:?} was removed meanwhile", req.network)));
         }
+        let change = self.limited(change, &spec.tenant);
         let outcome = self.carry_out(change, req.dry_run, Some(&mut slot)).await?;
         if !req.dry_run {
             info!(endpoint = %ep.spec.name, network = %req.network, addresses = ?ep.addresses, revision = outcome.revision, "attached");
@@ -248,14 +276,32 @@ impl Ctl {
         let ids = self.tenant_networks(tenant)?;
         let _nets = self.locks.networks(&ids).await;
         let (out, change) = tokio::task::block_in_place(|| decide(&self.decider, &self.index))?;
-        let outcome = self.carry_out(change, dry_run, None).await?;
+        let outcome = self.carry_out(self.limited(change, &scope), dry_run, None).await?;
         Ok((out, outcome))
     }
 }
 
+/// The host-level options of `spec` that `who` may not use, refused.
+fn admit_network(access: &Access, who: &Caller, spec: &NetworkSpec) -> Result<(), ControlError> {
+    if let Some(m) = &spec.macvlan {
+        access.admit(who, &spec.tenant, HostOption::Macvlan, m.parent.as_str())?;
+    }
+    if spec.bridge_name.is_some() {
+        access.admit(who, &spec.tenant, HostOption::BridgeName, "")?;
+    }
+    for up in &spec.dns_upstream {
+        access.admit(who, &spec.tenant, HostOption::DnsUpstream, &up.to_string())?;
+    }
+    Ok(())
+}
+
 impl Controller for Ctl {
-    async fn create_network(&self, req: CreateNetwork) -> Result<(NetworkView, Outcome), ControlError> {
-        let (net, change) = tokio::task::block_in_place(|| self.decider.create_network(&self.index, &req))?;
+    async fn create_network(&self, who: &Caller, req: CreateNetwork) -> Result<(NetworkView, Outcome), ControlError> {
+        let spec = req.validate()?;
+        admit_network(&self.access.get(), who, &spec)?;
+        let tenant = spec.tenant.clone();
+        let (net, change) = tokio::task::block_in_place(|| self.decider.create_network(&self.index, spec))?;
+        let change = self.limited(change, &tenant);
         let exists = self
             .commit
             .kernel
@@ -298,9 +344,9 @@ impl Controller for Ctl {
         Ok(outcome)
     }
 
-    async fn attach(&self, req: AttachEndpoint) -> Result<(EndpointView, Outcome), ControlError> {
+    async fn attach(&self, who: &Caller, req: AttachEndpoint) -> Result<(EndpointView, Outcome), ControlError> {
         let t = Instant::now();
-        let r = self.attach_timed(req).await;
+        let r = self.attach_timed(who, req).await;
         self.commit.time(Phase::Attach, t.elapsed());
         r
     }
@@ -403,10 +449,14 @@ impl Controller for Ctl {
     async fn upload_module(&self, req: UploadModule) -> Result<(ModuleView, Outcome), ControlError> {
         let tenant = Tenant::parse("tenant", &req.tenant)?;
         let _scope = self.locks.scope(&format!("modules/{tenant}")).await;
+        let limits = self.access.get().quotas(&tenant);
+        self.index.read(|st| crate::quota::check_upload(st, &tenant, &limits, &req.name, req.bytes.len() as u64))?;
         let (record, outcome) = match self.modules.upload(&self.index, &self.decider, &req).await? {
             Upload::Existing(r) => (r, Outcome { revision: self.commit.events.revision(), plan: None }),
-            Upload::New(record, change) if req.dry_run => (record, self.carry_out(*change, true, None).await?),
-            Upload::New(record, change) => match self.carry_out(*change, false, None).await {
+            Upload::New(record, change) if req.dry_run => {
+                (record, self.carry_out(self.limited(*change, &tenant), true, None).await?)
+            }
+            Upload::New(record, change) => match self.carry_out(self.limited(*change, &tenant), false, None).await {
                 Ok(o) => {
                     info!(tenant = %tenant, module = %record.name, kind = %record.kind, digest = %record.digest, bytes = record.size, "module uploaded");
                     (record, o)
@@ -437,6 +487,12 @@ impl Controller for Ctl {
             self.modules.finish_remove(&self.index, &record);
         }
         Ok(outcome)
+    }
+
+    async fn usage(&self, tenant: String) -> Result<TenantUsage, ControlError> {
+        let tenant = Tenant::parse("tenant", &tenant)?;
+        let used = self.index.read(|st| crate::quota::usage(st, &tenant));
+        Ok(TenantUsage { limits: self.access.get().quotas(&tenant), used, tenant: tenant.to_string() })
     }
 
     async fn watch(&self, filter: WatchFilter) -> Result<EventStream, ControlError> {

@@ -6,6 +6,7 @@
 mod change;
 mod commit;
 mod config;
+mod config_file;
 mod controller;
 mod decide;
 mod drift;
@@ -13,6 +14,7 @@ mod events;
 mod index;
 mod locks;
 mod modules;
+mod quota;
 mod reconcile;
 mod timings;
 mod worker;
@@ -23,8 +25,8 @@ mod tests;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
-use tracing::info;
+use tracing::{info, warn};
+use weft_model::access::SharedAccess;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let args: Vec<String> = std::env::args().collect();
@@ -36,24 +38,55 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn serve() -> anyhow::Result<()> {
-    let cfg = config::Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let ctl = Arc::new(controller::Ctl::start(&cfg).await.context("starting weftd")?);
+    let (cfg, access) = config::Config::load()?;
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr);
+    if cfg.log_format == "json" {
+        fmt.json().flatten_event(true).init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
+    let access = Arc::new(SharedAccess::new(access));
+    let ctl = Arc::new(controller::Ctl::start(&cfg, access.clone()).await.context("starting weftd")?);
     let periodic = reconcile::spawn_periodic(ctl.clone(), cfg.reconcile_interval());
     let watcher = drift::spawn(ctl.clone()).context("starting the drift watcher")?;
+    let reload = spawn_reload(cfg.config_path(), access.clone())?;
     info!(socket = %cfg.socket.display(), "serving");
-    weft_grpc::server::serve_unix(ctl, &cfg.socket, shutdown_signal())
+    weft_grpc::server::serve_unix(ctl, access, &cfg.socket, cfg.socket_group, shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!("serving on {}: {e}", cfg.socket.display()))?;
     periodic.abort();
     watcher.abort();
+    reload.abort();
     let _ = std::fs::remove_file(&cfg.socket);
     info!("stopped; kernel state left in place");
     Ok(())
+}
+
+/// On SIGHUP, read the configuration file again and put its access rules in
+/// force for the next request (connections stay open). A file that does not
+/// check out changes nothing and says why.
+fn spawn_reload(
+    path: Option<std::path::PathBuf>,
+    access: Arc<SharedAccess>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let Some(path) = &path else {
+                info!("SIGHUP: no configuration file to reload");
+                continue;
+            };
+            match config_file::read(path) {
+                Ok(f) => {
+                    access.set(f.access());
+                    info!(file = %path.display(), "SIGHUP: configuration reloaded");
+                }
+                Err(e) => warn!(error = %e, "SIGHUP: configuration not reloaded; the rules in force stay"),
+            }
+        }
+    }))
 }
 
 async fn shutdown_signal() {

@@ -72,6 +72,11 @@ impl Drop for Rig {
     }
 }
 
+/// The operator, as the tests call.
+fn op() -> weft_model::Caller {
+    weft_model::Caller::operator("test")
+}
+
 fn builtin(name: &str, kind: &str) -> ModuleRecord {
     ModuleRecord {
         tenant: String::new(),
@@ -101,6 +106,7 @@ async fn rig(tag: &str) -> Rig {
         ],
         modules: Modules { files: ModuleFiles::at(dir.join("modules")), wasm: None },
         dns: weft_dns::Dns::new(weft_dns::DnsConfig { upstreams: vec![], timeout: Duration::from_millis(100) }),
+        access: Arc::default(),
     };
     let ctl = Arc::new(Ctl::open(parts).await.unwrap());
     Rig { ctl, kernel, store, dir }
@@ -132,18 +138,18 @@ fn ep_ref(name: &str) -> Ref {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_at_any_op_of_an_attach_leaves_kernel_store_and_index_unchanged() {
     let r = rig("attach-fail").await;
-    r.ctl.create_network(network("web", "10.1.0.0/24")).await.unwrap();
-    r.ctl.attach(attach("a")).await.unwrap();
+    r.ctl.create_network(&op(), network("web", "10.1.0.0/24")).await.unwrap();
+    r.ctl.attach(&op(), attach("a")).await.unwrap();
     let kernel_before = r.kernel.state();
     let stored_before = r.store.load().unwrap();
-    let (planned, outcome) = r.ctl.attach(AttachEndpoint { dry_run: true, ..attach("bb") }).await.unwrap();
+    let (planned, outcome) = r.ctl.attach(&op(), AttachEndpoint { dry_run: true, ..attach("bb") }).await.unwrap();
     let plan = outcome.plan.expect("a dry run answers its plan");
     assert_eq!(r.kernel.state(), kernel_before, "a dry run changes no kernel object");
     assert_eq!(r.store.load().unwrap().revision, stored_before.revision, "nor the store");
     assert!(plan.ops.len() >= 5, "{plan:?}");
     for k in 0..plan.ops.len() {
         r.kernel.fail_nth(k);
-        let e = r.ctl.attach(attach("bb")).await.expect_err("op {k} fails");
+        let e = r.ctl.attach(&op(), attach("bb")).await.expect_err("op {k} fails");
         r.kernel.heal();
         assert!(e.to_string().contains("rolled back"), "op {k}: {e}");
         assert_eq!(r.kernel.state(), kernel_before, "kernel after a failure at op {k} ({})", plan.ops[k].command);
@@ -153,7 +159,7 @@ async fn a_failure_at_any_op_of_an_attach_leaves_kernel_store_and_index_unchange
         let (listed, _) = r.ctl.list_endpoints(Ref { network: "web".into(), ..Default::default() }).await.unwrap();
         assert_eq!(listed.len(), 1, "index after op {k}");
     }
-    let (ep, _) = r.ctl.attach(attach("bb")).await.unwrap();
+    let (ep, _) = r.ctl.attach(&op(), attach("bb")).await.unwrap();
     assert_eq!(ep.endpoint.addresses, planned.endpoint.addresses, "the dry run named the address");
     assert_eq!(ep.endpoint.mac, planned.endpoint.mac, "and the MAC");
     let applied: Vec<String> = r.kernel.applied().iter().rev().take(plan.ops.len()).rev().map(Op::command).collect();
@@ -171,8 +177,8 @@ async fn a_failure_at_any_op_of_an_attach_leaves_kernel_store_and_index_unchange
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detach_whose_link_deletion_fails_leaves_the_endpoint_working() {
     let r = rig("detach-fail").await;
-    r.ctl.create_network(network("web", "10.2.0.0/24")).await.unwrap();
-    r.ctl.attach(attach("a")).await.unwrap();
+    r.ctl.create_network(&op(), network("web", "10.2.0.0/24")).await.unwrap();
+    r.ctl.attach(&op(), attach("a")).await.unwrap();
     let before = r.kernel.state();
     assert!(!before.elements.is_empty(), "the published port is an element");
     r.kernel.fail_when(|op| matches!(op, Op::DeleteLink { .. }));
@@ -193,7 +199,7 @@ async fn concurrent_identical_requests_have_exactly_one_winner() {
     let creates: Vec<_> = (0..32)
         .map(|_| {
             let c = r.ctl.clone();
-            tokio::spawn(async move { c.create_network(network("web", "10.3.0.0/24")).await.is_ok() })
+            tokio::spawn(async move { c.create_network(&op(), network("web", "10.3.0.0/24")).await.is_ok() })
         })
         .collect();
     let mut ok = 0;
@@ -207,7 +213,7 @@ async fn concurrent_identical_requests_have_exactly_one_winner() {
                 let c = r.ctl.clone();
                 tokio::spawn(async move {
                     if round == "attach" {
-                        c.attach(attach("a")).await.is_ok()
+                        c.attach(&op(), attach("a")).await.is_ok()
                     } else {
                         c.detach(ep_ref("a")).await.is_ok()
                     }
@@ -225,8 +231,8 @@ async fn concurrent_identical_requests_have_exactly_one_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_repairs_a_deleted_bridge_and_veth_and_says_so() {
     let r = rig("repair").await;
-    let (net, o) = r.ctl.create_network(network("web", "10.4.0.0/24")).await.unwrap();
-    let (ep, _) = r.ctl.attach(attach("a")).await.unwrap();
+    let (net, o) = r.ctl.create_network(&op(), network("web", "10.4.0.0/24")).await.unwrap();
+    let (ep, _) = r.ctl.attach(&op(), attach("a")).await.unwrap();
     let mut events = r.ctl.watch(WatchFilter { from_revision: o.revision, ..Default::default() }).await.unwrap();
     let bridge = net.network.bridge.to_string();
     let veth = ep.endpoint.host_ifname.to_string();
@@ -263,8 +269,8 @@ async fn reconcile_repairs_a_deleted_bridge_and_veth_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_periodic_pass_restores_addresses_and_the_default_route_inside() {
     let r = rig("inside").await;
-    r.ctl.create_network(network("web", "10.5.0.0/24")).await.unwrap();
-    r.ctl.attach(attach("a")).await.unwrap();
+    r.ctl.create_network(&op(), network("web", "10.5.0.0/24")).await.unwrap();
+    r.ctl.attach(&op(), attach("a")).await.unwrap();
     let good = r.kernel.state();
     r.kernel.edit(|k| {
         if let Some(l) = k.links.get_mut(&("/run/netns/a".into(), "eth0".into())) {

@@ -12,6 +12,7 @@ pub use crate::pb::module_service_client::ModuleServiceClient;
 pub use crate::pb::network_service_client::NetworkServiceClient;
 pub use crate::pb::policy_service_client::PolicyServiceClient;
 pub use crate::pb::system_service_client::SystemServiceClient;
+pub use crate::pb::tenant_service_client::TenantServiceClient;
 
 /// A channel to weftd at the Unix socket `path`.
 pub async fn connect_unix(path: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {

@@ -49,6 +49,7 @@ pub fn attach(r: pb::AttachEndpointRequest) -> AttachEndpoint {
         mode: r.mode,
         aliases: r.aliases,
         dry_run: r.dry_run,
+        allow_foreign_netns: r.allow_foreign_netns,
     }
 }
 
@@ -266,4 +267,16 @@ pub fn module(v: ModuleView) -> pb::Module {
         revision: 0,
         dry_run: None,
     }
+}
+
+/// A tenant's usage to message.
+pub fn usage(u: weft_model::api::TenantUsage) -> pb::TenantUsage {
+    let resources = u
+        .used
+        .each()
+        .into_iter()
+        .zip(u.limits.each())
+        .map(|((resource, used), (_, limit))| pb::ResourceUsage { resource: resource.to_owned(), used, limit })
+        .collect();
+    pb::TenantUsage { tenant: u.tenant, resources }
 }

@@ -4,6 +4,8 @@
 //! not leave this crate except through the generated client, which the CLI
 //! and tests use.
 
+pub mod audit;
+pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod convert;

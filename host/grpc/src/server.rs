@@ -8,16 +8,21 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
+use crate::audit::Audited;
+use crate::auth::{AuthLayer, caller};
 use crate::pb::endpoint_service_server::{EndpointService, EndpointServiceServer};
 use crate::pb::event_service_server::{EventService, EventServiceServer};
 use crate::pb::module_service_server::{ModuleService, ModuleServiceServer};
 use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
 use crate::pb::policy_service_server::{PolicyService, PolicyServiceServer};
 use crate::pb::system_service_server::{SystemService, SystemServiceServer};
+use crate::pb::tenant_service_server::{TenantService, TenantServiceServer};
 use crate::status::to_status;
 use crate::{Controller, convert, pb};
+use weft_model::access::{Caller, Rpc, SharedAccess};
 use weft_model::api::{ApplyDocuments, CheckPolicy, DeleteDocuments, UpdateNetwork, UploadModule};
 use weft_model::event::WatchFilter;
+use weft_model::{ControlError, InvalidRequest};
 
 /// Every service over one controller.
 pub struct Api<C> {
@@ -30,14 +35,35 @@ impl<C> Clone for Api<C> {
     }
 }
 
+/// Who calls, and the request with its tenant field resolved for them (see
+/// [`Caller::tenant_for`]).
+fn scoped<T>(r: Request<T>, tenant: impl FnOnce(&mut T) -> &mut String) -> Result<(Caller, T), Status> {
+    let who = caller(&r)?;
+    let mut m = r.into_inner();
+    let t = tenant(&mut m);
+    *t = who.tenant_for(t).map_err(to_status)?;
+    Ok((who, m))
+}
+
+/// `network/name`, or `network` alone, for the audit line.
+fn object(network: &str, name: &str) -> String {
+    if name.is_empty() { network.to_owned() } else { format!("{network}/{name}") }
+}
+
+fn audited<'a>(who: &'a Caller, rpc: Rpc, tenant: &'a str, object: String, dry_run: bool) -> Audited<'a> {
+    Audited { who, rpc, tenant, object, dry_run }
+}
+
 #[tonic::async_trait]
 impl<C: Controller> NetworkService for Api<C> {
     async fn create_network(&self, r: Request<pb::CreateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
-        let v = self.ctl.create_network(convert::create_network(r.into_inner())).await.map_err(to_status)?;
+        let (who, m) = scoped(r, |m| &mut m.tenant)?;
+        let a = audited(&who, Rpc::CreateNetwork, &m.tenant, m.name.clone(), m.dry_run);
+        let v = a.record(self.ctl.create_network(&who, convert::create_network(m.clone())).await)?;
         Ok(Response::new(convert::network_outcome(v)))
     }
     async fn get_network(&self, r: Request<pb::GetNetworkRequest>) -> Result<Response<pb::Network>, Status> {
-        let r = r.into_inner();
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
         let v = self.ctl.get_network(convert::reference(r.tenant, r.name, String::new())).await.map_err(to_status)?;
         Ok(Response::new(convert::network(v)))
     }
@@ -45,7 +71,8 @@ impl<C: Controller> NetworkService for Api<C> {
         &self,
         r: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let (v, revision) = self.ctl.list_networks(r.into_inner().tenant).await.map_err(to_status)?;
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (v, revision) = self.ctl.list_networks(r.tenant).await.map_err(to_status)?;
         Ok(Response::new(pb::ListNetworksResponse {
             networks: v.into_iter().map(convert::network).collect(),
             revision,
@@ -55,18 +82,21 @@ impl<C: Controller> NetworkService for Api<C> {
         &self,
         r: Request<pb::DeleteNetworkRequest>,
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
-        let r = r.into_inner();
-        let o = self
-            .ctl
-            .delete_network(convert::mutation(r.tenant, r.name, String::new(), r.dry_run))
-            .await
-            .map_err(to_status)?;
+        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let a = audited(&who, Rpc::DeleteNetwork, &r.tenant, r.name.clone(), r.dry_run);
+        let o = a.record(
+            self.ctl
+                .delete_network(convert::mutation(r.tenant.clone(), r.name.clone(), String::new(), r.dry_run))
+                .await,
+        )?;
         Ok(Response::new(pb::DeleteNetworkResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
     async fn update_network(&self, r: Request<pb::UpdateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
-        let r = r.into_inner();
-        let req = UpdateNetwork { tenant: r.tenant, name: r.name, policy: r.policy, dry_run: r.dry_run };
-        let v = self.ctl.update_network(req).await.map_err(to_status)?;
+        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let a = audited(&who, Rpc::UpdateNetwork, &r.tenant, r.name.clone(), r.dry_run);
+        let req =
+            UpdateNetwork { tenant: r.tenant.clone(), name: r.name.clone(), policy: r.policy, dry_run: r.dry_run };
+        let v = a.record(self.ctl.update_network(req).await)?;
         Ok(Response::new(convert::network_outcome(v)))
     }
 }
@@ -77,16 +107,22 @@ impl<C: Controller> PolicyService for Api<C> {
         &self,
         r: Request<pb::ApplyPoliciesRequest>,
     ) -> Result<Response<pb::ApplyPoliciesResponse>, Status> {
-        let r = r.into_inner();
-        let req = ApplyDocuments { tenant: r.tenant, network: r.network, text: r.documents, dry_run: r.dry_run };
-        let c = self.ctl.apply_documents(req).await.map_err(to_status)?;
+        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let a = audited(&who, Rpc::ApplyPolicies, &r.tenant, r.network.clone(), r.dry_run);
+        let req = ApplyDocuments {
+            tenant: r.tenant.clone(),
+            network: r.network.clone(),
+            text: r.documents,
+            dry_run: r.dry_run,
+        };
+        let c = a.record(self.ctl.apply_documents(req).await)?;
         Ok(Response::new(convert::applied(c)))
     }
     async fn list_policies(
         &self,
         r: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        let r = r.into_inner();
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
         let docs =
             self.ctl.list_documents(convert::reference(r.tenant, r.network, String::new())).await.map_err(to_status)?;
         Ok(Response::new(pb::ListPoliciesResponse { documents: docs.into_iter().map(convert::document).collect() }))
@@ -95,23 +131,24 @@ impl<C: Controller> PolicyService for Api<C> {
         &self,
         r: Request<pb::DeletePoliciesRequest>,
     ) -> Result<Response<pb::DeletePoliciesResponse>, Status> {
-        let r = r.into_inner();
+        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let a = audited(&who, Rpc::DeletePolicies, &r.tenant, r.name.clone(), r.dry_run);
         let req = DeleteDocuments {
-            tenant: r.tenant,
+            tenant: r.tenant.clone(),
             text: r.documents,
-            name: r.name,
+            name: r.name.clone(),
             kind: r.kind,
             namespace: r.namespace,
             dry_run: r.dry_run,
         };
-        let c = self.ctl.delete_documents(req).await.map_err(to_status)?;
+        let c = a.record(self.ctl.delete_documents(req).await)?;
         Ok(Response::new(convert::deleted(c)))
     }
     async fn check_policy(
         &self,
         r: Request<pb::CheckPolicyRequest>,
     ) -> Result<Response<pb::CheckPolicyResponse>, Status> {
-        let r = r.into_inner();
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
         let req = CheckPolicy { tenant: r.tenant, network: r.network, from: r.from, to: r.to, port: r.port };
         let v = self.ctl.check_policy(req).await.map_err(to_status)?;
         Ok(Response::new(convert::verdict(v)))
@@ -127,21 +164,35 @@ impl<C: Controller> SystemService for Api<C> {
 }
 
 #[tonic::async_trait]
+impl<C: Controller> TenantService for Api<C> {
+    async fn get_usage(&self, r: Request<pb::GetUsageRequest>) -> Result<Response<pb::TenantUsage>, Status> {
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let u = self.ctl.usage(r.tenant).await.map_err(to_status)?;
+        Ok(Response::new(convert::usage(u)))
+    }
+}
+
+#[tonic::async_trait]
 impl<C: Controller> EndpointService for Api<C> {
     async fn attach_endpoint(&self, r: Request<pb::AttachEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
-        let v = self.ctl.attach(convert::attach(r.into_inner())).await.map_err(to_status)?;
+        let (who, m) = scoped(r, |m| &mut m.tenant)?;
+        let a = audited(&who, Rpc::AttachEndpoint, &m.tenant, object(&m.network, &m.name), m.dry_run);
+        let v = a.record(self.ctl.attach(&who, convert::attach(m.clone())).await)?;
         Ok(Response::new(convert::endpoint_outcome(v)))
     }
     async fn detach_endpoint(
         &self,
         r: Request<pb::DetachEndpointRequest>,
     ) -> Result<Response<pb::DetachEndpointResponse>, Status> {
-        let r = r.into_inner();
-        let o = self.ctl.detach(convert::mutation(r.tenant, r.network, r.name, r.dry_run)).await.map_err(to_status)?;
+        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let a = audited(&who, Rpc::DetachEndpoint, &r.tenant, object(&r.network, &r.name), r.dry_run);
+        let o = a.record(
+            self.ctl.detach(convert::mutation(r.tenant.clone(), r.network.clone(), r.name.clone(), r.dry_run)).await,
+        )?;
         Ok(Response::new(pb::DetachEndpointResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
     async fn get_endpoint(&self, r: Request<pb::GetEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
-        let r = r.into_inner();
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
         let v = self.ctl.get_endpoint(convert::reference(r.tenant, r.network, r.name)).await.map_err(to_status)?;
         Ok(Response::new(convert::endpoint(v)))
     }
@@ -149,7 +200,7 @@ impl<C: Controller> EndpointService for Api<C> {
         &self,
         r: Request<pb::ListEndpointsRequest>,
     ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
-        let r = r.into_inner();
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
         let (v, revision) =
             self.ctl.list_endpoints(convert::reference(r.tenant, r.network, String::new())).await.map_err(to_status)?;
         Ok(Response::new(pb::ListEndpointsResponse {
@@ -166,12 +217,15 @@ impl<C: Controller> ModuleService for Api<C> {
         r: Request<tonic::Streaming<pb::UploadModuleRequest>>,
     ) -> Result<Response<pb::Module>, Status> {
         use pb::upload_module_request::Part;
+        let who = caller(&r)?;
         let mut stream = r.into_inner();
         let cap = self.ctl.max_module_bytes();
-        let header = match stream.message().await? {
+        let mut header = match stream.message().await? {
             Some(pb::UploadModuleRequest { part: Some(Part::Header(h)) }) => h,
             _ => return Err(Status::invalid_argument("module: the first message of an upload must be its header")),
         };
+        header.tenant = who.tenant_for(&header.tenant).map_err(to_status)?;
+        let a = audited(&who, Rpc::UploadModule, &header.tenant, header.name.clone(), header.dry_run);
         let mut bytes = Vec::new();
         while let Some(m) = stream.message().await? {
             match m.part {
@@ -179,10 +233,10 @@ impl<C: Controller> ModuleService for Api<C> {
                     // Refuse as soon as the cap is passed, not after
                     // buffering everything a client sends.
                     if bytes.len() + c.len() > cap {
-                        return Err(Status::invalid_argument(format!(
-                            "module: {:?} is over the {cap}-byte limit (weftd --module-max-bytes)",
-                            header.name
-                        )));
+                        return a.record(Err(ControlError::Invalid(InvalidRequest::new(
+                            "module",
+                            format!("{:?} is over the {cap}-byte limit (weftd --module-max-bytes)", header.name),
+                        ))));
                     }
                     bytes.extend_from_slice(&c);
                 }
@@ -190,24 +244,25 @@ impl<C: Controller> ModuleService for Api<C> {
             }
         }
         let req = UploadModule {
-            tenant: header.tenant,
-            name: header.name,
-            kind: header.kind,
+            tenant: header.tenant.clone(),
+            name: header.name.clone(),
+            kind: header.kind.clone(),
             bytes,
             dry_run: header.dry_run,
         };
-        let (v, o) = self.ctl.upload_module(req).await.map_err(to_status)?;
+        let (v, o) = a.record(self.ctl.upload_module(req).await)?;
         Ok(Response::new(pb::Module { revision: o.revision, dry_run: convert::plan(o.plan), ..convert::module(v) }))
     }
     async fn list_modules(
         &self,
         r: Request<pb::ListModulesRequest>,
     ) -> Result<Response<pb::ListModulesResponse>, Status> {
-        let v = self.ctl.list_modules(r.into_inner().tenant).await.map_err(to_status)?;
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let v = self.ctl.list_modules(r.tenant).await.map_err(to_status)?;
         Ok(Response::new(pb::ListModulesResponse { modules: v.into_iter().map(convert::module).collect() }))
     }
     async fn get_module(&self, r: Request<pb::GetModuleRequest>) -> Result<Response<pb::Module>, Status> {
-        let r = r.into_inner();
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
         let v = self.ctl.get_module(convert::reference(r.tenant, String::new(), r.name)).await.map_err(to_status)?;
         Ok(Response::new(convert::module(v)))
     }
@@ -215,12 +270,11 @@ impl<C: Controller> ModuleService for Api<C> {
         &self,
         r: Request<pb::DeleteModuleRequest>,
     ) -> Result<Response<pb::DeleteModuleResponse>, Status> {
-        let r = r.into_inner();
-        let o = self
-            .ctl
-            .delete_module(convert::mutation(r.tenant, String::new(), r.name, r.dry_run))
-            .await
-            .map_err(to_status)?;
+        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let a = audited(&who, Rpc::DeleteModule, &r.tenant, r.name.clone(), r.dry_run);
+        let o = a.record(
+            self.ctl.delete_module(convert::mutation(r.tenant.clone(), String::new(), r.name.clone(), r.dry_run)).await,
+        )?;
         Ok(Response::new(pb::DeleteModuleResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
 }
@@ -231,7 +285,7 @@ impl<C: Controller> EventService for Api<C> {
 
     async fn watch(&self, r: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         use tokio_stream::StreamExt;
-        let r = r.into_inner();
+        let (_, r) = scoped(r, |m| &mut m.tenant)?;
         let filter =
             WatchFilter { tenant: r.tenant, from_revision: r.from_revision, network: r.network, kinds: r.kinds };
         let stream = self.ctl.watch(filter).await.map_err(to_status)?;
@@ -240,12 +294,16 @@ impl<C: Controller> EventService for Api<C> {
     }
 }
 
-/// Serve the API on a Unix socket at `path` until `shutdown` resolves. The
-/// socket is readable and writable by owner and group only (operator access
-/// by file permission); a stale socket file from an earlier run is replaced.
+/// Serve the API on a Unix socket at `path` until `shutdown` resolves, each
+/// caller identified by its uid/gid under `access`. The socket is readable
+/// and writable by owner and group only, its group `group` if given (the
+/// callers configured by gid connect through it); a stale socket file from
+/// an earlier run is replaced.
 pub async fn serve_unix<C: Controller>(
     ctl: Arc<C>,
+    access: Arc<SharedAccess>,
     path: &Path,
+    group: Option<u32>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if let Some(dir) = path.parent() {
@@ -260,6 +318,9 @@ pub async fn serve_unix<C: Controller>(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))?;
     }
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+    }
     std::fs::rename(&tmp, path)?;
     let api = Api { ctl };
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -269,6 +330,7 @@ pub async fn serve_unix<C: Controller>(
     health.set_serving::<ModuleServiceServer<Api<C>>>().await;
     health.set_serving::<SystemServiceServer<Api<C>>>().await;
     health.set_serving::<EventServiceServer<Api<C>>>().await;
+    health.set_serving::<TenantServiceServer<Api<C>>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -278,11 +340,13 @@ pub async fn serve_unix<C: Controller>(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     tonic::transport::Server::builder()
+        .layer(AuthLayer::new(access))
         .add_service(NetworkServiceServer::new(api.clone()))
         .add_service(EndpointServiceServer::new(api.clone()))
         .add_service(PolicyServiceServer::new(api.clone()))
         .add_service(ModuleServiceServer::new(api.clone()))
         .add_service(SystemServiceServer::new(api.clone()))
+        .add_service(TenantServiceServer::new(api.clone()))
         .add_service(EventServiceServer::new(api))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -39,6 +39,8 @@ pub fn to_status(e: ControlError) -> Status {
         ControlError::OutOfRange(_) => Code::OutOfRange,
         ControlError::Aborted(_) => Code::Aborted,
         ControlError::Internal(_) => Code::Internal,
+        ControlError::Unauthenticated(_) => Code::Unauthenticated,
+        ControlError::PermissionDenied(_) => Code::PermissionDenied,
     };
     Status::new(code, bounded(e.to_string()))
 }

@@ -7,6 +7,7 @@ use std::pin::Pin;
 
 use serde::Serialize;
 
+use crate::access::Caller;
 use crate::document::StoredDocument;
 use crate::endpoint::{AttachEndpoint, Endpoint};
 use crate::error::ControlError;
@@ -212,6 +213,17 @@ pub struct Stats {
     pub repairs: Vec<(String, u64)>,
 }
 
+/// What a tenant holds against its quotas.
+#[derive(Debug, Clone)]
+pub struct TenantUsage {
+    /// The tenant.
+    pub tenant: String,
+    /// What it holds.
+    pub used: crate::access::Resources,
+    /// Its quotas.
+    pub limits: crate::access::Resources,
+}
+
 /// One kernel operation of a decided change, as the command it stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedOp {
@@ -254,6 +266,7 @@ pub trait Controller: Send + Sync + 'static {
     /// Create a network.
     fn create_network(
         &self,
+        who: &Caller,
         req: CreateNetwork,
     ) -> impl Future<Output = Result<(NetworkView, Outcome), ControlError>> + Send;
     /// One network by name.
@@ -267,8 +280,11 @@ pub trait Controller: Send + Sync + 'static {
     /// Delete a network with no endpoints.
     fn delete_network(&self, r: Ref) -> impl Future<Output = Result<Outcome, ControlError>> + Send;
     /// Attach a container namespace to a network.
-    fn attach(&self, req: AttachEndpoint)
-    -> impl Future<Output = Result<(EndpointView, Outcome), ControlError>> + Send;
+    fn attach(
+        &self,
+        who: &Caller,
+        req: AttachEndpoint,
+    ) -> impl Future<Output = Result<(EndpointView, Outcome), ControlError>> + Send;
     /// Detach an endpoint.
     fn detach(&self, r: Ref) -> impl Future<Output = Result<Outcome, ControlError>> + Send;
     /// One endpoint.
@@ -310,6 +326,8 @@ pub trait Controller: Send + Sync + 'static {
     fn check_policy(&self, req: CheckPolicy) -> impl Future<Output = Result<PolicyVerdict, ControlError>> + Send;
     /// Operational counters (an operator's view: not scoped to a tenant).
     fn stats(&self) -> impl Future<Output = Result<Stats, ControlError>> + Send;
+    /// What `tenant` holds, and its quotas.
+    fn usage(&self, tenant: String) -> impl Future<Output = Result<TenantUsage, ControlError>> + Send;
     /// Events of the caller's tenant after `filter.from_revision`, then live.
     fn watch(&self, filter: WatchFilter) -> impl Future<Output = Result<EventStream, ControlError>> + Send;
 }

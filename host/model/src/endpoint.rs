@@ -49,6 +49,9 @@ pub struct AttachEndpoint {
     pub aliases: Vec<String>,
     /// Decide and answer what would be done, change nothing.
     pub dry_run: bool,
+    /// Attach even if another tenant's endpoints are in the namespace
+    /// (operators only).
+    pub allow_foreign_netns: bool,
 }
 
 /// How an endpoint joins its network, as Docker's network modes.

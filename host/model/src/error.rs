@@ -51,4 +51,11 @@ pub enum ControlError {
     /// The kernel or the store failed; the operation was rolled back.
     #[error("{0}")]
     Internal(String),
+    /// The caller could not be identified (no configured uid, no valid
+    /// certificate); nothing else is said.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but its role or tenant may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
 }

@@ -3,6 +3,7 @@
 //! are made. It does no I/O so it can be tested in isolation and shared by
 //! the planner, the daemon and the gRPC edge alike.
 
+pub mod access;
 pub mod api;
 pub mod document;
 pub mod endpoint;
@@ -17,5 +18,6 @@ pub mod network;
 pub mod policy;
 pub mod ports;
 
+pub use access::{Caller, Role, Rpc};
 pub use error::{ControlError, InvalidRequest};
 pub use ids::{EndpointName, IfName, Mac, NetworkName, Tenant};

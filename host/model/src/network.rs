@@ -469,9 +469,11 @@ impl CreateNetwork {
 
 /// Why `spec` cannot coexist with `existing`: same name for the tenant,
 /// overlapping subnets (across all tenants: they share the host's routing
-/// table), or the same bridge name.
+/// table), or the same bridge name. Another tenant's network is never named,
+/// nor its subnet: the message says what is unavailable.
 pub fn conflicts_with(spec: &NetworkSpec, bridge: &IfName, existing: &Network) -> Option<InvalidOrExists> {
-    if existing.spec.tenant == spec.tenant && existing.spec.name == spec.name {
+    let own = existing.spec.tenant == spec.tenant;
+    if own && existing.spec.name == spec.name {
         return Some(InvalidOrExists::Exists(format!(
             "network {:?} already exists for tenant {:?}",
             spec.name.as_str(),
@@ -481,18 +483,21 @@ pub fn conflicts_with(spec: &NetworkSpec, bridge: &IfName, existing: &Network) -
     for (i, s) in spec.subnets.iter().enumerate() {
         for e in &existing.spec.subnets {
             if overlaps(&s.subnet, &e.subnet) {
-                return Some(InvalidOrExists::Invalid(InvalidRequest::new(
-                    format!("subnets[{i}].subnet"),
-                    format!("{} overlaps {} of an existing network", s.subnet, e.subnet),
-                )));
+                let reason = if own {
+                    format!("{} overlaps {} of network {:?}", s.subnet, e.subnet, existing.spec.name.as_str())
+                } else {
+                    format!("{} overlaps a subnet in use", s.subnet)
+                };
+                return Some(InvalidOrExists::Invalid(InvalidRequest::new(format!("subnets[{i}].subnet"), reason)));
             }
         }
     }
     if &existing.bridge == bridge {
-        return Some(InvalidOrExists::Exists(format!(
-            "interface {bridge} is already used by network {:?}",
-            existing.spec.name.as_str()
-        )));
+        return Some(InvalidOrExists::Exists(if own {
+            format!("interface {bridge} is already used by network {:?}", existing.spec.name.as_str())
+        } else {
+            format!("interface {bridge} is in use")
+        }));
     }
     None
 }

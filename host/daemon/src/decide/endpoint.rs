@@ -40,6 +40,15 @@ pub fn find_endpoint(st: &State, r: &weft_model::api::Ref) -> Result<(Network, E
     Ok((net.clone(), ep))
 }
 
+/// The namespace an attach goes into.
+#[derive(Debug, Clone, Copy)]
+pub struct Netns {
+    /// Its identity (the nsfs inode; 0: no namespace, host mode).
+    pub id: u64,
+    /// It may be one another tenant's endpoints are in (an operator's override).
+    pub foreign: bool,
+}
+
 /// What attach reads from the index, copied out under its lock.
 struct AttachView {
     net: Network,
@@ -59,11 +68,15 @@ impl Decider {
         index: &Index,
         slot: &mut NetSlot,
         spec: &EndpointSpec,
-        netns_id: u64,
+        netns: Netns,
         timings: &Timings,
     ) -> Result<(Network, Endpoint, Change), ControlError> {
+        let netns_id = netns.id;
         let view = index.read(|st| -> Result<AttachView, ControlError> {
             let net = st.network_by_name(&spec.tenant, &spec.network)?.clone();
+            if !netns.foreign {
+                crate::commit::check_netns_owner(st, netns_id, &spec.tenant, &spec.netns, "")?;
+            }
             if st.endpoints_of(&net.id).any(|e| e.spec.name == spec.name) {
                 return Err(ControlError::AlreadyExists(format!(
                     "endpoint {:?} already exists on network {:?}",
@@ -151,6 +164,7 @@ impl Decider {
         ));
         change.ops = plan_endpoint(net, &view.policy.rules, &ep, &tmp);
         change.new_endpoints.push(ep.clone());
+        change.foreign_netns = netns.foreign;
         if ep.spec.mode == EndpointMode::Network {
             for a in &ep.addresses {
                 let pool = pool_key(&net.id, a.addr());

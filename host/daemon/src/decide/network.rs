@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use weft_model::event::{Event, EventKind};
 use weft_model::module::store_key;
-use weft_model::network::{CreateNetwork, Network};
+use weft_model::network::{Network, NetworkSpec};
 use weft_model::{ControlError, InvalidRequest, NetworkName, Tenant};
 use weft_plan::{plan_network, plan_network_removal};
 use weft_wasm::Kind;
@@ -24,8 +24,7 @@ pub fn network_event(kind: EventKind, net: &Network) -> Event {
 
 impl Decider {
     /// Decide a network create (the host link rule is [`bridge_rule`]).
-    pub fn create_network(&self, index: &Index, req: &CreateNetwork) -> Result<(Network, Change), ControlError> {
-        let spec = req.validate()?;
+    pub fn create_network(&self, index: &Index, spec: NetworkSpec) -> Result<(Network, Change), ControlError> {
         let (docs, existing) = index.read(|st| -> Result<_, ControlError> {
             self.check_binding(st, &spec.tenant, Kind::Ipam, "ipam", &spec.ipam)?;
             self.check_binding(st, &spec.tenant, Kind::Naming, "naming", &spec.naming)?;

@@ -1,0 +1,96 @@
+//! The one place a request gets its caller: a tower layer in front of every
+//! service resolves the connection's peer (the Unix socket's SO_PEERCRED
+//! uid/gid, as tonic records it) to a [`Caller`] under the access rules in
+//! force, refuses an unknown peer with UNAUTHENTICATED and an RPC its role may
+//! not call with PERMISSION_DENIED — both before the request is decoded —
+//! and hands the caller to the handler in the request's extensions.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::codegen::http;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Status};
+use tower::{Layer, Service};
+use weft_model::access::{Caller, Rpc, SharedAccess};
+
+use crate::status::to_status;
+
+/// The layer: [`Authenticate`] around each service.
+#[derive(Clone)]
+pub struct AuthLayer {
+    access: Arc<SharedAccess>,
+}
+
+impl AuthLayer {
+    /// Resolve callers under `access` (read per request: a reload applies to
+    /// the next request, on connections already open too).
+    pub fn new(access: Arc<SharedAccess>) -> AuthLayer {
+        AuthLayer { access }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate { inner, access: self.access.clone() }
+    }
+}
+
+/// A service that runs only for identified callers allowed the RPC.
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    access: Arc<SharedAccess>,
+}
+
+/// Who the peer of a request's connection is, or the status refusing it.
+fn identify<B>(access: &SharedAccess, req: &http::Request<B>) -> Result<Caller, Status> {
+    let unknown = || Status::unauthenticated("the caller is not identified");
+    if let Some(info) = req.extensions().get::<UdsConnectInfo>() {
+        let cred = info.peer_cred.ok_or_else(unknown)?;
+        return access.get().unix_caller(cred.uid(), cred.gid()).ok_or_else(unknown);
+    }
+    Err(unknown())
+}
+
+impl<S, B, R> Service<http::Request<B>> for Authenticate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let caller = match identify(&self.access, &req) {
+            Ok(c) => c,
+            Err(s) => return Box::pin(std::future::ready(Ok(s.into_http()))),
+        };
+        if let Some(rpc) = Rpc::from_path(req.uri().path())
+            && !rpc.allowed(caller.role)
+        {
+            return Box::pin(std::future::ready(Ok(to_status(rpc.denied(&caller)).into_http())));
+        }
+        req.extensions_mut().insert(caller);
+        // The service that was polled ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(req))
+    }
+}
+
+/// The caller [`AuthLayer`] identified for `r`.
+pub fn caller<T>(r: &Request<T>) -> Result<Caller, Status> {
+    r.extensions().get::<Caller>().cloned().ok_or_else(|| Status::unauthenticated("the caller is not identified"))
+}
