@@ -6,8 +6,11 @@
 //!   a network bound to A's own IPAM and policy components, which spin to
 //!   their deadline on every call (`ipam-hostile` for endpoints named
 //!   `spin`, `policy-hostile` for endpoints labelled `spin=classify`; one
-//!   client, alternating, so one core stays free). B's latency should not
-//!   notice: no lock B needs is held across A's Wasm calls.
+//!   client, alternating, so one core stays free), and rounds with 16 such
+//!   clients of A's at once (A's calls then queue for A's share of the
+//!   sandbox). B's latency should not notice: no lock B needs is held
+//!   across A's Wasm calls, and A's calls neither take B's CPU nor its
+//!   threads.
 //! - `repair`: each kind of drift the watcher repairs, made by hand N times;
 //!   the time from the disruption until the kernel state is whole again and
 //!   until a ping between two containers passes.
@@ -29,8 +32,12 @@ pub struct Neighbours {
     pub idle: Vec<Duration>,
     /// B's attaches while A's modules spin.
     pub noisy: Vec<Duration>,
+    /// B's attaches while 16 of A's clients call spinning modules at once.
+    pub crowd: Vec<Duration>,
     /// A's call latencies (each refused at the deadline).
     pub spin_times: Vec<Duration>,
+    /// The 16 clients' call latencies (refused at the deadline, or as busy).
+    pub crowd_times: Vec<Duration>,
     /// Idle/noisy round pairs the samples were pooled from.
     pub rounds: usize,
 }
@@ -65,25 +72,32 @@ async fn b_round(host: &Host, containers: &[Netns]) -> Result<Vec<Duration>> {
     Ok(out)
 }
 
-/// B's round while A's client keeps calling its spinning modules; B's
-/// latencies and A's.
-async fn noisy_round(host: &Host, containers: &[Netns], a_ns: &Netns) -> Result<(Vec<Duration>, Vec<Duration>)> {
+/// B's round while `spinners` clients of A's keep calling its spinning
+/// modules; B's latencies and A's.
+async fn noisy_round(
+    host: &Host,
+    containers: &[Netns],
+    a_ns: &Netns,
+    spinners: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let stop = Arc::new(AtomicBool::new(false));
-    let spinner = {
+    let spinner = |k: usize| {
         let (stop, sock, path) = (stop.clone(), host.socket(), a_ns.path());
         tokio::spawn(async move {
             let mut c = EndpointServiceClient::new(connect_unix(sock).await?);
             let mut times = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 // Alternate: IPAM spins for "spin"; classify spins on the label.
+                // Each client on a network of its own: attaches to one
+                // network take its lock in turn.
                 let mut req = pb::AttachEndpointRequest {
                     tenant: "a".into(),
-                    network: "a-net".into(),
+                    network: format!("a-net-{k}"),
                     name: "spin".into(),
                     netns: path.clone(),
                     ..Default::default()
                 };
-                if times.len() % 2 == 1 {
+                if (times.len() + k) % 2 == 1 {
                     req.name = "spin2".into();
                     req.labels.insert("spin".into(), "classify".into());
                 }
@@ -93,18 +107,26 @@ async fn noisy_round(host: &Host, containers: &[Netns], a_ns: &Netns) -> Result<
                 }
                 times.push(t.elapsed());
             }
-            Ok(times)
+            Ok::<_, anyhow::Error>(times)
         })
     };
+    let clients: Vec<_> = (0..spinners).map(spinner).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let noisy = b_round(host, containers).await;
     stop.store(true, Ordering::Relaxed);
-    let spin_times = spinner.await??;
+    let mut spin_times = Vec::new();
+    for c in clients {
+        spin_times.extend(c.await??);
+    }
     Ok((noisy?, spin_times))
 }
 
+/// A's clients in the crowded rounds.
+const CROWD: usize = 16;
+
 /// Run the noisy-neighbour comparison: `rounds` times, `attaches` attaches
-/// with A idle, then as many with A spinning.
+/// with A idle, as many with one client of A's spinning, and as many with
+/// [`CROWD`] of them.
 pub fn neighbours(attaches: usize, rounds: usize) -> Result<Neighbours> {
     let rt = crate::tokio_rt(2)?;
     rt.block_on(async {
@@ -122,7 +144,16 @@ pub fn neighbours(attaches: usize, rounds: usize) -> Result<Neighbours> {
             policy: policy.into(),
             ..Default::default()
         };
-        nets.create_network(net("a", "a-net", "10.95.0.0/24", "spin-ipam", "spin-policy")).await?;
+        for k in 0..CROWD {
+            nets.create_network(net(
+                "a",
+                &format!("a-net-{k}"),
+                &format!("10.95.{k}.0/24"),
+                "spin-ipam",
+                "spin-policy",
+            ))
+            .await?;
+        }
         nets.create_network(net("b", "b-net", "10.96.0.0/16", "", "")).await?;
         let containers: Vec<Netns> = (0..attaches).map(|i| host.container(&format!("b{i}"))).collect();
         let a_ns = host.container("a0");
@@ -130,42 +161,59 @@ pub fn neighbours(attaches: usize, rounds: usize) -> Result<Neighbours> {
         b_round(&host, &containers[..1]).await?;
         // Idle and noisy rounds alternate, so a slow stretch of the machine
         // lands on both sides rather than on one.
-        let (mut idle, mut noisy, mut spin_times) = (Vec::new(), Vec::new(), Vec::new());
+        let mut n = Neighbours {
+            idle: Vec::new(),
+            noisy: Vec::new(),
+            crowd: Vec::new(),
+            spin_times: Vec::new(),
+            crowd_times: Vec::new(),
+            rounds,
+        };
         for _ in 0..rounds {
-            idle.extend(b_round(&host, &containers).await?);
-            let (n, times) = noisy_round(&host, &containers, &a_ns).await?;
-            noisy.extend(n);
-            spin_times.extend(times);
+            n.idle.extend(b_round(&host, &containers).await?);
+            let (b, a) = noisy_round(&host, &containers, &a_ns, 1).await?;
+            n.noisy.extend(b);
+            n.spin_times.extend(a);
+            let (b, a) = noisy_round(&host, &containers, &a_ns, CROWD).await?;
+            n.crowd.extend(b);
+            n.crowd_times.extend(a);
         }
-        Ok(Neighbours { idle, noisy, spin_times, rounds })
+        Ok(n)
     })
 }
 
 /// The noisy-neighbour table.
 pub fn neighbours_markdown(n: &Neighbours) -> String {
-    let (i, q, s) = (Summary::of(&n.idle), Summary::of(&n.noisy), Summary::of(&n.spin_times));
+    let (i, q, c) = (Summary::of(&n.idle), Summary::of(&n.noisy), Summary::of(&n.crowd));
+    let (s, cs) = (Summary::of(&n.spin_times), Summary::of(&n.crowd_times));
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     let mut out = String::new();
     out.push_str(&format!(
-        "Tenant B: {} sequential gRPC attaches on its own network per round; {} rounds with tenant A \
-         idle alternate with {} rounds with A busy, and the samples are pooled. Busy: one client of A's \
-         attaching without pause to a network bound to A's `ipam-hostile` and `policy-hostile` \
-         components, which spin to their deadline on every call ({} calls, each refused after p50 {} ms).\n\n",
+        "Tenant B: {} sequential gRPC attaches on its own network per round; {} rounds each with tenant A \
+         idle, with A busy and with A crowding, interleaved, and the samples are pooled. Busy: one client of \
+         A's attaching without pause to a network bound to A's `ipam-hostile` and `policy-hostile` \
+         components, which spin to their deadline on every call ({} calls, each refused after p50 {} ms). \
+         Crowding: {CROWD} such clients at once ({} calls, refused after p50 {} ms, p95 {} ms: past A's \
+         share of the sandbox a call waits for a slot, then is refused as busy).\n\n",
         n.idle.len() / n.rounds.max(1),
         n.rounds,
-        n.rounds,
         n.spin_times.len(),
-        ms(s.p50)
+        ms(s.p50),
+        n.crowd_times.len(),
+        ms(cs.p50),
+        ms(cs.p95),
     ));
-    out.push_str("| tenant A | B attach p50 ms | p95 | p99 |\n|---|---:|---:|---:|\n");
-    out.push_str(&format!("| idle | {} | {} | {} |\n", ms(i.p50), ms(i.p95), ms(i.p99)));
-    out.push_str(&format!("| spinning | {} | {} | {} |\n", ms(q.p50), ms(q.p95), ms(q.p99)));
-    out.push_str(&format!(
-        "| ratio | {:.2}× | {:.2}× | {:.2}× |\n",
-        ratio(q.p50, i.p50),
-        ratio(q.p95, i.p95),
-        ratio(q.p99, i.p99)
-    ));
+    out.push_str("| tenant A | B attach p50 ms | p95 | p99 | p99 vs idle |\n|---|---:|---:|---:|---:|\n");
+    out.push_str(&format!("| idle | {} | {} | {} | |\n", ms(i.p50), ms(i.p95), ms(i.p99)));
+    for (what, x) in [("1 client spinning", &q), (&format!("{CROWD} clients spinning") as &str, &c)] {
+        out.push_str(&format!(
+            "| {what} | {} | {} | {} | {:.2}× |\n",
+            ms(x.p50),
+            ms(x.p95),
+            ms(x.p99),
+            ratio(x.p99, i.p99)
+        ));
+    }
     out
 }
 

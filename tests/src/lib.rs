@@ -5,6 +5,8 @@
 //! fails. Traffic goes only between namespaces a test made.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod pki;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -208,6 +210,8 @@ impl Host {
             std::fs::write(&path, toml).unwrap();
             args.extend(["--config".to_owned(), path.display().to_string()]);
         }
+        // A host has loopback up (the TLS listener's tests use 127.0.0.1).
+        sh(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
         let mut h = Host { ns, dir, tag: tag.to_owned(), weftd: None, args };
         h.start();
         h
@@ -583,4 +587,28 @@ fn become_on_this_thread(uid: u32, gid: u32) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A channel to a TLS listener at `addr` inside namespace `ns` (the TCP
+/// connection is opened from a thread in that namespace), with `tls`.
+pub async fn connect_tls_in(
+    ns: &str,
+    addr: SocketAddr,
+    tls: tonic::transport::ClientTlsConfig,
+) -> Result<Channel, tonic::transport::Error> {
+    let ns = ns.to_owned();
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let ns = ns.clone();
+            async move {
+                let s = on_ns(&ns, move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+                    .join()
+                    .map_err(|_| std::io::Error::other("connecting thread panicked"))??;
+                s.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::TcpStream::from_std(s)?))
+            }
+        }))
+        .await
 }

@@ -200,7 +200,7 @@ fn shown(r: &Result<String, tonic::Status>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_or_reach_each_other() {
-    let host = Host::with_config("tenancy", &config(""), &[]);
+    let host = Host::with_config("tenancy", &config("[tenant_defaults]\nsubnet_deny = [\"10.200.0.0/16\"]\n"), &[]);
     let (acme, evil) = (as_uid(&host, ACME).await, as_uid(&host, EVIL).await);
     let (acme_c, acme_c2, evil_c) = (host.container("acme-c"), host.container("acme-c2"), host.container("evil-c"));
 
@@ -336,6 +336,23 @@ async fn tenants_never_see_or_reach_each_other() {
         assert_eq!(e.code(), Code::PermissionDenied, "{opt:?}: {e:?}");
         assert!(e.message().starts_with(what), "{e:?}");
     }
+    // Subnets a tenant may not take: the host's own addresses and routes,
+    // and the operator's deny list (the operator itself may).
+    let ns = host.ns.name.as_str();
+    weft_tests::sh(&["ip", "-n", ns, "link", "add", "wtdummy0", "type", "veth", "peer", "name", "wtdummy1"]);
+    weft_tests::sh(&["ip", "-n", ns, "addr", "add", "192.0.2.1/24", "dev", "wtdummy0"]);
+    weft_tests::sh(&["ip", "-n", ns, "link", "set", "wtdummy0", "up"]);
+    weft_tests::sh(&["ip", "-n", ns, "route", "add", "198.51.100.0/24", "dev", "wtdummy0"]);
+    for subnet in ["192.0.2.0/25", "198.51.100.128/25"] {
+        let e = nets.create_network(net_req("", "shadow", subnet)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{subnet}: {e:?}");
+        assert!(e.message().ends_with("overlaps an address or route of the host, which tenants may not use"), "{e:?}");
+    }
+    let e = nets.create_network(net_req("", "denied", "10.200.1.0/24")).await.unwrap_err();
+    assert!(e.message().contains("overlaps 10.200.0.0/16, which tenants may not use (subnet_deny)"), "{e:?}");
+    let mut root_nets = NetworkServiceClient::new(host.channel().await);
+    root_nets.create_network(net_req("evil", "shadow", "198.51.100.128/25")).await.unwrap();
+
     let mut mv = net_req("", "lan", "10.72.0.0/24");
     mv.driver = "macvlan".into();
     mv.options.insert("parent".into(), "wtnone0".into());
@@ -563,4 +580,168 @@ async fn an_endpoint(root: &Channel) -> String {
         .unwrap()
         .into_inner();
     l.endpoints[0].name.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_callers_are_their_certificates() {
+    use rcgen::SanType;
+    use weft_grpc::client::ClientTls;
+    use weft_tests::connect_tls_in;
+    use weft_tests::pki::{PkiDir, TestCa};
+
+    let pki = PkiDir::new("tls");
+    let dir = &pki.0;
+    let (ca, stranger) = (TestCa::new("weft test CA"), TestCa::new("another CA"));
+    let ca_pem = ca.write(dir, "ca");
+    let server = ca.server(dir);
+    let conf = format!(
+        "listen = \"127.0.0.1:7443\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\ntrust_domain = \"weft.test\"\n\
+         log_format = \"json\"\n\n[orchestrators.kube]\ntenants = [\"acme\"]\n",
+        server.cert.display(),
+        server.key.display(),
+        ca_pem.display()
+    );
+    let host = Host::with_config("tls", &conf, &[]);
+    let addr: std::net::SocketAddr = "127.0.0.1:7443".parse().unwrap();
+    let client = |name: &str, uri: &str| {
+        let c = ca.client(dir, name, uri);
+        ClientTls { cert: c.cert, key: c.key, ca: ca_pem.clone() }
+    };
+    let channel = |tls: ClientTls| {
+        let ns = host.ns.name.clone();
+        async move { connect_tls_in(&ns, addr, tls.config().unwrap()).await.unwrap() }
+    };
+
+    // A tenant's certificate: the tenant, as over the socket.
+    let acme = channel(client("acme", "spiffe://weft.test/tenant/acme")).await;
+    let net =
+        NetworkServiceClient::new(acme.clone()).create_network(net_req("", "tls-net", "10.66.0.0/24")).await.unwrap();
+    assert_eq!(net.into_inner().tenant, "acme");
+    let e = call(&acme, Rpc::GetStats, "", &MISSING, "").await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // An operator's, and an orchestrator's limited to acme.
+    let op = channel(client("alice", "spiffe://weft.test/operator/alice")).await;
+    call(&op, Rpc::GetStats, "", &MISSING, "").await.unwrap();
+    let kube = channel(client("kube", "spiffe://weft.test/orchestrator/kube")).await;
+    let seen = call(&kube, Rpc::ListNetworks, "acme", &MISSING, "").await.unwrap();
+    assert!(seen.contains("tls-net"), "{seen}");
+    assert_eq!(call(&kube, Rpc::ListNetworks, "evil", &MISSING, "").await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(call(&kube, Rpc::CreateNetwork, "acme", &MISSING, "").await.unwrap_err().code(), Code::PermissionDenied);
+
+    // Every certificate that does not name exactly one caller of this trust
+    // domain, chained to its CA and valid now, is UNAUTHENTICATED, and told
+    // nothing else.
+    let uri = |u: &str| SanType::URI(u.try_into().unwrap());
+    let with = |issued: weft_tests::pki::Issued| ClientTls { cert: issued.cert, key: issued.key, ca: ca_pem.clone() };
+    let refused = [
+        ("another trust domain", client("td", "spiffe://other.test/tenant/acme")),
+        ("an unknown role", client("king", "spiffe://weft.test/king/acme")),
+        (
+            "two URIs",
+            with(ca.issue(
+                dir,
+                "two",
+                vec![uri("spiffe://weft.test/tenant/acme"), uri("spiffe://weft.test/operator/x")],
+                false,
+                false,
+            )),
+        ),
+        ("no URI", with(ca.issue(dir, "dns", vec![SanType::DnsName("acme.test".try_into().unwrap())], false, false))),
+        ("expired", with(ca.issue(dir, "old", vec![uri("spiffe://weft.test/operator/old")], false, true))),
+        (
+            "another CA",
+            with(stranger.issue(dir, "stranger", vec![uri("spiffe://weft.test/operator/mallory")], false, false)),
+        ),
+    ];
+    for (case, tls) in refused {
+        let ch = channel(tls).await;
+        let e = call(&ch, Rpc::ListNetworks, "", &MISSING, "").await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::Unauthenticated, "the caller is not identified"), "{case}");
+    }
+    let anonymous = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&ca_pem).unwrap()));
+    let ch = connect_tls_in(&host.ns.name, addr, anonymous).await.unwrap();
+    let e = call(&ch, Rpc::ListNetworks, "", &MISSING, "").await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Unauthenticated, "the caller is not identified"), "no certificate");
+
+    // The CLI over TLS (run in the host namespace, where 127.0.0.1:7443 is).
+    let tls = client("cli", "spiffe://weft.test/tenant/acme");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.ns.name])
+        .arg(bin_dir().join("weft"))
+        .args(["--addr", "https://127.0.0.1:7443", "--tls-cert"])
+        .arg(&tls.cert)
+        .arg("--tls-key")
+        .arg(&tls.key)
+        .arg("--ca")
+        .arg(&tls.ca)
+        .args(["network", "ls"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("tls-net"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+
+    // The audit line names the certificate's identity.
+    let audited = host.log().lines().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+            v["target"] == "weft::audit" && v["caller"] == "spiffe://weft.test/tenant/acme" && v["object"] == "tls-net"
+        })
+    });
+    assert!(audited, "{}", host.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_wasm_calls_are_held_to_its_share() {
+    let host = Host::with_args("share", &["--tenant-wasm-concurrency", "2"]);
+    host.upload("evil", "spin-ipam", "ipam", &component("ipam-hostile")).await.unwrap();
+    let root = host.channel().await;
+    // One network per call: attaches to one network take its lock in turn.
+    for i in 0..12 {
+        let mut spin_net = net_req("evil", &format!("bad-{i}"), &format!("10.67.{i}.0/24"));
+        spin_net.ipam = "spin-ipam".into();
+        NetworkServiceClient::new(root.clone()).create_network(spin_net).await.unwrap();
+    }
+    NetworkServiceClient::new(root.clone()).create_network(net_req("good", "fine", "10.68.0.0/24")).await.unwrap();
+
+    // 12 of evil's attaches at once, each calling an IPAM that spins to its
+    // deadline (~370 ms throttled): two run at a time, the rest wait for a
+    // slot, and those still waiting after 1 s are refused as busy.
+    let victim = host.container("v");
+    let spins: Vec<_> = (0..12)
+        .map(|i| {
+            let (sock, ns) = (host.socket(), victim.path());
+            tokio::spawn(async move {
+                let ch = weft_grpc::client::connect_unix(sock).await.unwrap();
+                let req = pb::AttachEndpointRequest {
+                    tenant: "evil".into(),
+                    network: format!("bad-{i}"),
+                    name: "spin".into(),
+                    netns: ns,
+                    ..Default::default()
+                };
+                EndpointServiceClient::new(ch).attach_endpoint(req).await.unwrap_err()
+            })
+        })
+        .collect();
+    // Meanwhile another tenant attaches as usual.
+    let good: Vec<Netns> = (0..4).map(|i| host.container(&format!("g{i}"))).collect();
+    for (i, ns) in good.iter().enumerate() {
+        EndpointServiceClient::new(root.clone())
+            .attach_endpoint(attach_req("good", "fine", &format!("g{i}"), ns))
+            .await
+            .unwrap();
+    }
+    let (mut deadline, mut busy) = (0, 0);
+    for s in spins {
+        let e = s.await.unwrap();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        if e.message().contains("deadline") {
+            deadline += 1;
+        } else {
+            assert!(e.message().contains("tenant \"evil\" already has 2 Wasm call(s) running"), "{e:?}");
+            busy += 1;
+        }
+    }
+    assert!(deadline >= 2 && busy >= 1, "{deadline} ran to their deadline, {busy} were refused as busy");
 }

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weft_grpc::client::{
-    EndpointServiceClient, EventServiceClient, ModuleServiceClient, NetworkServiceClient, PolicyServiceClient,
-    SystemServiceClient, TenantServiceClient, connect_unix,
+    ClientTls, EndpointServiceClient, EventServiceClient, ModuleServiceClient, NetworkServiceClient,
+    PolicyServiceClient, SystemServiceClient, TenantServiceClient, connect_tls, connect_unix,
 };
 use weft_grpc::pb;
 
@@ -25,6 +25,20 @@ struct Cli {
     /// weftd's Unix socket.
     #[arg(long, global = true, env = "WEFT_SOCKET", default_value = "/run/weft/weft.sock")]
     socket: PathBuf,
+    /// weftd's TLS listener, `https://HOST:PORT`, instead of the socket
+    /// (with --tls-cert, --tls-key and --ca).
+    #[arg(long, global = true, env = "WEFT_ADDR")]
+    addr: Option<String>,
+    /// Client certificate for --addr (PEM; one URI SAN
+    /// spiffe://<trust-domain>/<role>/<name>).
+    #[arg(long, global = true, env = "WEFT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, global = true, env = "WEFT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA weftd's certificate chains to (PEM).
+    #[arg(long, global = true, env = "WEFT_CA")]
+    ca: Option<PathBuf>,
     /// Tenant to act as (empty: default).
     #[arg(long, global = true, env = "WEFT_TENANT", default_value = "")]
     tenant: String,
@@ -285,8 +299,18 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Cmd::Module(module::ModuleCmd::Test(a)) = cli.cmd {
         return module_test::run(a);
     }
-    let channel =
-        connect_unix(&cli.socket).await.map_err(|e| format!("cannot reach weftd at {}: {e}", cli.socket.display()))?;
+    let channel = match &cli.addr {
+        None => connect_unix(&cli.socket)
+            .await
+            .map_err(|e| format!("cannot reach weftd at {}: {e}", cli.socket.display()))?,
+        Some(addr) => {
+            let (Some(cert), Some(key), Some(ca)) = (&cli.tls_cert, &cli.tls_key, &cli.ca) else {
+                return Err("--addr needs --tls-cert, --tls-key and --ca".into());
+            };
+            let tls = ClientTls { cert: cert.clone(), key: key.clone(), ca: ca.clone() };
+            connect_tls(addr, &tls).await?
+        }
+    };
     let status = |s: tonic::Status| format!("{} ({:?})", s.message(), s.code());
     let tenant = cli.tenant.clone();
     let json = cli.output == Format::Json;

@@ -24,6 +24,23 @@ pub struct Config {
     /// gid can connect (mode 0660). Default: root's.
     #[arg(long)]
     pub socket_group: Option<u32>,
+    /// Also serve the API on this TCP address with mutual TLS (needs
+    /// --tls-cert, --tls-key, --client-ca and --trust-domain).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// weftd's certificate chain for the TLS listener (PEM).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that client certificates must chain to (PEM).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// The SPIFFE trust domain of client certificates: each carries exactly
+    /// one URI SAN spiffe://<trust-domain>/<role>/<name>.
+    #[arg(long)]
+    pub trust_domain: Option<String>,
     /// Log lines as `text` or `json` (one JSON object per line).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -54,6 +71,10 @@ pub struct Config {
     /// Address space one upload's compile worker may use, in MiB.
     #[arg(long, default_value_t = 4096)]
     pub compile_memory_mib: u64,
+    /// Calls into one tenant's uploaded components that may run at once;
+    /// more wait (up to 1 s) for a slot. Default: half the cores, at least 1.
+    #[arg(long, default_value_t = weft_wasm::default_tenant_concurrency())]
+    pub tenant_wasm_concurrency: usize,
 }
 
 fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -72,13 +93,48 @@ impl Config {
         let matches = Config::command().get_matches();
         let mut cfg = Config::from_arg_matches(&matches)?;
         let Some(path) = cfg.config_path() else {
-            return Ok((cfg, Access::default()));
+            cfg.check()?;
+            let access = Access { trust_domain: cfg.trust_domain.clone().unwrap_or_default(), ..Access::default() };
+            return Ok((cfg, access));
         };
         let file = crate::config_file::read(&path)?;
         let given =
             |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
-        let access = file.apply(&mut cfg, given);
+        let mut access = file.apply(&mut cfg, given);
+        cfg.check()?;
+        access.trust_domain = cfg.trust_domain.clone().unwrap_or_default();
         Ok((cfg, access))
+    }
+
+    /// The flags hold together: a TLS listener has its files and a trust
+    /// domain.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.listen.is_some() {
+            for (flag, v) in
+                [("--tls-cert", &self.tls_cert), ("--tls-key", &self.tls_key), ("--client-ca", &self.client_ca)]
+            {
+                anyhow::ensure!(v.is_some(), "--listen needs {flag} (or its key in the configuration file)");
+            }
+            anyhow::ensure!(
+                self.trust_domain.as_deref().is_some_and(|t| !t.is_empty()),
+                "--listen needs --trust-domain (or trust_domain in the configuration file)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Where to serve.
+    pub fn listeners(&self) -> weft_grpc::server::Listeners {
+        let tls = match (self.listen, &self.tls_cert, &self.tls_key, &self.client_ca) {
+            (Some(listen), Some(cert), Some(key), Some(ca)) => Some(weft_grpc::tls::TlsSettings {
+                listen,
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: ca.clone(),
+            }),
+            _ => None,
+        };
+        weft_grpc::server::Listeners { socket: self.socket.clone(), socket_group: self.socket_group, tls }
     }
 
     /// The configuration file to read: the one named, or the default if it

@@ -29,7 +29,16 @@ pub struct File {
     module_max_bytes: Option<usize>,
     compile_timeout_secs: Option<u64>,
     compile_memory_mib: Option<u64>,
+    tenant_wasm_concurrency: Option<usize>,
     log_format: Option<String>,
+    listen: Option<std::net::SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    trust_domain: Option<String>,
+    /// The tenants each certificate-identified orchestrator may act for.
+    #[serde(default)]
+    orchestrators: BTreeMap<String, Orchestrator>,
     /// Unix-socket callers by uid or gid.
     #[serde(default)]
     unix: Vec<toml::Spanned<UnixCaller>>,
@@ -45,6 +54,14 @@ pub struct File {
     access: Access,
 }
 
+/// `[orchestrators.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Orchestrator {
+    #[serde(default)]
+    tenants: Vec<String>,
+}
+
 /// Line `n` (1-based) of `text` holding byte `at`.
 fn line_of(text: &str, at: usize) -> usize {
     text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
@@ -54,7 +71,9 @@ fn line_of(text: &str, at: usize) -> usize {
 pub fn read(path: &Path) -> anyhow::Result<File> {
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display()))
+    let mut f = parse(&text).map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display()))?;
+    f.relative_to(path.parent().unwrap_or(Path::new(".")));
+    Ok(f)
 }
 
 /// Parse and check `text`: `line N: reason` on error.
@@ -93,10 +112,17 @@ pub fn parse(text: &str) -> Result<File, String> {
         Tenant::parse("tenant", name).map_err(|e| format!("{here}: {e}"))?;
         check_rules(&here, r.get_ref())?;
     }
+    for (name, o) in &f.orchestrators {
+        for t in &o.tenants {
+            Tenant::parse("tenant", t).map_err(|e| format!("[orchestrators.{name}]: {e}"))?;
+        }
+    }
     f.access = Access {
         unix: f.unix.iter().map(|c| c.get_ref().clone()).collect(),
         tenant_defaults: f.tenant_defaults.clone(),
         tenants: f.tenants.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())).collect(),
+        trust_domain: f.trust_domain.clone().unwrap_or_default(),
+        orchestrators: f.orchestrators.iter().map(|(k, o)| (k.clone(), o.tenants.clone())).collect(),
     };
     Ok(f)
 }
@@ -109,6 +135,20 @@ fn check_rules(at: &str, r: &TenantRules) -> Result<(), String> {
 }
 
 impl File {
+    /// Make the file's relative paths relative to `dir`, the file's own
+    /// directory (as a reader of the file would take them).
+    fn relative_to(&mut self, dir: &Path) {
+        for p in [&mut self.socket, &mut self.state_dir, &mut self.modules_dir, &mut self.tls_cert, &mut self.tls_key]
+            .into_iter()
+            .chain([&mut self.client_ca])
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+    }
+
     /// Set every key the command line did not (`given(flag id)`) into
     /// `cfg`; answer the access rules.
     pub fn apply(self, cfg: &mut Config, given: impl Fn(&str) -> bool) -> Access {
@@ -130,7 +170,13 @@ impl File {
         set(g, "module_max_bytes", &mut cfg.module_max_bytes, self.module_max_bytes);
         set(g, "compile_timeout_secs", &mut cfg.compile_timeout_secs, self.compile_timeout_secs);
         set(g, "compile_memory_mib", &mut cfg.compile_memory_mib, self.compile_memory_mib);
+        set(g, "tenant_wasm_concurrency", &mut cfg.tenant_wasm_concurrency, self.tenant_wasm_concurrency);
         set(g, "log_format", &mut cfg.log_format, self.log_format);
+        set(g, "listen", &mut cfg.listen, self.listen.map(Some));
+        set(g, "tls_cert", &mut cfg.tls_cert, self.tls_cert.map(Some));
+        set(g, "tls_key", &mut cfg.tls_key, self.tls_key.map(Some));
+        set(g, "client_ca", &mut cfg.client_ca, self.client_ca.map(Some));
+        set(g, "trust_domain", &mut cfg.trust_domain, self.trust_domain.map(Some));
         self.access
     }
 
@@ -190,5 +236,13 @@ mod tests {
         assert_eq!((q.networks, q.endpoints), (8, 1024), "acme's own key, then the defaults'");
         let doc_default = doc.lines().find(|l| l.starts_with("| `module_max_bytes`")).unwrap();
         assert!(doc_default.contains(&weft_model::module::DEFAULT_MAX_MODULE_BYTES.to_string()), "{doc_default}");
+    }
+
+    #[test]
+    fn relative_paths_are_the_files_own() {
+        let mut f = parse("tls_cert = \"weftd.pem\"\nstate_dir = \"/var/lib/weft\"\n").unwrap();
+        f.relative_to(Path::new("/etc/weft"));
+        assert_eq!(f.tls_cert, Some(PathBuf::from("/etc/weft/weftd.pem")));
+        assert_eq!(f.state_dir, Some(PathBuf::from("/var/lib/weft")));
     }
 }

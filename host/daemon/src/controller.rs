@@ -79,7 +79,7 @@ impl Ctl {
     /// state and reconcile the kernel with it.
     pub async fn start(cfg: &crate::config::Config, access: Arc<SharedAccess>) -> anyhow::Result<Ctl> {
         let store = weft_store::RedbStore::open(&cfg.state_dir)?;
-        let wasm = Arc::new(weft_wasm::WasmHost::new()?);
+        let wasm = Arc::new(weft_wasm::WasmHost::with_tenant_concurrency(cfg.tenant_wasm_concurrency)?);
         let dir = cfg.modules_dir();
         let builtins = crate::modules::load_builtins(&wasm, &dir)?;
         let names: Vec<&str> = builtins.iter().map(|b| b.name.as_str()).collect();
@@ -183,6 +183,36 @@ impl Ctl {
         Ok(Outcome { revision, plan: None })
     }
 
+    /// A tenant's subnets must not shadow what the host itself uses: its
+    /// addresses and routes, other than those of weft's own bridges (and a
+    /// macvlan network's parent, whose LAN it is meant to share). The
+    /// message does not say which of the host's prefixes it is.
+    async fn clear_of_the_host(&self, spec: &NetworkSpec) -> Result<(), ControlError> {
+        let host = self
+            .commit
+            .kernel
+            .host_prefixes()
+            .await
+            .map_err(|e| ControlError::Internal(format!("reading the host's addresses and routes: {e}")))?;
+        let ours: std::collections::HashSet<weft_model::IfName> =
+            self.index.read(|st| st.all_networks().map(|n| n.bridge.clone()).collect());
+        let parent = spec.macvlan.as_ref().map(|m| &m.parent);
+        for (i, s) in spec.subnets.iter().enumerate() {
+            let shadows = host.iter().any(|(p, link)| {
+                let weft_owned = link.as_ref().is_some_and(|l| ours.contains(l) || Some(l) == parent);
+                !weft_owned && weft_model::net::overlaps(p, &s.subnet)
+            });
+            if shadows {
+                return Err(InvalidRequest::new(
+                    format!("subnets[{i}].subnet"),
+                    format!("{} overlaps an address or route of the host, which tenants may not use", s.subnet),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
     /// `change`, held to `tenant`'s quotas.
     fn limited(&self, mut change: Change, tenant: &Tenant) -> Change {
         change.quota = Some((tenant.clone(), self.access.get().quotas(tenant)));
@@ -281,8 +311,12 @@ impl Ctl {
     }
 }
 
-/// The host-level options of `spec` that `who` may not use, refused.
+/// The host-level options and subnets of `spec` that `who` may not use,
+/// refused.
 fn admit_network(access: &Access, who: &Caller, spec: &NetworkSpec) -> Result<(), ControlError> {
+    for (i, s) in spec.subnets.iter().enumerate() {
+        access.admit_subnet(who, &spec.tenant, i, &s.subnet)?;
+    }
     if let Some(m) = &spec.macvlan {
         access.admit(who, &spec.tenant, HostOption::Macvlan, m.parent.as_str())?;
     }
@@ -299,6 +333,9 @@ impl Controller for Ctl {
     async fn create_network(&self, who: &Caller, req: CreateNetwork) -> Result<(NetworkView, Outcome), ControlError> {
         let spec = req.validate()?;
         admit_network(&self.access.get(), who, &spec)?;
+        if !who.is_operator() {
+            self.clear_of_the_host(&spec).await?;
+        }
         let tenant = spec.tenant.clone();
         let (net, change) = tokio::task::block_in_place(|| self.decider.create_network(&self.index, spec))?;
         let change = self.limited(change, &tenant);

@@ -50,9 +50,10 @@ async fn serve() -> anyhow::Result<()> {
     let ctl = Arc::new(controller::Ctl::start(&cfg, access.clone()).await.context("starting weftd")?);
     let periodic = reconcile::spawn_periodic(ctl.clone(), cfg.reconcile_interval());
     let watcher = drift::spawn(ctl.clone()).context("starting the drift watcher")?;
-    let reload = spawn_reload(cfg.config_path(), access.clone())?;
-    info!(socket = %cfg.socket.display(), "serving");
-    weft_grpc::server::serve_unix(ctl, access, &cfg.socket, cfg.socket_group, shutdown_signal())
+    let reload = spawn_reload(cfg.config_path(), cfg.trust_domain.clone(), access.clone())?;
+    let listeners = cfg.listeners();
+    info!(socket = %cfg.socket.display(), tls = ?cfg.listen, "serving");
+    weft_grpc::server::serve(ctl, access, &listeners, shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!("serving on {}: {e}", cfg.socket.display()))?;
     periodic.abort();
@@ -68,6 +69,7 @@ async fn serve() -> anyhow::Result<()> {
 /// check out changes nothing and says why.
 fn spawn_reload(
     path: Option<std::path::PathBuf>,
+    trust_domain: Option<String>,
     access: Arc<SharedAccess>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -80,7 +82,10 @@ fn spawn_reload(
             };
             match config_file::read(path) {
                 Ok(f) => {
-                    access.set(f.access());
+                    let mut rules = f.access();
+                    // The trust domain the listener runs with stays (a flag wins).
+                    rules.trust_domain = trust_domain.clone().unwrap_or_else(|| access.get().trust_domain.clone());
+                    access.set(rules);
                     info!(file = %path.display(), "SIGHUP: configuration reloaded");
                 }
                 Err(e) => warn!(error = %e, "SIGHUP: configuration not reloaded; the rules in force stay"),

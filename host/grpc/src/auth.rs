@@ -1,6 +1,7 @@
 //! The one place a request gets its caller: a tower layer in front of every
 //! service resolves the connection's peer (the Unix socket's SO_PEERCRED
-//! uid/gid, as tonic records it) to a [`Caller`] under the access rules in
+//! uid/gid, as tonic records it, or the TLS listener's verified certificate
+//! URI, [`TlsPeer`]) to a [`Caller`] under the access rules in
 //! force, refuses an unknown peer with UNAUTHENTICATED and an RPC its role may
 //! not call with PERMISSION_DENIED — both before the request is decoded —
 //! and hands the caller to the handler in the request's extensions.
@@ -17,6 +18,7 @@ use tower::{Layer, Service};
 use weft_model::access::{Caller, Rpc, SharedAccess};
 
 use crate::status::to_status;
+use crate::tls::TlsPeer;
 
 /// The layer: [`Authenticate`] around each service.
 #[derive(Clone)]
@@ -52,6 +54,10 @@ fn identify<B>(access: &SharedAccess, req: &http::Request<B>) -> Result<Caller, 
     if let Some(info) = req.extensions().get::<UdsConnectInfo>() {
         let cred = info.peer_cred.ok_or_else(unknown)?;
         return access.get().unix_caller(cred.uid(), cred.gid()).ok_or_else(unknown);
+    }
+    if let Some(peer) = req.extensions().get::<TlsPeer>() {
+        let uri = peer.identity.as_ref().map_err(|_| unknown())?;
+        return access.get().spiffe_caller(uri).ok_or_else(unknown);
     }
     Err(unknown())
 }

@@ -1,4 +1,5 @@
-//! Connecting to weftd over its Unix socket (used by the CLI and tests).
+//! Connecting to weftd over its Unix socket or its mutual-TLS listener
+//! (used by the CLI, the benchmarks and tests).
 
 use std::path::PathBuf;
 
@@ -24,4 +25,45 @@ pub async fn connect_unix(path: impl Into<PathBuf>) -> Result<Channel, tonic::tr
             async move { UnixStream::connect(path).await.map(TokioIo::new) }
         }))
         .await
+}
+
+/// The files a client presents to weftd's TLS listener.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The client's certificate (PEM), with its one SPIFFE URI SAN.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA weftd's certificate chains to (PEM).
+    pub ca: PathBuf,
+}
+
+impl ClientTls {
+    /// tonic's TLS configuration from the files.
+    pub fn config(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |what: &str, p: &PathBuf| std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()));
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("--ca", &self.ca)?))
+            .identity(Identity::from_pem(read("--tls-cert", &self.cert)?, read("--tls-key", &self.key)?)))
+    }
+}
+
+/// A channel to weftd's TLS listener at `addr` (`https://HOST:PORT`).
+pub async fn connect_tls(addr: &str, tls: &ClientTls) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(addr.to_owned()).map_err(|e| format!("--addr {addr:?}: {e}"))?;
+    let endpoint = endpoint.tls_config(tls.config()?).map_err(|e| format!("TLS: {e}"))?;
+    endpoint.connect().await.map_err(|e| format!("cannot reach weftd at {addr}: {}", chain(&e)))
+}
+
+/// An error with its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod convert;
 pub mod server;
 pub mod status;
+pub mod tls;
 
 /// Generated protobuf types, services and clients for `weft.v1`.
 pub mod pb {

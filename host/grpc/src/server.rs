@@ -1,12 +1,16 @@
-//! The tonic services and the Unix-socket server that hosts them, with
-//! grpc.health.v1 and server reflection (v1 and v1alpha, so grpcurl works).
+//! The tonic services and the servers that host them — the Unix socket and
+//! the optional mutual-TLS listener, the same services behind the same
+//! caller layer — with grpc.health.v1 and server reflection (v1 and
+//! v1alpha, so grpcurl works).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
+use tower::layer::util::{Identity, Stack};
 
 use crate::audit::Audited;
 use crate::auth::{AuthLayer, caller};
@@ -18,6 +22,7 @@ use crate::pb::policy_service_server::{PolicyService, PolicyServiceServer};
 use crate::pb::system_service_server::{SystemService, SystemServiceServer};
 use crate::pb::tenant_service_server::{TenantService, TenantServiceServer};
 use crate::status::to_status;
+use crate::tls::{TlsListener, TlsSettings};
 use crate::{Controller, convert, pb};
 use weft_model::access::{Caller, Rpc, SharedAccess};
 use weft_model::api::{ApplyDocuments, CheckPolicy, DeleteDocuments, UpdateNetwork, UploadModule};
@@ -294,18 +299,23 @@ impl<C: Controller> EventService for Api<C> {
     }
 }
 
-/// Serve the API on a Unix socket at `path` until `shutdown` resolves, each
-/// caller identified by its uid/gid under `access`. The socket is readable
-/// and writable by owner and group only, its group `group` if given (the
-/// callers configured by gid connect through it); a stale socket file from
-/// an earlier run is replaced.
-pub async fn serve_unix<C: Controller>(
-    ctl: Arc<C>,
-    access: Arc<SharedAccess>,
-    path: &Path,
-    group: Option<u32>,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// Where the API is served: the Unix socket, always, and the TLS listener
+/// if configured.
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    /// The Unix socket's path.
+    pub socket: std::path::PathBuf,
+    /// The socket file's group (mode 0660), so callers configured by gid
+    /// can connect.
+    pub socket_group: Option<u32>,
+    /// The mutual-TLS TCP listener.
+    pub tls: Option<TlsSettings>,
+}
+
+/// Bind the Unix socket at `path`: readable and writable by owner and
+/// group only, its group `group` if given; a stale socket file from an
+/// earlier run is replaced.
+fn bind_unix(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -322,6 +332,54 @@ pub async fn serve_unix<C: Controller>(
         std::os::unix::fs::chown(&tmp, None, Some(gid))?;
     }
     std::fs::rename(&tmp, path)?;
+    Ok(listener)
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every service behind the caller layer, with grpc.health.v1 and
+/// reflection.
+fn router<C: Controller>(
+    api: &Api<C>,
+    access: &Arc<SharedAccess>,
+    health: &tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> Result<Router<Stack<AuthLayer, Identity>>, BoxError> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok(tonic::transport::Server::builder()
+        .layer(AuthLayer::new(access.clone()))
+        .add_service(NetworkServiceServer::new(api.clone()))
+        .add_service(EndpointServiceServer::new(api.clone()))
+        .add_service(PolicyServiceServer::new(api.clone()))
+        .add_service(ModuleServiceServer::new(api.clone()))
+        .add_service(SystemServiceServer::new(api.clone()))
+        .add_service(TenantServiceServer::new(api.clone()))
+        .add_service(EventServiceServer::new(api.clone()))
+        .add_service(health.clone())
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha))
+}
+
+/// Serve the API on `listeners` until `shutdown` resolves, each caller
+/// identified under `access`.
+pub async fn serve<C: Controller>(
+    ctl: Arc<C>,
+    access: Arc<SharedAccess>,
+    listeners: &Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), BoxError> {
+    // The socket file appears last: once it is there, both listeners are.
+    let tls = match &listeners.tls {
+        Some(s) => Some(TlsListener::bind(s).await?),
+        None => None,
+    };
+    let unix = bind_unix(&listeners.socket, listeners.socket_group)?;
     let api = Api { ctl };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<NetworkServiceServer<Api<C>>>().await;
@@ -331,27 +389,30 @@ pub async fn serve_unix<C: Controller>(
     health.set_serving::<SystemServiceServer<Api<C>>>().await;
     health.set_serving::<EventServiceServer<Api<C>>>().await;
     health.set_serving::<TenantServiceServer<Api<C>>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    tonic::transport::Server::builder()
-        .layer(AuthLayer::new(access))
-        .add_service(NetworkServiceServer::new(api.clone()))
-        .add_service(EndpointServiceServer::new(api.clone()))
-        .add_service(PolicyServiceServer::new(api.clone()))
-        .add_service(ModuleServiceServer::new(api.clone()))
-        .add_service(SystemServiceServer::new(api.clone()))
-        .add_service(TenantServiceServer::new(api.clone()))
-        .add_service(EventServiceServer::new(api))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
-    Ok(())
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let on_unix = router(&api, &access, &health_service)?
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), until_stopped(stopped.clone()));
+    let on_tls = match tls {
+        Some(t) => Some(
+            router(&api, &access, &health_service)?
+                .serve_with_incoming_shutdown(t.incoming(), until_stopped(stopped.clone())),
+        ),
+        None => None,
+    };
+    let on_tls = async {
+        match on_tls {
+            Some(f) => f.await,
+            None => Ok(()),
+        }
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let (a, b, ()) = tokio::join!(on_unix, on_tls, signal);
+    a?;
+    Ok(b?)
 }

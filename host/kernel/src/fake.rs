@@ -288,6 +288,17 @@ impl KernelApi for FakeKernel {
         })
     }
 
+    async fn host_prefixes(&self) -> Result<Vec<(ipnet::IpNet, Option<IfName>)>, KernelError> {
+        // The fake host's own addresses: those of links weft did not make.
+        let st = self.lock();
+        Ok(st
+            .links
+            .iter()
+            .filter(|((ns, _), _)| ns == "host")
+            .flat_map(|((_, name), l)| l.addresses.iter().map(move |a| (a.trunc(), IfName::parse("link", name).ok())))
+            .collect())
+    }
+
     async fn netns_id(&self, path: &std::path::Path) -> Result<u64, KernelError> {
         // A stable identity per path, as an nsfs inode would be.
         Ok(path.as_os_str().len() as u64 * 1_000_003 + path.to_string_lossy().bytes().map(u64::from).sum::<u64>())

@@ -64,6 +64,9 @@ pub trait KernelApi: Send + Sync {
     async fn link_exists(&self, name: &weft_model::IfName) -> Result<bool, KernelError> {
         Ok(self.observe_link(name).await?.is_some())
     }
+    /// The prefixes weftd's namespace uses itself — its addresses and its
+    /// main-table routes other than default — each with its link's name.
+    async fn host_prefixes(&self) -> Result<Vec<(ipnet::IpNet, Option<weft_model::IfName>)>, KernelError>;
 }
 
 /// The kernel of the namespace weftd runs in, plus access to container
@@ -157,6 +160,10 @@ impl KernelApi for Kernel {
 
     async fn link_exists(&self, name: &weft_model::IfName) -> Result<bool, KernelError> {
         Ok(self.host.index_of(name).await?.is_some())
+    }
+
+    async fn host_prefixes(&self) -> Result<Vec<(ipnet::IpNet, Option<weft_model::IfName>)>, KernelError> {
+        self.host.prefixes().await
     }
 }
 

@@ -140,6 +140,60 @@ impl Netlink {
         Ok(out)
     }
 
+    /// Every address of the namespace and every main-table route with a
+    /// destination (not a default route), each as a prefix with the name of
+    /// its link: what the host itself uses, which a tenant's subnet must not
+    /// shadow.
+    pub async fn prefixes(&self) -> Result<Vec<(IpNet, Option<IfName>)>, KernelError> {
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+        let mut names = std::collections::HashMap::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(m) = links.try_next().await.map_err(|e| KernelError::netlink("link show", "all", e))? {
+            if let Some(n) = link_name(&m) {
+                names.insert(m.header.index, n);
+            }
+        }
+        let mut out = Vec::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(a) = addrs.try_next().await.map_err(|e| KernelError::netlink("addr show", "all", e))? {
+            for attr in &a.attributes {
+                if let AddressAttribute::Address(ip) = attr
+                    && let Ok(net) = IpNet::new(*ip, a.header.prefix_len)
+                {
+                    out.push((net.trunc(), names.get(&a.header.index).cloned()));
+                }
+            }
+        }
+        for msg in [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ] {
+            let mut routes = self.handle.route().get(msg).execute();
+            while let Some(r) = routes.try_next().await.map_err(|e| KernelError::netlink("route show", "all", e))? {
+                if r.header.table != 254 || r.header.destination_prefix_length == 0 {
+                    continue;
+                }
+                let (mut dst, mut oif) = (None, None);
+                for a in &r.attributes {
+                    match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+                        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                if let Some(dst) = dst
+                    && let Ok(net) = IpNet::new(dst, r.header.destination_prefix_length)
+                {
+                    out.push((net.trunc(), oif.and_then(|i| names.get(&i).cloned())));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Whether the main table has a default route of the family.
     pub async fn has_default_route(&self, v4: bool) -> Result<bool, KernelError> {
         let msg = if v4 {

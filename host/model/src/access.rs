@@ -342,6 +342,10 @@ pub struct TenantRules {
     /// (port 53), `IP:PORT` or `[IPv6]:PORT`.
     #[serde(deserialize_with = "upstreams")]
     pub dns_upstreams: Option<Vec<std::net::SocketAddr>>,
+    /// Ranges its subnets must lie in (unset: anywhere not refused).
+    pub subnet_pools: Option<Vec<ipnet::IpNet>>,
+    /// Ranges its subnets must not overlap.
+    pub subnet_deny: Option<Vec<ipnet::IpNet>>,
     /// Its quotas.
     pub quotas: QuotaRules,
 }
@@ -436,6 +440,11 @@ pub struct Access {
     pub tenant_defaults: TenantRules,
     /// Rules per tenant.
     pub tenants: BTreeMap<String, TenantRules>,
+    /// The SPIFFE trust domain client certificates must be of (TLS listener).
+    pub trust_domain: String,
+    /// The tenants each orchestrator identified by certificate may act for,
+    /// by its name (`spiffe://<td>/orchestrator/<name>`); unlisted: any.
+    pub orchestrators: BTreeMap<String, Vec<String>>,
 }
 
 impl Access {
@@ -453,6 +462,70 @@ impl Access {
             None => None,
             Some(c) => Some(Caller { principal, role: c.role, tenants: c.tenant_list() }),
         }
+    }
+
+    /// The caller a verified client certificate with the single URI SAN
+    /// `uri` is: `spiffe://<trust domain>/<role>/<name>`, the trust domain
+    /// this weftd's, the role one of weft's, a tenant's name a tenant. None:
+    /// no access (UNAUTHENTICATED).
+    pub fn spiffe_caller(&self, uri: &str) -> Option<Caller> {
+        let rest = uri.strip_prefix("spiffe://")?;
+        let mut parts = rest.split('/');
+        let (td, role, name) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || td.is_empty() || td != self.trust_domain || name.is_empty() {
+            return None;
+        }
+        let role = Role::parse(role)?;
+        let tenants = match role {
+            Role::Operator => Vec::new(),
+            Role::Tenant => vec![Tenant::parse("tenant", name).ok()?],
+            Role::Orchestrator => self
+                .orchestrators
+                .get(name)
+                .map(|ts| ts.iter().filter_map(|t| Tenant::parse("tenant", t).ok()).collect())
+                .unwrap_or_default(),
+        };
+        Some(Caller { principal: uri.to_owned(), role, tenants })
+    }
+
+    /// Whether `who`, acting for `tenant`, may use `subnet` (the request's
+    /// `subnets[i]`): inside the tenant's `subnet_pools` if it has any, and
+    /// clear of its `subnet_deny`. An operator may use any.
+    pub fn admit_subnet(
+        &self,
+        who: &Caller,
+        tenant: &Tenant,
+        i: usize,
+        subnet: &ipnet::IpNet,
+    ) -> Result<(), ControlError> {
+        if who.is_operator() {
+            return Ok(());
+        }
+        let field = format!("subnets[{i}].subnet");
+        if let Some(pools) = self.pick(tenant, |r| &r.subnet_pools)
+            && !pools.iter().any(|p| p.contains(subnet))
+        {
+            let list: Vec<String> = pools.iter().map(ToString::to_string).collect();
+            return Err(crate::InvalidRequest::new(
+                field,
+                format!(
+                    "{subnet} is outside the subnet pools of tenant {:?} ({}; subnet_pools)",
+                    tenant.as_str(),
+                    list.join(", ")
+                ),
+            )
+            .into());
+        }
+        if let Some(d) =
+            self.pick(tenant, |r| &r.subnet_deny).and_then(|deny| deny.iter().find(|d| crate::net::overlaps(d, subnet)))
+        {
+            return Err(crate::InvalidRequest::new(
+                field,
+                format!("{subnet} overlaps {d}, which tenants may not use (subnet_deny)"),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     fn pick<'a, T>(&'a self, tenant: &Tenant, f: impl Fn(&'a TenantRules) -> &'a Option<T>) -> Option<&'a T> {
@@ -710,5 +783,54 @@ mod tests {
                 assert_eq!(*cell == "yes", rpc.allowed(role), "{} for {role}", rpc.name());
             }
         }
+    }
+
+    #[test]
+    fn certificates_name_callers_by_spiffe_id() {
+        let mut a = Access { trust_domain: "weft.test".into(), ..Access::default() };
+        a.orchestrators.insert("kube".into(), vec!["acme".into()]);
+        let t = a.spiffe_caller("spiffe://weft.test/tenant/acme").unwrap();
+        assert_eq!(
+            (t.role, t.tenants, t.principal.as_str()),
+            (Role::Tenant, vec![acme()], "spiffe://weft.test/tenant/acme")
+        );
+        assert_eq!(a.spiffe_caller("spiffe://weft.test/operator/alice").unwrap().role, Role::Operator);
+        assert_eq!(a.spiffe_caller("spiffe://weft.test/orchestrator/kube").unwrap().tenants, vec![acme()]);
+        assert!(a.spiffe_caller("spiffe://weft.test/orchestrator/other").unwrap().tenants.is_empty(), "unlisted: any");
+        for bad in [
+            "spiffe://other.test/tenant/acme",
+            "spiffe://weft.test/king/acme",
+            "spiffe://weft.test/tenant/",
+            "spiffe://weft.test/tenant/acme/extra",
+            "spiffe://weft.test/tenant/bad name",
+            "https://weft.test/tenant/acme",
+            "spiffe://weft.test",
+        ] {
+            assert_eq!(a.spiffe_caller(bad), None, "{bad}");
+        }
+        assert_eq!(Access::default().spiffe_caller("spiffe:///tenant/acme"), None, "no trust domain configured");
+    }
+
+    #[test]
+    fn tenant_subnets_stay_in_their_pools_and_out_of_the_deny_list() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        let mut a = Access::default();
+        a.tenant_defaults.subnet_deny = Some(vec![net("10.0.0.0/16")]);
+        a.tenants.insert(
+            "acme".into(),
+            TenantRules {
+                subnet_pools: Some(vec![net("10.128.0.0/12"), net("fd00:ac::/48")]),
+                ..TenantRules::default()
+            },
+        );
+        let t = Caller::tenant("uid 1", acme());
+        a.admit_subnet(&t, &acme(), 0, &net("10.129.0.0/24")).unwrap();
+        a.admit_subnet(&t, &acme(), 0, &net("fd00:ac:0:1::/64")).unwrap();
+        let e = a.admit_subnet(&t, &acme(), 1, &net("10.60.0.0/24")).unwrap_err().to_string();
+        assert!(e.starts_with("subnets[1].subnet: 10.60.0.0/24 is outside the subnet pools of tenant \"acme\""), "{e}");
+        let beta = Tenant::parse("t", "beta").unwrap();
+        let e = a.admit_subnet(&t, &beta, 0, &net("10.0.5.0/24")).unwrap_err().to_string();
+        assert!(e.contains("overlaps 10.0.0.0/16, which tenants may not use (subnet_deny)"), "{e}");
+        a.admit_subnet(&Caller::operator("uid 0"), &beta, 0, &net("10.0.5.0/24")).unwrap();
     }
 }

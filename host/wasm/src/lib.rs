@@ -16,6 +16,9 @@ mod kind;
 pub mod limits;
 mod naming;
 mod policy;
+mod share;
+
+pub use share::default_limit as default_tenant_concurrency;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -57,6 +60,14 @@ pub enum PluginError {
     /// No module of that name is loaded.
     #[error("module {0:?} is not loaded")]
     Missing(String),
+    /// The tenant's call slots stayed full (see [`share`]).
+    #[error("module {module}: {reason}")]
+    Busy {
+        /// Module name.
+        module: String,
+        /// Whose slots, how many, how long the call waited.
+        reason: String,
+    },
 }
 
 impl PluginError {
@@ -68,28 +79,35 @@ impl PluginError {
             PluginError::Trap { reason, .. } => format!("trapped: {reason}"),
             PluginError::Deadline { ms, .. } => format!("ran past its {ms} ms deadline and was stopped"),
             PluginError::Missing(n) => format!("module {n:?} is not loaded"),
+            PluginError::Busy { reason, .. } => reason,
         };
         weft_model::ipam::DecisionError::Failed { module: module.to_owned(), reason }
     }
 }
 
-/// A linked component and whether a tenant uploaded it.
+/// A linked component, and for a tenant's upload the tenant's call slots.
 struct Loaded<T> {
     pre: T,
-    tenant: bool,
+    slots: Option<Arc<share::Slots>>,
 }
 
 impl<T> Loaded<T> {
     /// Run `f` (instantiate and call) in `store` with this component's
-    /// deadline, and, for a tenant's component, on a lowered thread (see
-    /// [`cpu`]) that is restored before `store` is released.
+    /// deadline, and, for a tenant's component, in one of the tenant's call
+    /// slots (see [`share`]) on a lowered thread (see [`cpu`]) that is
+    /// restored before `store` is released.
     fn call<S: 'static, R>(
         &self,
         store: &mut wasmtime::Store<S>,
         f: impl FnOnce(&T, &mut wasmtime::Store<S>) -> wasmtime::Result<R>,
     ) -> wasmtime::Result<R> {
-        cpu::arm(store, self.tenant);
-        let _lowered = cpu::Lowered::tenant(self.tenant);
+        let tenant = self.slots.is_some();
+        let _slot = match &self.slots {
+            Some(s) => Some(s.take(limits::TENANT_WALL_CAP).map_err(wasmtime::Error::new)?),
+            None => None,
+        };
+        cpu::arm(store, tenant);
+        let _lowered = cpu::Lowered::tenant(tenant);
         f(&self.pre, store)
     }
 }
@@ -101,8 +119,8 @@ impl<T> Modules<T> {
     fn new() -> Self {
         Modules(RwLock::new(HashMap::new()))
     }
-    fn insert(&self, name: &str, pre: T, tenant: bool) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(Loaded { pre, tenant }));
+    fn insert(&self, name: &str, pre: T, slots: Option<Arc<share::Slots>>) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(Loaded { pre, slots }));
     }
     fn has(&self, name: &str) -> bool {
         self.0.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
@@ -126,6 +144,7 @@ pub struct WasmHost {
     ipam: Modules<ipam::bindings::IpamPre<ipam::IpamState>>,
     policy: Modules<policy::bindings::PolicyPre<CallState>>,
     naming: Modules<naming::bindings::NamingPre<CallState>>,
+    share: share::Share,
 }
 
 /// Store data of a call into a world that imports nothing callable.
@@ -165,6 +184,9 @@ fn wrong_world(name: &str, world: &str, e: wasmtime::Error) -> PluginError {
 
 /// A trap or an epoch interruption, as a plugin error.
 fn classify(module: &str, e: wasmtime::Error) -> PluginError {
+    if let Some(b) = e.downcast_ref::<share::Busy>() {
+        return PluginError::Busy { module: module.to_owned(), reason: b.to_string() };
+    }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => {
             PluginError::Deadline { module: module.to_owned(), ms: limits::deadline_ms() }
@@ -177,10 +199,22 @@ impl WasmHost {
     /// Build the engine (pooling allocator, epoch interruption) and start its
     /// epoch ticker.
     pub fn new() -> Result<WasmHost, PluginError> {
+        WasmHost::with_tenant_concurrency(share::default_limit())
+    }
+
+    /// As [`WasmHost::new`], each tenant's uploaded components running at
+    /// most `limit` calls at a time.
+    pub fn with_tenant_concurrency(limit: usize) -> Result<WasmHost, PluginError> {
         let engine =
             engine::build().map_err(|e| PluginError::Load { module: "(engine)".into(), reason: e.to_string() })?;
         engine::start_ticker(&engine);
-        Ok(WasmHost { engine, ipam: Modules::new(), policy: Modules::new(), naming: Modules::new() })
+        Ok(WasmHost {
+            engine,
+            ipam: Modules::new(),
+            policy: Modules::new(),
+            naming: Modules::new(),
+            share: share::Share::new(limit),
+        })
     }
 
     /// Load every `*.wasm` in `dir` as a built-in, named by file stem. The
@@ -218,7 +252,7 @@ impl WasmHost {
         check_header(bytes).map_err(load)?;
         let component =
             Component::new(&self.engine, bytes).map_err(|e| load(format!("not a valid component: {e:#}")))?;
-        self.install(kind, key, &component, false)
+        self.install(kind, key, &component, None)
     }
 
     /// Install a component precompiled by [`compile_untrusted`] from `path`:
@@ -226,7 +260,9 @@ impl WasmHost {
     pub fn load_precompiled(&self, kind: Kind, key: &str, path: &Path) -> Result<ComponentInfo, PluginError> {
         let component = engine::deserialize(&self.engine, path)
             .map_err(|e| PluginError::Load { module: key.to_owned(), reason: format!("{e:#}") })?;
-        self.install(kind, key, &component, true)
+        // A tenant's module is loaded as `tenant/name`.
+        let tenant = key.split_once('/').map_or(key, |(t, _)| t);
+        self.install(kind, key, &component, Some(self.share.of(tenant)))
     }
 
     /// Check `component` against `kind`'s world, link it and make it
@@ -236,7 +272,7 @@ impl WasmHost {
         kind: Kind,
         key: &str,
         component: &Component,
-        tenant: bool,
+        tenant: Option<Arc<share::Slots>>,
     ) -> Result<ComponentInfo, PluginError> {
         let info = kind::check_world(&self.engine, component, kind)
             .map_err(|reason| PluginError::Load { module: key.to_owned(), reason })?;

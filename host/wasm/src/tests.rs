@@ -204,7 +204,7 @@ fn hostile_guests_are_contained() {
 fn a_tenants_runaway_call_is_throttled_and_stopped() {
     let h = host();
     let component = Component::new(&h.engine, test_module("ipam-hostile")).unwrap();
-    h.install(Kind::Ipam, "t/spin", &component, true).unwrap();
+    h.install(Kind::Ipam, "t/spin", &component, Some(h.share.of("t"))).unwrap();
     let pool = Pool { subnet: "10.0.0.0/24".parse().unwrap(), range: None, gateway: None };
     std::thread::spawn(move || {
         let call = |endpoint: &str| {
