@@ -275,6 +275,30 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
         ..Default::default()
     };
     assert_eq!(eps.attach_endpoint(bad_ip).await.unwrap_err().code(), Code::InvalidArgument);
+    // Names become DNS names: DNS labels only, lowercase, so `EP1` cannot sit
+    // beside `ep1` (and `a.` never reaches the naming component).
+    for name in ["EP1", "a.", "web_1", "x-"] {
+        let e = host.attach("n1", name, &c).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{name}: {}", e.message());
+        assert!(e.message().contains("must be a DNS label"), "{name}: {}", e.message());
+    }
+    let long = pb::AttachEndpointRequest {
+        network: "n1".into(),
+        name: "a".into(),
+        netns: format!("/{}", "n".repeat(100_000)),
+        ..Default::default()
+    };
+    let e = eps.attach_endpoint(long).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("is longer than 4096 bytes") && e.message().len() < 300, "{}", e.message());
+    // A document nested 10^5 deep is refused before it is parsed.
+    let deep = pb::ApplyPoliciesRequest {
+        documents: format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        ..Default::default()
+    };
+    let e = host.policies().await.apply_policies(deep).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("nests [ and { 100000 deep; at most 64"), "{}", e.message());
 
     // /29: gateway .1, endpoints .2 to .6; the sixth attach exhausts the pool.
     let cs: Vec<_> = (0..6).map(|i| host.container(&format!("x{i}"))).collect();

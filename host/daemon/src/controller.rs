@@ -453,6 +453,7 @@ impl Controller for Ctl {
     }
 
     async fn apply_documents(&self, req: ApplyDocuments) -> Result<(DocumentsChanged, Outcome), ControlError> {
+        weft_model::document::precheck("documents", &req.text)?;
         let (out, outcome) = self.policy_change(&req.tenant, req.dry_run, |d, i| d.apply_documents(i, &req)).await?;
         info!(tenant = %req.tenant, documents = out.documents.len(), networks = ?out.networks, dry_run = req.dry_run, "policy documents applied");
         Ok((out, outcome))
@@ -470,6 +471,7 @@ impl Controller for Ctl {
     }
 
     async fn delete_documents(&self, req: DeleteDocuments) -> Result<(DocumentsChanged, Outcome), ControlError> {
+        weft_model::document::precheck("documents", &req.text)?;
         let (out, outcome) = self.policy_change(&req.tenant, req.dry_run, |d, i| d.delete_documents(i, &req)).await?;
         info!(tenant = %req.tenant, documents = out.documents.len(), networks = ?out.networks, dry_run = req.dry_run, "policy documents deleted");
         Ok((out, outcome))
@@ -539,6 +541,9 @@ impl Controller for Ctl {
         } else {
             Some(NetworkName::parse("network", &filter.network)?.to_string())
         };
+        if filter.kinds.len() > 32 {
+            return Err(InvalidRequest::new("kinds", format!("{} kinds; at most 32", filter.kinds.len())).into());
+        }
         let kinds = if filter.kinds.is_empty() {
             None
         } else {
@@ -547,7 +552,7 @@ impl Controller for Ctl {
                 all.extend(EventKind::parse_filter(k).ok_or_else(|| {
                     InvalidRequest::new(
                         format!("kinds[{i}]"),
-                        format!("{k:?} is not an event kind (network, endpoint, policy, module, repair, or e.g. endpoint.attached)"),
+                        format!("{} is not an event kind (network, endpoint, policy, module, repair, or e.g. endpoint.attached)", weft_model::ids::shown(k)),
                     )
                 })?);
             }

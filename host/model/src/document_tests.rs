@@ -56,3 +56,20 @@ fn keys_are_distinct_per_tenant() {
     assert_ne!(store_key("t1", &k), store_key("t2", &k));
     assert_ne!(store_key("t", &k), store_key("t", &DocKey { namespace: "".into(), ..k.clone() }));
 }
+
+#[test]
+fn nesting_is_refused_before_the_parser_and_quotes_hide_only_what_they_quote() {
+    let t = std::time::Instant::now();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let e = parse("documents", &deep).unwrap_err().to_string();
+    assert!(e.contains("nests [ and { 100000 deep; at most 64"), "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(2), "linear: {:?}", t.elapsed());
+    assert_eq!(flow_depth("a: {b: [1, 2, {c: d}]}"), 3);
+    assert_eq!(flow_depth("a: \"[[[[\"\nb: '[[{{'\nc: 'it''s [['\n"), 0, "quoted brackets are text");
+    assert_eq!(flow_depth("a: x # [[[[\n"), 0, "a comment");
+    // Where the parser sees no quote, neither does the count.
+    assert_eq!(flow_depth("[a- '[[[[["), 6);
+    assert_eq!(flow_depth("[x '[[["), 4);
+    assert_eq!(flow_depth("a: it's [[[\n[[x]]"), 5, "a plain scalar's apostrophe quotes nothing");
+    assert_eq!(flow_depth("[a#[[["), 4, "# without space is no comment");
+}

@@ -16,6 +16,8 @@ use crate::ports::PortMapping;
 
 /// The interface name inside the container when the request names none.
 pub const DEFAULT_IFNAME: &str = "eth0";
+/// The longest netns path (the kernel's PATH_MAX).
+pub const MAX_NETNS_PATH: usize = 4096;
 /// DNS aliases one endpoint may have.
 pub const MAX_ALIASES: usize = 32;
 /// Port mappings one endpoint may publish (each may be a range): checking
@@ -159,9 +161,18 @@ impl AttachEndpoint {
                 }
             }
         }
+        if self.netns.len() > MAX_NETNS_PATH {
+            return Err(InvalidRequest::new(
+                "netns",
+                format!("{} is longer than {MAX_NETNS_PATH} bytes (PATH_MAX)", crate::ids::shown(&self.netns)),
+            ));
+        }
         let netns = PathBuf::from(&self.netns);
         if needs_ns && !netns.is_absolute() {
-            return Err(InvalidRequest::new("netns", format!("{:?} must be an absolute path", self.netns)));
+            return Err(InvalidRequest::new(
+                "netns",
+                format!("{} must be an absolute path", crate::ids::shown(&self.netns)),
+            ));
         }
         let ifname = if self.ifname.is_empty() { DEFAULT_IFNAME } else { &self.ifname };
         let ifname = IfName::parse("ifname", ifname)?;
@@ -189,7 +200,10 @@ impl AttachEndpoint {
         for (i, a) in self.aliases.iter().enumerate() {
             let a = a.to_ascii_lowercase();
             if !crate::naming::is_dns_name(&a) {
-                return Err(InvalidRequest::new(format!("aliases[{i}]"), format!("{a:?} is not a valid DNS name")));
+                return Err(InvalidRequest::new(
+                    format!("aliases[{i}]"),
+                    format!("{} is not a valid DNS name", crate::ids::shown(&a)),
+                ));
             }
             if !aliases.contains(&a) {
                 aliases.push(a);

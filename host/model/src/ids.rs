@@ -16,19 +16,49 @@ pub const NAME_MAX: usize = 63;
 /// The tenant used when a request names none.
 pub const DEFAULT_TENANT: &str = "default";
 
+/// `s` as an error message may echo it: quoted, and cut after 64
+/// characters (a 10^6-character name once made an error no client could
+/// receive).
+pub fn shown(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        None => format!("{s:?}"),
+        Some((at, _)) => format!("{:?}… ({} bytes)", &s[..at], s.len()),
+    }
+}
+
 fn check_name(field: &str, what: &str, s: &str) -> Result<(), InvalidRequest> {
     if s.is_empty() {
         return Err(InvalidRequest::new(field, format!("{what} must not be empty")));
     }
     if s.len() > NAME_MAX {
-        return Err(InvalidRequest::new(field, format!("{what} {s:?} is longer than {NAME_MAX} bytes")));
+        return Err(InvalidRequest::new(field, format!("{what} {} is longer than {NAME_MAX} bytes", shown(s))));
     }
     let first_ok = s.as_bytes()[0].is_ascii_alphanumeric();
     let rest_ok = s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if !first_ok || !rest_ok {
         return Err(InvalidRequest::new(
             field,
-            format!("{what} {s:?} must start with a letter or digit and contain only [A-Za-z0-9_.-]"),
+            format!("{what} {} must start with a letter or digit and contain only [A-Za-z0-9_.-]", shown(s)),
+        ));
+    }
+    Ok(())
+}
+
+/// A name that becomes part of DNS names (`<endpoint>.<network>`): a DNS
+/// label as RFC 1123 and Kubernetes have it — 1 to 63 lowercase letters,
+/// digits and '-', starting and ending with a letter or digit. Lowercase
+/// only, so two names never differ by case alone (DNS compares without
+/// case: `EP1` beside `ep1` would answer for both).
+fn check_label(field: &str, what: &str, s: &str) -> Result<(), InvalidRequest> {
+    check_name(field, what, s)?;
+    let ok = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !s.ends_with('-');
+    if !ok {
+        return Err(InvalidRequest::new(
+            field,
+            format!(
+                "{what} {} must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit",
+                shown(s)
+            ),
         ));
     }
     Ok(())
@@ -42,9 +72,9 @@ macro_rules! name_type {
         pub struct $ty(String);
 
         impl $ty {
-            /// Parse `s`, reporting problems against `field`.
+            /// Parse `s` from a request, reporting problems against `field`.
             pub fn parse(field: &str, s: &str) -> Result<Self, InvalidRequest> {
-                check_name(field, $what, s)?;
+                check_label(field, $what, s)?;
                 Ok(Self(s.to_owned()))
             }
             /// The name as a string.
@@ -59,8 +89,12 @@ macro_rules! name_type {
         }
         impl TryFrom<String> for $ty {
             type Error = InvalidRequest;
+            /// A stored name: held to the rule names had when it was
+            /// stored (before names had to be DNS labels), so a record an
+            /// older weftd wrote still loads.
             fn try_from(s: String) -> Result<Self, InvalidRequest> {
-                Self::parse($what, &s)
+                check_name($what, $what, &s)?;
+                Ok(Self(s))
             }
         }
         impl From<$ty> for String {

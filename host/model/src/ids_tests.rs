@@ -25,8 +25,18 @@ fn mac_docker_rule_and_parse() {
 #[test]
 fn names_and_tenant() {
     assert_eq!(Tenant::parse("tenant", "").unwrap().as_str(), "default");
-    assert!(NetworkName::parse("name", "web-1.prod_x").is_ok());
-    assert!(NetworkName::parse("name", "-bad").is_err());
+    assert!(Tenant::parse("tenant", "team_a.prod").is_ok(), "tenants keep the wider rule");
+    assert!(NetworkName::parse("name", "web-1").is_ok());
+    for bad in ["-bad", "bad-", "web-1.prod", "web_1", "EP1", "a."] {
+        let e = NetworkName::parse("name", bad).unwrap_err().reason;
+        assert!(e.contains("must be a DNS label") || e.contains("must start"), "{bad}: {e}");
+    }
     assert!(NetworkName::parse("name", "").unwrap_err().reason.contains("empty"));
     assert!(EndpointName::parse("name", &"a".repeat(64)).is_err());
+    // A huge name is echoed cut short.
+    let e = EndpointName::parse("name", &"a".repeat(1_000_000)).unwrap_err().reason;
+    assert!(e.len() < 200 && e.contains("(1000000 bytes)"), "{e}");
+    // A name stored under the earlier rule still loads.
+    let stored: NetworkName = serde_json::from_str("\"Web_1.prod\"").unwrap();
+    assert_eq!(stored.as_str(), "Web_1.prod");
 }

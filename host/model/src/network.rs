@@ -168,13 +168,17 @@ pub fn validate_module_name(field: &str, s: &str) -> Result<(), InvalidRequest> 
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
         Err(InvalidRequest::new(
             field,
-            format!("module name {s:?} must be 1 to 63 lowercase letters, digits or '-', starting with a letter"),
+            format!(
+                "module name {} must be 1 to 63 lowercase letters, digits or '-', starting with a letter and not ending with '-'",
+                crate::ids::shown(s)
+            ),
         ))
     }
 }
@@ -250,6 +254,11 @@ impl Network {
         Ok(Network { id, spec, bridge })
     }
 }
+
+/// DNS upstreams one network may name (`--opt dns_upstream=`).
+pub const MAX_DNS_UPSTREAMS: usize = 8;
+/// The longest value of a driver option.
+pub const MAX_OPTION_BYTES: usize = 1024;
 
 /// Labels one object may carry: a listing carries every label of every
 /// object, and 10,000 labels of 300 bytes once made a tenant's `network ls`
@@ -359,6 +368,12 @@ impl CreateNetwork {
         let mut dns_upstream = Vec::new();
         let mut mode = "bridge".to_owned();
         for (k, v) in &self.options {
+            if k.len() > 64 || v.len() > MAX_OPTION_BYTES {
+                return Err(InvalidRequest::new(
+                    format!("options[{}]", crate::ids::shown(k)),
+                    format!("keys are at most 64 bytes and values at most {MAX_OPTION_BYTES}"),
+                ));
+            }
             let field = format!("options[{k}]");
             match k.as_str() {
                 "mtu" => {
@@ -401,13 +416,23 @@ impl CreateNetwork {
                     }
                 }
                 "dns_upstream" => {
-                    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let parts: Vec<&str> = v.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+                    if parts.len() > MAX_DNS_UPSTREAMS {
+                        return Err(InvalidRequest::new(
+                            field,
+                            format!("{} upstreams; at most {MAX_DNS_UPSTREAMS}", parts.len()),
+                        ));
+                    }
+                    for part in parts {
                         let up = part
                             .parse::<std::net::SocketAddr>()
                             .ok()
                             .or_else(|| part.parse::<IpAddr>().ok().map(|ip| std::net::SocketAddr::new(ip, 53)))
                             .ok_or_else(|| {
-                                InvalidRequest::new(&field, format!("{part:?} is not IP, IP:PORT or [IPv6]:PORT"))
+                                InvalidRequest::new(
+                                    &field,
+                                    format!("{} is not IP, IP:PORT or [IPv6]:PORT", crate::ids::shown(part)),
+                                )
                             })?;
                         dns_upstream.push(up);
                     }
