@@ -35,4 +35,5 @@ rev="$(git describe --always --dirty)"
 target/release/weft-bench attach --sizes "$sizes" --peer-budget "${PEER_BUDGET:-300}" --out docs/bench
 target/release/weft-bench firewall --runs 3 --secs 3 --out docs/bench
 target/release/weft-bench neighbours --attaches 200 --out docs/bench
+target/release/weft-bench neighbours --attaches 200 --share 16 --out docs/bench
 target/release/weft-bench repair --trials 20 --out docs/bench

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what weft needs on a fresh Debian machine (run as root):
-# kernel tools (iproute2, nftables, ping), protoc for the gRPC API, and the
+# kernel tools (iproute2, nftables, ping), protoc for the gRPC API, openssl
+# (the README's certificates), and the
 # Rust target the Wasm components are built for. Idempotent and quick when
 # everything is already there.
 set -euo pipefail
@@ -13,6 +14,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v python3 >/dev/null || need+=(python3)
 command -v dig >/dev/null || need+=(dnsutils)
+# The README's tenant walk-through makes its certificates with openssl.
+command -v openssl >/dev/null || need+=(openssl)
 # The peers the benchmark compares against, and its traffic generator.
 [ -x /usr/lib/podman/netavark ] || need+=(netavark)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)

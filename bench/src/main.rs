@@ -14,9 +14,11 @@
 //!   rules. Writes `DIR/firewall.md`.
 //! - `weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]`: weft's embedded DNS
 //!   against aardvark-dns.
-//! - `weft-bench neighbours [--attaches 200] [--rounds 3] [--out DIR]`: one tenant's
-//!   attach latency while another tenant's modules spin to their deadline.
-//!   Writes `DIR/neighbours.md`.
+//! - `weft-bench neighbours [--attaches 200] [--rounds 3] [--share N] [--out DIR]`:
+//!   one tenant's attach latency while another tenant's modules spin to
+//!   their deadline, from one client and from 16 at once (`--share`: weftd's
+//!   `--tenant-wasm-concurrency`; default weftd's own). Writes
+//!   `DIR/neighbours.md` (`neighbours-share-N.md` with `--share`).
 //! - `weft-bench repair [--trials 20] [--out DIR]`: time to repair each
 //!   kind of drift from kernel notifications. Writes `DIR/repair.md`.
 
@@ -35,7 +37,7 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: weft-bench attach [--sizes 1,10,100,1000] [--peer-budget SECS] [--out DIR]
        weft-bench firewall [--runs 3] [--secs 3] [--out DIR]
        weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]
-       weft-bench neighbours [--attaches 200] [--rounds 3] [--out DIR]
+       weft-bench neighbours [--attaches 200] [--rounds 3] [--share N] [--out DIR]
        weft-bench repair [--trials 20] [--out DIR]";
 
 /// A tokio runtime for the benchmark's clients.
@@ -101,10 +103,14 @@ fn main() -> Result<()> {
             if rounds == 0 {
                 bail!("--rounds must be at least 1");
             }
+            let share = flag(&args, "--share").map(|s| s.parse::<usize>()).transpose().context("--share")?;
             let out = out_dir(&args)?;
-            let md = resilience::neighbours_markdown(&resilience::neighbours(n, rounds)?);
+            let md = resilience::neighbours_markdown(&resilience::neighbours(n, rounds, share)?);
             println!("{md}");
-            write(&out, "neighbours.md", &md)
+            match share {
+                Some(k) => write(&out, &format!("neighbours-share-{k}.md"), &md),
+                None => write(&out, "neighbours.md", &md),
+            }
         }
         Some("repair") => {
             let n = flag(&args, "--trials").map_or(Ok(20), |s| s.parse()).context("--trials")?;

@@ -40,6 +40,8 @@ pub struct Neighbours {
     pub crowd_times: Vec<Duration>,
     /// Idle/noisy round pairs the samples were pooled from.
     pub rounds: usize,
+    /// A tenant's concurrent Wasm calls weftd allowed.
+    pub share: String,
 }
 
 fn b_attach(i: usize, ns: &Netns) -> pb::AttachEndpointRequest {
@@ -127,10 +129,12 @@ const CROWD: usize = 16;
 /// Run the noisy-neighbour comparison: `rounds` times, `attaches` attaches
 /// with A idle, as many with one client of A's spinning, and as many with
 /// [`CROWD`] of them.
-pub fn neighbours(attaches: usize, rounds: usize) -> Result<Neighbours> {
+pub fn neighbours(attaches: usize, rounds: usize, share: Option<usize>) -> Result<Neighbours> {
     let rt = crate::tokio_rt(2)?;
     rt.block_on(async {
-        let host = Host::with_args("bn", &[]);
+        let share = share.map(|k| k.to_string());
+        let args: Vec<&str> = share.iter().flat_map(|k| ["--tenant-wasm-concurrency", k.as_str()]).collect();
+        let host = Host::with_args("bn", &args);
         host.upload("a", "spin-ipam", "ipam", &component("ipam-hostile")).await.context("upload ipam-hostile")?;
         host.upload("a", "spin-policy", "policy", &component("policy-hostile"))
             .await
@@ -168,6 +172,7 @@ pub fn neighbours(attaches: usize, rounds: usize) -> Result<Neighbours> {
             spin_times: Vec::new(),
             crowd_times: Vec::new(),
             rounds,
+            share: String::new(),
         };
         for _ in 0..rounds {
             n.idle.extend(b_round(&host, &containers).await?);
@@ -178,6 +183,7 @@ pub fn neighbours(attaches: usize, rounds: usize) -> Result<Neighbours> {
             n.crowd.extend(b);
             n.crowd_times.extend(a);
         }
+        n.share = share.unwrap_or_else(|| "weftd's default, half the cores,".to_owned());
         Ok(n)
     })
 }
@@ -193,8 +199,9 @@ pub fn neighbours_markdown(n: &Neighbours) -> String {
          idle, with A busy and with A crowding, interleaved, and the samples are pooled. Busy: one client of \
          A's attaching without pause to a network bound to A's `ipam-hostile` and `policy-hostile` \
          components, which spin to their deadline on every call ({} calls, each refused after p50 {} ms). \
-         Crowding: {CROWD} such clients at once ({} calls, refused after p50 {} ms, p95 {} ms: past A's \
-         share of the sandbox a call waits for a slot, then is refused as busy).\n\n",
+         Crowding: {CROWD} such clients at once, each on a network of its own ({} calls, refused after p50 \
+         {} ms, p95 {} ms: past A's share of the sandbox, {} concurrent call(s), a call waits up to 1 s for a \
+         slot, then is refused as busy).\n\n",
         n.idle.len() / n.rounds.max(1),
         n.rounds,
         n.spin_times.len(),
@@ -202,6 +209,7 @@ pub fn neighbours_markdown(n: &Neighbours) -> String {
         n.crowd_times.len(),
         ms(cs.p50),
         ms(cs.p95),
+        n.share,
     ));
     out.push_str("| tenant A | B attach p50 ms | p95 | p99 | p99 vs idle |\n|---|---:|---:|---:|---:|\n");
     out.push_str(&format!("| idle | {} | {} | {} | |\n", ms(i.p50), ms(i.p95), ms(i.p99)));

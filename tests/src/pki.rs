@@ -72,22 +72,3 @@ impl TestCa {
         self.issue(dir, name, vec![SanType::URI(uri.try_into().unwrap())], false, false)
     }
 }
-
-/// A directory for a test's PEM files, removed on drop.
-pub struct PkiDir(pub PathBuf);
-
-impl PkiDir {
-    pub fn new(tag: &str) -> PkiDir {
-        let n = super::COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("weft-pki-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        PkiDir(dir)
-    }
-}
-
-impl Drop for PkiDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}

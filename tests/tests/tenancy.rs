@@ -25,6 +25,7 @@ const ACME: u32 = 64101;
 const EVIL: u32 = 64102;
 const ORCH: u32 = 64103;
 const NOBODY: u32 = 64104;
+const ORCH_EVIL: u32 = 64105;
 
 fn config(extra: &str) -> String {
     format!(
@@ -200,7 +201,11 @@ fn shown(r: &Result<String, tonic::Status>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_or_reach_each_other() {
-    let host = Host::with_config("tenancy", &config("[tenant_defaults]\nsubnet_deny = [\"10.200.0.0/16\"]\n"), &[]);
+    let extra = format!(
+        "[[unix]]\nuid = {ORCH_EVIL}\nrole = \"orchestrator\"\ntenants = [\"evil\"]\n\n\
+         [tenant_defaults]\nsubnet_deny = [\"10.200.0.0/16\"]\n"
+    );
+    let host = Host::with_config("tenancy", &config(&extra), &[]);
     let (acme, evil) = (as_uid(&host, ACME).await, as_uid(&host, EVIL).await);
     let (acme_c, acme_c2, evil_c) = (host.container("acme-c"), host.container("acme-c2"), host.container("evil-c"));
 
@@ -258,52 +263,72 @@ async fn tenants_never_see_or_reach_each_other() {
         }
     };
 
-    // The matrix: every RPC × {own, another tenant's, missing object}.
+    // The matrix: every RPC × {own, another tenant's, missing object} ×
+    // each role acting for tenant evil (a tenant caller, an orchestrator
+    // that may act for evil, the operator naming evil).
     let own = Target { network: "evil-net", endpoint: "e-own", peer: "e-peer", module: "evil-mod", doc: "evil-doc" };
     let other =
         Target { network: "secret-net", endpoint: "db-7f3", peer: "web-1", module: "vault-mod", doc: "vault-doc" };
-    for rpc in Rpc::ALL {
-        let mine = call(&evil, rpc, "", &own, &evil_c.path()).await;
-        leaks("evil", &format!("{rpc:?} own"), &mine);
-        let theirs = call(&evil, rpc, "", &other, &evil_c.path()).await;
-        let missing = call(&evil, rpc, "", &MISSING, &evil_c.path()).await;
-        leaks("evil", &format!("{rpc:?} other's"), &theirs);
-        leaks("evil", &format!("{rpc:?} missing"), &missing);
-        // Another tenant's object answers exactly as a missing one does.
-        let norm = |r: &Result<String, tonic::Status>, t: &Target| {
-            let mut s = shown(r);
-            let mut names =
-                [(t.network, "NET"), (t.endpoint, "EP"), (t.peer, "PEER"), (t.module, "MOD"), (t.doc, "DOC")];
-            names.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
-            for (name, to) in names {
-                s = s.replace(name, to);
+    let orch = as_uid(&host, ORCH_EVIL).await;
+    let root = host.channel().await;
+    let callers = [
+        ("tenant", &evil, "", Role::Tenant),
+        ("orchestrator", &orch, "evil", Role::Orchestrator),
+        ("operator", &root, "evil", Role::Operator),
+    ];
+    for (who, ch, tenant, role) in callers {
+        for rpc in Rpc::ALL {
+            let mine = call(ch, rpc, tenant, &own, &evil_c.path()).await;
+            let theirs = call(ch, rpc, tenant, &other, &evil_c.path()).await;
+            let missing = call(ch, rpc, tenant, &MISSING, &evil_c.path()).await;
+            for (what, r) in [("own", &mine), ("other's", &theirs), ("missing", &missing)] {
+                leaks(who, &format!("{rpc:?} {what}"), r);
             }
-            // Object ids, revisions and the like differ between any two calls.
-            s.split(|c: char| !c.is_ascii_alphabetic() && c != '_')
-                .filter(|w| w.len() > 2)
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let (a, b) = (norm(&theirs, &other), norm(&missing, &MISSING));
-        if rpc != Rpc::Watch {
-            assert_eq!(
-                theirs.as_ref().map_err(|e| e.code()).err(),
-                missing.as_ref().map_err(|e| e.code()).err(),
-                "{rpc:?}: {a} | {b}"
-            );
+            if !rpc.allowed(role) {
+                for r in [&mine, &theirs, &missing] {
+                    assert_eq!(r.as_ref().map_err(|e| e.code()).err(), Some(Code::PermissionDenied), "{who} {rpc:?}");
+                }
+                continue;
+            }
+            // Another tenant's object answers exactly as a missing one does.
+            let norm = |r: &Result<String, tonic::Status>, t: &Target| {
+                let mut s = shown(r);
+                let mut names =
+                    [(t.network, "NET"), (t.endpoint, "EP"), (t.peer, "PEER"), (t.module, "MOD"), (t.doc, "DOC")];
+                names.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+                for (name, to) in names {
+                    s = s.replace(name, to);
+                }
+                // Object ids, revisions and the like differ between any two calls.
+                s.split(|c: char| !c.is_ascii_alphabetic() && c != '_')
+                    .filter(|w| w.len() > 2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let (a, b) = (norm(&theirs, &other), norm(&missing, &MISSING));
+            if rpc != Rpc::Watch {
+                assert_eq!(
+                    theirs.as_ref().map_err(|e| e.code()).err(),
+                    missing.as_ref().map_err(|e| e.code()).err(),
+                    "{who} {rpc:?}: {a} | {b}"
+                );
+            }
+            if theirs.is_err() {
+                assert_eq!(a, b, "{who} {rpc:?}: another tenant's object is told apart from a missing one");
+            }
+            // Naming the other tenant is refused, whatever the object (the
+            // operator may name any tenant).
+            if role != Role::Operator {
+                let named = call(ch, rpc, "acme", &other, &evil_c.path()).await;
+                assert_eq!(
+                    named.as_ref().map_err(|e| e.code()).err(),
+                    Some(Code::PermissionDenied),
+                    "{who} {rpc:?}: {}",
+                    shown(&named)
+                );
+                leaks(who, &format!("{rpc:?} naming acme"), &named);
+            }
         }
-        if theirs.is_err() {
-            assert_eq!(a, b, "{rpc:?}: another tenant's object is told apart from a missing one");
-        }
-        // Naming the other tenant is refused, whatever the object.
-        let named = call(&evil, rpc, "acme", &other, &evil_c.path()).await;
-        assert_eq!(
-            named.as_ref().map_err(|e| e.code()).err(),
-            Some(Code::PermissionDenied),
-            "{rpc:?}: {}",
-            shown(&named)
-        );
-        leaks("evil", &format!("{rpc:?} naming acme"), &named);
     }
 
     // The scenarios of the issue, each refused with its code and no leak.
@@ -586,10 +611,11 @@ async fn an_endpoint(root: &Channel) -> String {
 async fn tls_callers_are_their_certificates() {
     use rcgen::SanType;
     use weft_grpc::client::ClientTls;
+    use weft_tests::ScratchDir;
     use weft_tests::connect_tls_in;
-    use weft_tests::pki::{PkiDir, TestCa};
+    use weft_tests::pki::TestCa;
 
-    let pki = PkiDir::new("tls");
+    let pki = ScratchDir::new("tls");
     let dir = &pki.0;
     let (ca, stranger) = (TestCa::new("weft test CA"), TestCa::new("another CA"));
     let ca_pem = ca.write(dir, "ca");
@@ -744,4 +770,31 @@ async fn a_tenants_wasm_calls_are_held_to_its_share() {
         }
     }
     assert!(deadline >= 2 && busy >= 1, "{deadline} ran to their deadline, {busy} were refused as busy");
+}
+
+#[test]
+fn a_bad_configuration_file_stops_weftd_at_start() {
+    let dir = weft_tests::ScratchDir::new("badconf");
+    let file = dir.0.join("weftd.toml");
+    std::fs::write(&file, "socket = \"x.sock\"\n[[unix]]\nuid = 5\nrole = \"tenant\"\n").unwrap();
+    // In a namespace of its own, should it get further than it may.
+    let out = std::process::Command::new("unshare")
+        .args(["--net"])
+        .arg(bin_dir().join("weftd"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "configuration file {}: line 2: [[unix]] entry: a tenant caller needs `tenant`",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(!dir.0.join("x.sock").exists() && !dir.0.join("state").exists(), "nothing was made");
 }

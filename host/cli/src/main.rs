@@ -283,6 +283,10 @@ fn subnets(a: &CreateArgs) -> Vec<pb::Subnet> {
         .collect()
 }
 
+/// The largest reply the CLI takes (tonic's default is 4 MB): a listing of
+/// a tenant's objects at its quotas, labels and all, fits.
+const MAX_REPLY: usize = 64 << 20;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -329,7 +333,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     match cli.cmd {
         Cmd::Network(cmd) => {
-            let mut c = NetworkServiceClient::new(channel);
+            let mut c = NetworkServiceClient::new(channel).max_decoding_message_size(MAX_REPLY);
             match cmd {
                 NetworkCmd::Create(a) => {
                     let req = pb::CreateNetworkRequest {
@@ -396,8 +400,26 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
-        Cmd::Policy(cmd) => policy::run(PolicyServiceClient::new(channel), tenant, json, dry_run, cmd).await?,
-        Cmd::Module(cmd) => module::run(ModuleServiceClient::new(channel), tenant, json, dry_run, cmd).await?,
+        Cmd::Policy(cmd) => {
+            policy::run(
+                PolicyServiceClient::new(channel).max_decoding_message_size(MAX_REPLY),
+                tenant,
+                json,
+                dry_run,
+                cmd,
+            )
+            .await?
+        }
+        Cmd::Module(cmd) => {
+            module::run(
+                ModuleServiceClient::new(channel).max_decoding_message_size(MAX_REPLY),
+                tenant,
+                json,
+                dry_run,
+                cmd,
+            )
+            .await?
+        }
         Cmd::Events { since, network, kinds, count } => {
             let req = pb::WatchRequest { tenant, from_revision: since, network, kinds };
             let mut stream = EventServiceClient::new(channel).watch(req).await.map_err(status)?.into_inner();
@@ -429,7 +451,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             if json { output::print_json(&output::stats_json(&s)) } else { output::stats_table(&s) }
         }
         Cmd::Endpoint(cmd) => {
-            let mut c = EndpointServiceClient::new(channel);
+            let mut c = EndpointServiceClient::new(channel).max_decoding_message_size(MAX_REPLY);
             match cmd {
                 EndpointCmd::Attach {
                     network,

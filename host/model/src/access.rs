@@ -106,9 +106,8 @@ impl Caller {
                     Ok(requested.to_owned())
                 } else {
                     Err(ControlError::PermissionDenied(format!(
-                        "{}: this orchestrator may not act for tenant {:?} (access.orchestrators in weftd's configuration)",
-                        self.principal,
-                        t.as_str()
+                        "{}: this orchestrator may not act for the tenant it named (its `tenants` in weftd's configuration)",
+                        self.principal
                     )))
                 }
             }

@@ -265,9 +265,18 @@ pub const MAX_OPTION_BYTES: usize = 1024;
 /// larger than a gRPC message may be.
 pub const MAX_LABELS: usize = 64;
 
+/// Bytes of labels (keys and values) one object may carry, so that a
+/// listing of a tenant's objects at its quotas stays a message a client can
+/// take.
+pub const MAX_LABEL_BYTES: usize = 4096;
+
 fn validate_label_map(field: &str, m: &BTreeMap<String, String>) -> Result<(), InvalidRequest> {
     if m.len() > MAX_LABELS {
         return Err(InvalidRequest::new(field, format!("{} labels; at most {MAX_LABELS}", m.len())));
+    }
+    let bytes: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_LABEL_BYTES {
+        return Err(InvalidRequest::new(field, format!("{bytes} bytes of labels; at most {MAX_LABEL_BYTES}")));
     }
     for (k, v) in m {
         if k.is_empty() || k.len() > 253 || !k.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
