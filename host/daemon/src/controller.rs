@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 use weft_kernel::KernelApi;
-use weft_model::access::{Access, Caller, HostOption, SharedAccess};
+use weft_model::access::{Caller, SharedAccess};
 use weft_model::api::{
     ApplyDocuments, CheckPolicy, Controller, DeleteDocuments, DocumentsChanged, EndpointView, EventStream, ModuleView,
     NetworkView, Outcome, PolicyVerdict, Ref, Stats, TenantUsage, UpdateNetwork, UploadModule,
@@ -19,7 +19,7 @@ use weft_model::document::StoredDocument;
 use weft_model::endpoint::{AttachEndpoint, EndpointMode};
 use weft_model::event::{EventKind, WatchFilter};
 use weft_model::module::ModuleRecord;
-use weft_model::network::{CreateNetwork, NetworkSpec};
+use weft_model::network::CreateNetwork;
 use weft_model::{ControlError, InvalidRequest, NetworkName, Tenant};
 use weft_store::Store;
 
@@ -183,42 +183,6 @@ impl Ctl {
         Ok(Outcome { revision, plan: None })
     }
 
-    /// A tenant's subnets must not shadow what the host itself uses: its
-    /// addresses and routes, other than those of weft's own bridges (and a
-    /// macvlan network's parent, whose LAN it is meant to share). The
-    /// message does not say which of the host's prefixes it is.
-    async fn clear_of_the_host(&self, spec: &NetworkSpec) -> Result<(), ControlError> {
-        let host = self
-            .commit
-            .kernel
-            .host_prefixes()
-            .await
-            .map_err(|e| ControlError::Internal(format!("reading the host's addresses and routes: {e}")))?;
-        let ours: std::collections::HashSet<weft_model::IfName> =
-            self.index.read(|st| st.all_networks().map(|n| n.bridge.clone()).collect());
-        let parent = spec.macvlan.as_ref().map(|m| &m.parent);
-        for (i, s) in spec.subnets.iter().enumerate() {
-            let shadows = host.iter().any(|(p, link)| {
-                let weft_owned = link.as_ref().is_some_and(|l| ours.contains(l) || Some(l) == parent);
-                !weft_owned && weft_model::net::overlaps(p, &s.subnet)
-            });
-            if shadows {
-                return Err(InvalidRequest::new(
-                    format!("subnets[{i}].subnet"),
-                    format!("{} overlaps an address or route of the host, which tenants may not use", s.subnet),
-                )
-                .into());
-            }
-        }
-        Ok(())
-    }
-
-    /// `change`, held to `tenant`'s quotas.
-    fn limited(&self, mut change: Change, tenant: &Tenant) -> Change {
-        change.quota = Some((tenant.clone(), self.access.get().quotas(tenant)));
-        change
-    }
-
     /// The id of `tenant`'s network `name` (request strings).
     fn network_id(&self, tenant: &str, name: &str, field: &str) -> Result<String, ControlError> {
         let tenant = Tenant::parse("tenant", tenant)?;
@@ -237,15 +201,7 @@ impl Ctl {
     async fn attach_timed(&self, who: &Caller, req: AttachEndpoint) -> Result<(EndpointView, Outcome), ControlError> {
         let t = Instant::now();
         let spec = req.validate()?;
-        if spec.mode == EndpointMode::Host {
-            self.access.get().admit(who, &spec.tenant, HostOption::HostMode, "")?;
-        }
-        if req.allow_foreign_netns && !who.is_operator() {
-            return Err(ControlError::PermissionDenied(format!(
-                "allow_foreign_netns: {}: only an operator may attach a namespace another tenant is in",
-                who.principal
-            )));
-        }
+        crate::admit::attach(&self.access.get(), who, &spec, req.allow_foreign_netns)?;
         let netns_id = if spec.netns.as_os_str().is_empty() {
             0
         } else {
@@ -311,28 +267,10 @@ impl Ctl {
     }
 }
 
-/// The host-level options and subnets of `spec` that `who` may not use,
-/// refused.
-fn admit_network(access: &Access, who: &Caller, spec: &NetworkSpec) -> Result<(), ControlError> {
-    for (i, s) in spec.subnets.iter().enumerate() {
-        access.admit_subnet(who, &spec.tenant, i, &s.subnet)?;
-    }
-    if let Some(m) = &spec.macvlan {
-        access.admit(who, &spec.tenant, HostOption::Macvlan, m.parent.as_str())?;
-    }
-    if spec.bridge_name.is_some() {
-        access.admit(who, &spec.tenant, HostOption::BridgeName, "")?;
-    }
-    for up in &spec.dns_upstream {
-        access.admit(who, &spec.tenant, HostOption::DnsUpstream, &up.to_string())?;
-    }
-    Ok(())
-}
-
 impl Controller for Ctl {
     async fn create_network(&self, who: &Caller, req: CreateNetwork) -> Result<(NetworkView, Outcome), ControlError> {
         let spec = req.validate()?;
-        admit_network(&self.access.get(), who, &spec)?;
+        crate::admit::network(&self.access.get(), who, &spec)?;
         if !who.is_operator() {
             self.clear_of_the_host(&spec).await?;
         }

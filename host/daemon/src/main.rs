@@ -3,6 +3,7 @@
 //! serve the gRPC API until SIGTERM/SIGINT. Kernel state is left in place on
 //! exit so containers keep networking while weftd restarts.
 
+mod admit;
 mod change;
 mod commit;
 mod config;
