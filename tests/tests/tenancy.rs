@@ -457,6 +457,16 @@ async fn roles_are_held_and_a_reload_changes_them_on_open_connections() {
             assert_eq!(denied, !rpc.allowed(role), "{role} {rpc:?}: {}", shown(&r));
         }
     }
+    // A refusal by role, before the request is read, is audited too.
+    let refused = host.log().lines().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+            v["target"] == "weft::audit"
+                && v["caller"] == format!("uid {ORCH}")
+                && v["rpc"] == "NetworkService/CreateNetwork"
+                && v["outcome"] == "permission_denied"
+        })
+    });
+    assert!(refused, "{}", host.log());
     // The orchestrator attaches for the tenants it may name, not others.
     let orch = as_uid(&host, ORCH).await;
     EndpointServiceClient::new(orch.clone()).attach_endpoint(attach_req("acme", "web", "placed", &c)).await.unwrap();

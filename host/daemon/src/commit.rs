@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 use weft_kernel::{ApplyError, KernelApi, KernelError};
 use weft_model::ControlError;
-use weft_model::endpoint::EndpointMode;
+use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::network::{InvalidOrExists, conflicts_with};
 use weft_plan::{Op, undo};
 use weft_store::Store;
@@ -421,8 +421,17 @@ pub fn check_endpoint(
     ep: &weft_model::endpoint::Endpoint,
     foreign_netns: bool,
 ) -> Result<(), ControlError> {
-    if !foreign_netns {
-        check_netns_owner(st, ep.netns_id, &ep.spec.tenant, &ep.spec.netns, &ep.id)?;
+    // One pass over the namespace's other endpoints: whose they are, and
+    // whether one has the interface name.
+    let (mut foreign, mut ifname_holder) = (false, None);
+    for e in in_netns(st, ep.netns_id, &ep.id) {
+        foreign |= e.spec.tenant != ep.spec.tenant;
+        if e.spec.mode == EndpointMode::Network && e.spec.ifname == ep.spec.ifname {
+            ifname_holder.get_or_insert(e);
+        }
+    }
+    if foreign && !foreign_netns {
+        return Err(foreign_netns_refused(&ep.spec.netns));
     }
     if ep.spec.mode != EndpointMode::Network {
         return Ok(());
@@ -451,39 +460,27 @@ pub fn check_endpoint(
             )));
         }
     }
-    if ep.netns_id != 0
-        && let Some(other) = st.all_endpoints().find(|e| {
-            e.id != ep.id
-                && e.netns_id == ep.netns_id
-                && e.spec.mode == EndpointMode::Network
-                && e.spec.ifname == ep.spec.ifname
-        })
-    {
+    if let Some(other) = ifname_holder {
         return Err(ifname_taken(&ep.spec.ifname, &ep.spec.netns, other.spec.name.as_str()));
     }
     Ok(())
 }
 
-/// A namespace is one tenant's: the tenant whose endpoints are in it (the
-/// first to attach it). PERMISSION_DENIED if namespace `netns_id` (0: none)
-/// holds an endpoint other than `except` of a tenant other than `tenant`;
-/// the message says nothing of who.
-pub fn check_netns_owner(
-    st: &State,
-    netns_id: u64,
-    tenant: &weft_model::Tenant,
-    netns: &std::path::Path,
-    except: &str,
-) -> Result<(), ControlError> {
-    if netns_id != 0 && st.all_endpoints().any(|e| e.netns_id == netns_id && e.id != except && &e.spec.tenant != tenant)
-    {
-        return Err(ControlError::PermissionDenied(format!(
-            "netns {}: the namespace is attached to another tenant's network, and a namespace is one tenant's \
-             (only an operator may override: allow_foreign_netns)",
-            netns.display()
-        )));
-    }
-    Ok(())
+/// The endpoints, committed or being committed, in namespace `netns_id`
+/// (none for 0: no namespace), other than `except`.
+pub fn in_netns<'a>(st: &'a State, netns_id: u64, except: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+    st.all_endpoints().filter(move |e| netns_id != 0 && e.netns_id == netns_id && e.id != except)
+}
+
+/// A namespace is one tenant's, the tenant whose endpoints are in it (the
+/// first to attach it): the refusal of another tenant's attach, which says
+/// nothing of whose it is.
+pub fn foreign_netns_refused(netns: &std::path::Path) -> ControlError {
+    ControlError::PermissionDenied(format!(
+        "netns {}: the namespace is attached to another tenant's network, and a namespace is one tenant's \
+         (only an operator may override: allow_foreign_netns)",
+        netns.display()
+    ))
 }
 
 /// The refusal of an interface name already used in a namespace.

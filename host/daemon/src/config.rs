@@ -92,18 +92,25 @@ impl Config {
         use clap::{CommandFactory, FromArgMatches};
         let matches = Config::command().get_matches();
         let mut cfg = Config::from_arg_matches(&matches)?;
-        let Some(path) = cfg.config_path() else {
-            cfg.check()?;
-            let access = Access { trust_domain: cfg.trust_domain.clone().unwrap_or_default(), ..Access::default() };
-            return Ok((cfg, access));
+        let access = match cfg.config_path() {
+            None => Access::default(),
+            Some(path) => {
+                let file = crate::config_file::read(&path)?;
+                let given = |id: &str| {
+                    matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+                };
+                file.apply(&mut cfg, given)
+            }
         };
-        let file = crate::config_file::read(&path)?;
-        let given =
-            |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
-        let mut access = file.apply(&mut cfg, given);
         cfg.check()?;
-        access.trust_domain = cfg.trust_domain.clone().unwrap_or_default();
+        let access = cfg.with_trust_domain(access);
         Ok((cfg, access))
+    }
+
+    /// `rules` with the trust domain weftd runs with: the one its TLS
+    /// listener was started with (flag, else file), kept across reloads.
+    pub fn with_trust_domain(&self, rules: Access) -> Access {
+        Access { trust_domain: self.trust_domain.clone().unwrap_or_default(), ..rules }
     }
 
     /// The flags hold together: a TLS listener has its files and a trust

@@ -121,7 +121,8 @@ pub fn parse(text: &str) -> Result<File, String> {
         unix: f.unix.iter().map(|c| c.get_ref().clone()).collect(),
         tenant_defaults: f.tenant_defaults.clone(),
         tenants: f.tenants.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())).collect(),
-        trust_domain: f.trust_domain.clone().unwrap_or_default(),
+        // Set by the daemon from the merged settings (`Config::with_trust_domain`).
+        trust_domain: String::new(),
         orchestrators: f.orchestrators.iter().map(|(k, o)| (k.clone(), o.tenants.clone())).collect(),
     };
     Ok(f)

@@ -51,7 +51,7 @@ async fn serve() -> anyhow::Result<()> {
     let ctl = Arc::new(controller::Ctl::start(&cfg, access.clone()).await.context("starting weftd")?);
     let periodic = reconcile::spawn_periodic(ctl.clone(), cfg.reconcile_interval());
     let watcher = drift::spawn(ctl.clone()).context("starting the drift watcher")?;
-    let reload = spawn_reload(cfg.config_path(), cfg.trust_domain.clone(), access.clone())?;
+    let reload = spawn_reload(&cfg, access.clone())?;
     let listeners = cfg.listeners();
     info!(socket = %cfg.socket.display(), tls = ?cfg.listen, "serving");
     weft_grpc::server::serve(ctl, access, &listeners, shutdown_signal())
@@ -68,11 +68,8 @@ async fn serve() -> anyhow::Result<()> {
 /// On SIGHUP, read the configuration file again and put its access rules in
 /// force for the next request (connections stay open). A file that does not
 /// check out changes nothing and says why.
-fn spawn_reload(
-    path: Option<std::path::PathBuf>,
-    trust_domain: Option<String>,
-    access: Arc<SharedAccess>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+fn spawn_reload(cfg: &config::Config, access: Arc<SharedAccess>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (path, fixed) = (cfg.config_path(), cfg.trust_domain.clone().unwrap_or_default());
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     Ok(tokio::spawn(async move {
@@ -83,10 +80,8 @@ fn spawn_reload(
             };
             match config_file::read(path) {
                 Ok(f) => {
-                    let mut rules = f.access();
-                    // The trust domain the listener runs with stays (a flag wins).
-                    rules.trust_domain = trust_domain.clone().unwrap_or_else(|| access.get().trust_domain.clone());
-                    access.set(rules);
+                    // The trust domain the listener runs with stays.
+                    access.set(weft_model::access::Access { trust_domain: fixed.clone(), ..f.access() });
                     info!(file = %path.display(), "SIGHUP: configuration reloaded");
                 }
                 Err(e) => warn!(error = %e, "SIGHUP: configuration not reloaded; the rules in force stay"),

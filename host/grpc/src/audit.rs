@@ -10,7 +10,7 @@ use weft_model::ControlError;
 use weft_model::access::{Caller, Rpc};
 use weft_model::ids::DEFAULT_TENANT;
 
-use crate::status::to_status;
+use crate::status::{code, to_status};
 
 /// What an audited call was about.
 pub struct Audited<'a> {
@@ -19,7 +19,7 @@ pub struct Audited<'a> {
     /// The RPC.
     pub rpc: Rpc,
     /// The tenant it acted for (empty: the default tenant).
-    pub tenant: &'a str,
+    pub tenant: String,
     /// The object: `network`, `network/endpoint`, a module's name, ...
     pub object: String,
     /// A dry run changes nothing but is recorded all the same.
@@ -29,10 +29,16 @@ pub struct Audited<'a> {
 impl Audited<'_> {
     /// Record `result` and turn its error into the client's status.
     pub fn record<T>(self, result: Result<T, ControlError>) -> Result<T, Status> {
-        let tenant = if self.tenant.is_empty() { DEFAULT_TENANT } else { self.tenant };
-        let (outcome, error) = match &result {
-            Ok(_) => ("ok", String::new()),
-            Err(e) => (code_name(e), crate::status::bounded(e.to_string())),
+        self.log(result.as_ref().err());
+        result.map_err(to_status)
+    }
+
+    /// Write the line: the call succeeded, or failed with `error`.
+    fn log(&self, error: Option<&ControlError>) {
+        let tenant = if self.tenant.is_empty() { DEFAULT_TENANT } else { self.tenant.as_str() };
+        let (outcome, error) = match error {
+            None => ("ok", String::new()),
+            Some(e) => (code_name(code(e)), crate::status::bounded(e.to_string())),
         };
         info!(
             target: "weft::audit",
@@ -46,12 +52,20 @@ impl Audited<'_> {
             error,
             "audit"
         );
-        result.map_err(to_status)
     }
 }
 
-fn code_name(e: &ControlError) -> &'static str {
-    match to_status(e.clone()).code() {
+/// Record the refusal `e` of a mutating `rpc` made before its request was
+/// read (the caller's role, or the tenant it named), and answer its status.
+pub fn refused(who: &Caller, rpc: Rpc, e: ControlError) -> Status {
+    if rpc.mutating() {
+        Audited { who, rpc, tenant: String::new(), object: String::new(), dry_run: false }.log(Some(&e));
+    }
+    to_status(e)
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    match c {
         tonic::Code::InvalidArgument => "invalid_argument",
         tonic::Code::NotFound => "not_found",
         tonic::Code::AlreadyExists => "already_exists",

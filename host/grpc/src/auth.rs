@@ -17,7 +17,7 @@ use tonic::{Request, Status};
 use tower::{Layer, Service};
 use weft_model::access::{Caller, Rpc, SharedAccess};
 
-use crate::status::to_status;
+use crate::audit::refused;
 use crate::tls::TlsPeer;
 
 /// The layer: [`Authenticate`] around each service.
@@ -86,7 +86,7 @@ where
         if let Some(rpc) = Rpc::from_path(req.uri().path())
             && !rpc.allowed(caller.role)
         {
-            return Box::pin(std::future::ready(Ok(to_status(rpc.denied(&caller)).into_http())));
+            return Box::pin(std::future::ready(Ok(refused(&caller, rpc, rpc.denied(&caller)).into_http())));
         }
         req.extensions_mut().insert(caller);
         // The service that was polled ready is the one to call.

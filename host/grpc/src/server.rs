@@ -12,7 +12,7 @@ use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
 use tower::layer::util::{Identity, Stack};
 
-use crate::audit::Audited;
+use crate::audit::{Audited, refused};
 use crate::auth::{AuthLayer, caller};
 use crate::pb::endpoint_service_server::{EndpointService, EndpointServiceServer};
 use crate::pb::event_service_server::{EventService, EventServiceServer};
@@ -40,13 +40,17 @@ impl<C> Clone for Api<C> {
     }
 }
 
-/// Who calls, and the request with its tenant field resolved for them (see
-/// [`Caller::tenant_for`]).
-fn scoped<T>(r: Request<T>, tenant: impl FnOnce(&mut T) -> &mut String) -> Result<(Caller, T), Status> {
+/// Who calls `rpc`, and the request with its tenant field resolved for
+/// them (see [`Caller::tenant_for`]; a refusal of a mutating call is
+/// audited).
+fn scoped<T>(r: Request<T>, rpc: Rpc, tenant: impl FnOnce(&mut T) -> &mut String) -> Result<(Caller, T), Status> {
     let who = caller(&r)?;
     let mut m = r.into_inner();
     let t = tenant(&mut m);
-    *t = who.tenant_for(t).map_err(to_status)?;
+    match who.tenant_for(t) {
+        Ok(v) => *t = v,
+        Err(e) => return Err(refused(&who, rpc, e)),
+    }
     Ok((who, m))
 }
 
@@ -55,20 +59,20 @@ fn object(network: &str, name: &str) -> String {
     if name.is_empty() { network.to_owned() } else { format!("{network}/{name}") }
 }
 
-fn audited<'a>(who: &'a Caller, rpc: Rpc, tenant: &'a str, object: String, dry_run: bool) -> Audited<'a> {
-    Audited { who, rpc, tenant, object, dry_run }
+fn audited<'a>(who: &'a Caller, rpc: Rpc, tenant: &str, object: String, dry_run: bool) -> Audited<'a> {
+    Audited { who, rpc, tenant: tenant.to_owned(), object, dry_run }
 }
 
 #[tonic::async_trait]
 impl<C: Controller> NetworkService for Api<C> {
     async fn create_network(&self, r: Request<pb::CreateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
-        let (who, m) = scoped(r, |m| &mut m.tenant)?;
+        let (who, m) = scoped(r, Rpc::CreateNetwork, |m| &mut m.tenant)?;
         let a = audited(&who, Rpc::CreateNetwork, &m.tenant, m.name.clone(), m.dry_run);
-        let v = a.record(self.ctl.create_network(&who, convert::create_network(m.clone())).await)?;
+        let v = a.record(self.ctl.create_network(&who, convert::create_network(m)).await)?;
         Ok(Response::new(convert::network_outcome(v)))
     }
     async fn get_network(&self, r: Request<pb::GetNetworkRequest>) -> Result<Response<pb::Network>, Status> {
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::GetNetwork, |m| &mut m.tenant)?;
         let v = self.ctl.get_network(convert::reference(r.tenant, r.name, String::new())).await.map_err(to_status)?;
         Ok(Response::new(convert::network(v)))
     }
@@ -76,7 +80,7 @@ impl<C: Controller> NetworkService for Api<C> {
         &self,
         r: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::ListNetworks, |m| &mut m.tenant)?;
         let (v, revision) = self.ctl.list_networks(r.tenant).await.map_err(to_status)?;
         Ok(Response::new(pb::ListNetworksResponse {
             networks: v.into_iter().map(convert::network).collect(),
@@ -87,20 +91,16 @@ impl<C: Controller> NetworkService for Api<C> {
         &self,
         r: Request<pb::DeleteNetworkRequest>,
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
-        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let (who, r) = scoped(r, Rpc::DeleteNetwork, |m| &mut m.tenant)?;
         let a = audited(&who, Rpc::DeleteNetwork, &r.tenant, r.name.clone(), r.dry_run);
-        let o = a.record(
-            self.ctl
-                .delete_network(convert::mutation(r.tenant.clone(), r.name.clone(), String::new(), r.dry_run))
-                .await,
-        )?;
+        let o =
+            a.record(self.ctl.delete_network(convert::mutation(r.tenant, r.name, String::new(), r.dry_run)).await)?;
         Ok(Response::new(pb::DeleteNetworkResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
     async fn update_network(&self, r: Request<pb::UpdateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
-        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let (who, r) = scoped(r, Rpc::UpdateNetwork, |m| &mut m.tenant)?;
         let a = audited(&who, Rpc::UpdateNetwork, &r.tenant, r.name.clone(), r.dry_run);
-        let req =
-            UpdateNetwork { tenant: r.tenant.clone(), name: r.name.clone(), policy: r.policy, dry_run: r.dry_run };
+        let req = UpdateNetwork { tenant: r.tenant, name: r.name, policy: r.policy, dry_run: r.dry_run };
         let v = a.record(self.ctl.update_network(req).await)?;
         Ok(Response::new(convert::network_outcome(v)))
     }
@@ -112,14 +112,9 @@ impl<C: Controller> PolicyService for Api<C> {
         &self,
         r: Request<pb::ApplyPoliciesRequest>,
     ) -> Result<Response<pb::ApplyPoliciesResponse>, Status> {
-        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let (who, r) = scoped(r, Rpc::ApplyPolicies, |m| &mut m.tenant)?;
         let a = audited(&who, Rpc::ApplyPolicies, &r.tenant, r.network.clone(), r.dry_run);
-        let req = ApplyDocuments {
-            tenant: r.tenant.clone(),
-            network: r.network.clone(),
-            text: r.documents,
-            dry_run: r.dry_run,
-        };
+        let req = ApplyDocuments { tenant: r.tenant, network: r.network, text: r.documents, dry_run: r.dry_run };
         let c = a.record(self.ctl.apply_documents(req).await)?;
         Ok(Response::new(convert::applied(c)))
     }
@@ -127,7 +122,7 @@ impl<C: Controller> PolicyService for Api<C> {
         &self,
         r: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::ListPolicies, |m| &mut m.tenant)?;
         let docs =
             self.ctl.list_documents(convert::reference(r.tenant, r.network, String::new())).await.map_err(to_status)?;
         Ok(Response::new(pb::ListPoliciesResponse { documents: docs.into_iter().map(convert::document).collect() }))
@@ -136,12 +131,12 @@ impl<C: Controller> PolicyService for Api<C> {
         &self,
         r: Request<pb::DeletePoliciesRequest>,
     ) -> Result<Response<pb::DeletePoliciesResponse>, Status> {
-        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let (who, r) = scoped(r, Rpc::DeletePolicies, |m| &mut m.tenant)?;
         let a = audited(&who, Rpc::DeletePolicies, &r.tenant, r.name.clone(), r.dry_run);
         let req = DeleteDocuments {
-            tenant: r.tenant.clone(),
+            tenant: r.tenant,
             text: r.documents,
-            name: r.name.clone(),
+            name: r.name,
             kind: r.kind,
             namespace: r.namespace,
             dry_run: r.dry_run,
@@ -153,7 +148,7 @@ impl<C: Controller> PolicyService for Api<C> {
         &self,
         r: Request<pb::CheckPolicyRequest>,
     ) -> Result<Response<pb::CheckPolicyResponse>, Status> {
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::CheckPolicy, |m| &mut m.tenant)?;
         let req = CheckPolicy { tenant: r.tenant, network: r.network, from: r.from, to: r.to, port: r.port };
         let v = self.ctl.check_policy(req).await.map_err(to_status)?;
         Ok(Response::new(convert::verdict(v)))
@@ -171,7 +166,7 @@ impl<C: Controller> SystemService for Api<C> {
 #[tonic::async_trait]
 impl<C: Controller> TenantService for Api<C> {
     async fn get_usage(&self, r: Request<pb::GetUsageRequest>) -> Result<Response<pb::TenantUsage>, Status> {
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::GetUsage, |m| &mut m.tenant)?;
         let u = self.ctl.usage(r.tenant).await.map_err(to_status)?;
         Ok(Response::new(convert::usage(u)))
     }
@@ -180,24 +175,22 @@ impl<C: Controller> TenantService for Api<C> {
 #[tonic::async_trait]
 impl<C: Controller> EndpointService for Api<C> {
     async fn attach_endpoint(&self, r: Request<pb::AttachEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
-        let (who, m) = scoped(r, |m| &mut m.tenant)?;
+        let (who, m) = scoped(r, Rpc::AttachEndpoint, |m| &mut m.tenant)?;
         let a = audited(&who, Rpc::AttachEndpoint, &m.tenant, object(&m.network, &m.name), m.dry_run);
-        let v = a.record(self.ctl.attach(&who, convert::attach(m.clone())).await)?;
+        let v = a.record(self.ctl.attach(&who, convert::attach(m)).await)?;
         Ok(Response::new(convert::endpoint_outcome(v)))
     }
     async fn detach_endpoint(
         &self,
         r: Request<pb::DetachEndpointRequest>,
     ) -> Result<Response<pb::DetachEndpointResponse>, Status> {
-        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let (who, r) = scoped(r, Rpc::DetachEndpoint, |m| &mut m.tenant)?;
         let a = audited(&who, Rpc::DetachEndpoint, &r.tenant, object(&r.network, &r.name), r.dry_run);
-        let o = a.record(
-            self.ctl.detach(convert::mutation(r.tenant.clone(), r.network.clone(), r.name.clone(), r.dry_run)).await,
-        )?;
+        let o = a.record(self.ctl.detach(convert::mutation(r.tenant, r.network, r.name, r.dry_run)).await)?;
         Ok(Response::new(pb::DetachEndpointResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
     async fn get_endpoint(&self, r: Request<pb::GetEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::GetEndpoint, |m| &mut m.tenant)?;
         let v = self.ctl.get_endpoint(convert::reference(r.tenant, r.network, r.name)).await.map_err(to_status)?;
         Ok(Response::new(convert::endpoint(v)))
     }
@@ -205,7 +198,7 @@ impl<C: Controller> EndpointService for Api<C> {
         &self,
         r: Request<pb::ListEndpointsRequest>,
     ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::ListEndpoints, |m| &mut m.tenant)?;
         let (v, revision) =
             self.ctl.list_endpoints(convert::reference(r.tenant, r.network, String::new())).await.map_err(to_status)?;
         Ok(Response::new(pb::ListEndpointsResponse {
@@ -229,7 +222,7 @@ impl<C: Controller> ModuleService for Api<C> {
             Some(pb::UploadModuleRequest { part: Some(Part::Header(h)) }) => h,
             _ => return Err(Status::invalid_argument("module: the first message of an upload must be its header")),
         };
-        header.tenant = who.tenant_for(&header.tenant).map_err(to_status)?;
+        header.tenant = who.tenant_for(&header.tenant).map_err(|e| refused(&who, Rpc::UploadModule, e))?;
         let a = audited(&who, Rpc::UploadModule, &header.tenant, header.name.clone(), header.dry_run);
         let mut bytes = Vec::new();
         while let Some(m) = stream.message().await? {
@@ -249,9 +242,9 @@ impl<C: Controller> ModuleService for Api<C> {
             }
         }
         let req = UploadModule {
-            tenant: header.tenant.clone(),
-            name: header.name.clone(),
-            kind: header.kind.clone(),
+            tenant: header.tenant,
+            name: header.name,
+            kind: header.kind,
             bytes,
             dry_run: header.dry_run,
         };
@@ -262,12 +255,12 @@ impl<C: Controller> ModuleService for Api<C> {
         &self,
         r: Request<pb::ListModulesRequest>,
     ) -> Result<Response<pb::ListModulesResponse>, Status> {
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::ListModules, |m| &mut m.tenant)?;
         let v = self.ctl.list_modules(r.tenant).await.map_err(to_status)?;
         Ok(Response::new(pb::ListModulesResponse { modules: v.into_iter().map(convert::module).collect() }))
     }
     async fn get_module(&self, r: Request<pb::GetModuleRequest>) -> Result<Response<pb::Module>, Status> {
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::GetModule, |m| &mut m.tenant)?;
         let v = self.ctl.get_module(convert::reference(r.tenant, String::new(), r.name)).await.map_err(to_status)?;
         Ok(Response::new(convert::module(v)))
     }
@@ -275,11 +268,10 @@ impl<C: Controller> ModuleService for Api<C> {
         &self,
         r: Request<pb::DeleteModuleRequest>,
     ) -> Result<Response<pb::DeleteModuleResponse>, Status> {
-        let (who, r) = scoped(r, |m| &mut m.tenant)?;
+        let (who, r) = scoped(r, Rpc::DeleteModule, |m| &mut m.tenant)?;
         let a = audited(&who, Rpc::DeleteModule, &r.tenant, r.name.clone(), r.dry_run);
-        let o = a.record(
-            self.ctl.delete_module(convert::mutation(r.tenant.clone(), String::new(), r.name.clone(), r.dry_run)).await,
-        )?;
+        let o =
+            a.record(self.ctl.delete_module(convert::mutation(r.tenant, String::new(), r.name, r.dry_run)).await)?;
         Ok(Response::new(pb::DeleteModuleResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
 }
@@ -290,7 +282,7 @@ impl<C: Controller> EventService for Api<C> {
 
     async fn watch(&self, r: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         use tokio_stream::StreamExt;
-        let (_, r) = scoped(r, |m| &mut m.tenant)?;
+        let (_, r) = scoped(r, Rpc::Watch, |m| &mut m.tenant)?;
         let filter =
             WatchFilter { tenant: r.tenant, from_revision: r.from_revision, network: r.network, kinds: r.kinds };
         let stream = self.ctl.watch(filter).await.map_err(to_status)?;

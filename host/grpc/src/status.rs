@@ -26,10 +26,9 @@ pub fn bounded(msg: String) -> String {
     format!("{}…({} bytes cut)…{}", &msg[..head], tail - head, &msg[tail..])
 }
 
-/// The status for a controller error; the message is the error's text, which
-/// names the object and the rule (bounded: see [`bounded`]).
-pub fn to_status(e: ControlError) -> Status {
-    let code = match &e {
+/// The status code of a controller error: each variant has exactly one.
+pub fn code(e: &ControlError) -> Code {
+    match e {
         ControlError::Invalid(_) => Code::InvalidArgument,
         ControlError::NotFound(_) => Code::NotFound,
         ControlError::AlreadyExists(_) => Code::AlreadyExists,
@@ -41,8 +40,13 @@ pub fn to_status(e: ControlError) -> Status {
         ControlError::Internal(_) => Code::Internal,
         ControlError::Unauthenticated(_) => Code::Unauthenticated,
         ControlError::PermissionDenied(_) => Code::PermissionDenied,
-    };
-    Status::new(code, bounded(e.to_string()))
+    }
+}
+
+/// The status for a controller error; the message is the error's text, which
+/// names the object and the rule (bounded: see [`bounded`]).
+pub fn to_status(e: ControlError) -> Status {
+    Status::new(code(&e), bounded(e.to_string()))
 }
 
 #[cfg(test)]

@@ -199,7 +199,7 @@ impl TlsListener {
 }
 
 /// The one URI SAN of certificate `der`.
-pub fn single_uri(der: &CertificateDer<'_>) -> Result<String, String> {
+fn single_uri(der: &CertificateDer<'_>) -> Result<String, String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("certificate does not parse: {e}"))?;
     let san = cert.subject_alternative_name().map_err(|e| format!("subjectAltName: {e}"))?;

@@ -74,8 +74,16 @@ impl Decider {
         let netns_id = netns.id;
         let view = index.read(|st| -> Result<AttachView, ControlError> {
             let net = st.network_by_name(&spec.tenant, &spec.network)?.clone();
-            if !netns.foreign {
-                crate::commit::check_netns_owner(st, netns_id, &spec.tenant, &spec.netns, "")?;
+            // One pass over the namespace's endpoints: whose they are (a
+            // fast refusal; the commit checks again) and the names taken.
+            let mut taken_ifnames = Vec::new();
+            for e in crate::commit::in_netns(st, netns_id, "") {
+                if e.spec.tenant != spec.tenant && !netns.foreign {
+                    return Err(crate::commit::foreign_netns_refused(&spec.netns));
+                }
+                if e.spec.mode == EndpointMode::Network {
+                    taken_ifnames.push((e.spec.ifname.clone(), e.spec.name.to_string()));
+                }
             }
             if st.endpoints_of(&net.id).any(|e| e.spec.name == spec.name) {
                 return Err(ControlError::AlreadyExists(format!(
@@ -84,11 +92,6 @@ impl Decider {
                     spec.network.as_str()
                 )));
             }
-            let taken_ifnames = st
-                .all_endpoints()
-                .filter(|e| netns_id != 0 && e.netns_id == netns_id && e.spec.mode == EndpointMode::Network)
-                .map(|e| (e.spec.ifname.clone(), e.spec.name.to_string()))
-                .collect();
             let target = match &spec.mode {
                 EndpointMode::Container(t) => {
                     Some(st.endpoints_of(&net.id).find(|e| &e.spec.name == t).cloned().ok_or_else(|| {
