@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what weft needs on a fresh Debian machine (run as root):
 # kernel tools (iproute2, nftables, ping), protoc for the gRPC API, openssl
-# (the README's certificates), and the
+# (the README's certificates), etcd (cluster mode), and the
 # Rust target the Wasm components are built for. Idempotent and quick when
 # everything is already there.
 set -euo pipefail
@@ -20,6 +20,10 @@ command -v openssl >/dev/null || need+=(openssl)
 [ -x /usr/lib/podman/netavark ] || need+=(netavark)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v iperf3 >/dev/null || need+=(iperf3)
+# Cluster mode's shared store: the tests run their own etcd members (the
+# package's own service, if the machine starts one, is not used).
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

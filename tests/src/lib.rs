@@ -5,6 +5,7 @@
 //! fails. Traffic goes only between namespaces a test made.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod pki;
 
 use std::fs::File;
@@ -199,7 +200,32 @@ impl Host {
         Host::configured(tag, Some(toml), args)
     }
 
+    /// A host whose weftd is not started yet ([`Host::start`]): the test
+    /// wires the namespace first (an underlay, say).
+    pub fn unstarted(tag: &str, args: &[&str]) -> Host {
+        Host::made(tag, None, args)
+    }
+
+    /// Add arguments for the next [`Host::start`].
+    pub fn add_args(&mut self, args: &[String]) {
+        self.args.extend(args.iter().cloned());
+    }
+
+    /// Kill weftd with SIGKILL, mid-whatever (kernel state stays).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.weftd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     fn configured(tag: &str, toml: Option<&str>, args: &[&str]) -> Host {
+        let mut h = Host::made(tag, toml, args);
+        h.start();
+        h
+    }
+
+    fn made(tag: &str, toml: Option<&str>, args: &[&str]) -> Host {
         let ns = Netns::new(tag, "host");
         let dir = std::env::temp_dir().join(format!("weft-test-{}", ns.name));
         let _ = std::fs::remove_dir_all(&dir);
@@ -212,9 +238,7 @@ impl Host {
         }
         // A host has loopback up (the TLS listener's tests use 127.0.0.1).
         sh(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        let mut h = Host { ns, dir, tag: tag.to_owned(), weftd: None, args };
-        h.start();
-        h
+        Host { ns, dir, tag: tag.to_owned(), weftd: None, args }
     }
 
     /// The configuration file [`Host::with_config`] wrote.

@@ -43,6 +43,7 @@ fn endpoint(net: &Network, i: usize) -> Endpoint {
         addresses: vec![addr.parse().unwrap()],
         state: EndpointState::Ready,
         groups: vec![],
+        node: None,
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
 use weft_grpc::client::{
-    EndpointServiceClient, EventServiceClient, ModuleServiceClient, NetworkServiceClient, PolicyServiceClient,
-    SystemServiceClient, TenantServiceClient,
+    EndpointServiceClient, EventServiceClient, ModuleServiceClient, NetworkServiceClient, NodeServiceClient,
+    PolicyServiceClient, SystemServiceClient, TenantServiceClient,
 };
 use weft_grpc::pb;
 use weft_model::access::{Role, Rpc};
@@ -188,6 +188,11 @@ async fn call(ch: &Channel, rpc: Rpc, tenant: &str, t: &Target, netns: &str) -> 
         }
         Rpc::GetStats => SystemServiceClient::new(ch).get_stats(pb::GetStatsRequest {}).await.map(|r| text(&r)),
         Rpc::GetUsage => TenantServiceClient::new(ch).get_usage(pb::GetUsageRequest { tenant }).await.map(|r| text(&r)),
+        Rpc::ListNodes => NodeServiceClient::new(ch).list_nodes(pb::ListNodesRequest {}).await.map(|r| text(&r)),
+        Rpc::RemoveNode => {
+            let req = pb::RemoveNodeRequest { name: "gone-node".into() };
+            NodeServiceClient::new(ch).remove_node(req).await.map(|r| text(&r))
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weft_grpc::client::{
-    ClientTls, EndpointServiceClient, EventServiceClient, ModuleServiceClient, NetworkServiceClient,
+    ClientTls, EndpointServiceClient, EventServiceClient, ModuleServiceClient, NetworkServiceClient, NodeServiceClient,
     PolicyServiceClient, SystemServiceClient, TenantServiceClient, connect_tls, connect_unix,
 };
 use weft_grpc::pb;
@@ -83,6 +83,9 @@ enum Cmd {
     /// A tenant's view of itself.
     #[command(subcommand)]
     Tenant(TenantCmd),
+    /// The nodes of a cluster (weftd started with --etcd): operators only.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Follow weftd's events (like `docker events`): every committed change
     /// of the tenant's objects, and repairs.
     Events {
@@ -100,6 +103,21 @@ enum Cmd {
         /// Exit after this many events (0: follow until interrupted).
         #[arg(long, default_value_t = 0)]
         count: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// List the nodes: alive (their etcd lease is renewed) or down.
+    #[command(alias = "list")]
+    Ls,
+    /// Forget nodes that are gone for good (refused while alive): their
+    /// endpoints' records and address leases are released.
+    #[command(alias = "remove")]
+    Rm {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -435,6 +453,22 @@ async fn run(cli: Cli) -> Result<(), String> {
                 if count > 0 && seen >= count {
                     break;
                 }
+            }
+        }
+        Cmd::Node(NodeCmd::Ls) => {
+            let r =
+                NodeServiceClient::new(channel).list_nodes(pb::ListNodesRequest {}).await.map_err(status)?.into_inner();
+            if json { output::print_json(&output::nodes_json(&r.nodes)) } else { output::node_table(&r.nodes) }
+        }
+        Cmd::Node(NodeCmd::Rm { names }) => {
+            let mut client = NodeServiceClient::new(channel);
+            for name in names {
+                let r = client
+                    .remove_node(pb::RemoveNodeRequest { name: name.clone() })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                println!("{name} (released {} endpoint record(s))", r.endpoints);
             }
         }
         Cmd::Tenant(TenantCmd::Usage) => {

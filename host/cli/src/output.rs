@@ -35,6 +35,8 @@ pub fn network_json(n: &pb::Network) -> Value {
         "module_config": sorted(&n.module_config),
         "options": sorted(&n.options),
         "labels": sorted(&n.labels),
+        "vni": if n.vni == 0 { Value::Null } else { Value::from(n.vni) },
+        "mtu": if n.mtu == 0 { Value::Null } else { Value::from(n.mtu) },
         "endpoints": n.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
     })
 }
@@ -60,6 +62,7 @@ pub fn endpoint_json(e: &pb::Endpoint) -> Value {
         "dns_servers": e.dns_servers,
         "dns_search": e.dns_search,
         "state": e.state,
+        "node": if e.node.is_empty() { Value::Null } else { Value::from(e.node.clone()) },
     })
 }
 
@@ -111,6 +114,12 @@ pub fn network_detail(n: &pb::Network) {
     println!("IPAM:      {}", n.ipam);
     println!("Policy:    {}", n.policy);
     println!("Naming:    {}", n.naming);
+    if n.vni > 0 {
+        println!("VNI:       {}", n.vni);
+    }
+    if n.mtu > 0 {
+        println!("MTU:       {}", n.mtu);
+    }
     for s in &n.subnets {
         let range = if s.ip_range.is_empty() { String::new() } else { format!("  range {}", s.ip_range) };
         println!("Subnet:    {}  gateway {}{range}", s.subnet, s.gateway);
@@ -129,13 +138,18 @@ pub fn network_detail(n: &pb::Network) {
     endpoint_table(&n.endpoints);
 }
 
-/// `weft endpoint ls`.
+/// `weft endpoint ls` (with the node of each, in cluster mode).
 pub fn endpoint_table(es: &[pb::Endpoint]) {
+    let nodes = es.iter().any(|e| !e.node.is_empty());
+    let mut head = vec!["NAME", "NETWORK", "IFNAME", "MAC", "ADDRESSES", "PORTS", "NETNS", "STATE"];
+    if nodes {
+        head.insert(1, "NODE");
+    }
     table(
-        &["NAME", "NETWORK", "IFNAME", "MAC", "ADDRESSES", "PORTS", "NETNS", "STATE"],
+        &head,
         es.iter()
             .map(|e| {
-                vec![
+                let mut row = vec![
                     e.name.clone(),
                     e.network.clone(),
                     e.ifname.clone(),
@@ -144,10 +158,40 @@ pub fn endpoint_table(es: &[pb::Endpoint]) {
                     e.publish.join(","),
                     e.netns.clone(),
                     e.state.clone(),
-                ]
+                ];
+                if nodes {
+                    row.insert(1, e.node.clone());
+                }
+                row
             })
             .collect(),
     );
+}
+
+/// `weft node ls`.
+pub fn node_table(ns: &[pb::Node]) {
+    table(
+        &["NAME", "ADVERTISE IP", "STATE", "ENDPOINTS", "JOINED"],
+        ns.iter()
+            .map(|n| {
+                let name = if n.this { format!("{} *", n.name) } else { n.name.clone() };
+                let state = if n.alive { "alive" } else { "down" };
+                vec![name, n.advertise_ip.clone(), state.into(), n.endpoints.to_string(), rfc3339_ms(n.joined_ms)]
+            })
+            .collect(),
+    );
+}
+
+/// `weft node ls -o json`.
+pub fn nodes_json(ns: &[pb::Node]) -> Value {
+    Value::Array(
+        ns.iter()
+            .map(|n| {
+                json!({"name": n.name, "advertise_ip": n.advertise_ip, "alive": n.alive, "this": n.this,
+                       "endpoints": n.endpoints, "joined": rfc3339_ms(n.joined_ms)})
+            })
+            .collect(),
+    )
 }
 
 /// `weft endpoint inspect`.

@@ -52,6 +52,17 @@ pub enum Guard {
     ModuleUnbound(String, String),
 }
 
+/// Cluster mode: how a change is shared — one etcd transaction, committed
+/// before any kernel work, and the transaction that takes it back if the
+/// rest of the commit fails.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterWrite {
+    /// The compare-and-swap transaction.
+    pub txn: weft_store::etcd::Txn,
+    /// What undoes it (no comparisons: only this node writes these keys).
+    pub undo: weft_store::etcd::Txn,
+}
+
 /// Which timing phases a commit's steps are counted under.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Phases {
@@ -94,6 +105,12 @@ pub struct Change {
     pub render_nft: bool,
     /// Store writes: one transaction.
     pub batch: Batch,
+    /// Cluster mode: the etcd transaction that shares the change.
+    pub cluster: Option<ClusterWrite>,
+    /// Endpoints of other nodes to index (cluster mode, from the watch).
+    pub remote_put: Vec<Endpoint>,
+    /// Ids of other nodes' endpoints to drop from the index.
+    pub remote_delete: Vec<String>,
     /// Compiled policies to install (`None`: drop), by network id.
     pub policies: Vec<(String, Option<Arc<Compiled>>)>,
     /// Lease changes in the network's pools.
@@ -117,6 +134,9 @@ impl Change {
         self.ops.is_empty()
             && !self.render_nft
             && self.batch.writes_nothing()
+            && self.cluster.as_ref().is_none_or(|c| c.txn.is_empty())
+            && self.remote_put.is_empty()
+            && self.remote_delete.is_empty()
             && self.policies.is_empty()
             && self.dns.is_empty()
             && self.events.is_empty()
@@ -146,6 +166,9 @@ impl Change {
             });
         }
         let mut writes = self.batch.describe();
+        if let Some(c) = &self.cluster {
+            writes.extend(c.txn.describe());
+        }
         for d in &self.dns {
             writes.push(match d {
                 DnsChange::Serve(n) => format!("dns: serve network {} on its gateways", n.spec.name),

@@ -24,6 +24,7 @@ use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::network::{InvalidOrExists, conflicts_with};
 use weft_plan::{Op, undo};
 use weft_store::Store;
+use weft_store::etcd::{ClusterError, Etcd};
 
 use crate::change::{Change, DnsChange, Guard};
 use crate::events::{Events, now_ms};
@@ -43,6 +44,9 @@ pub enum CommitError {
     Kernel(KernelError),
     /// The store refused the transaction; the kernel work was undone.
     Store(weft_store::StoreError),
+    /// etcd refused the change (a comparison failed) or could not be
+    /// reached; nothing was done.
+    Cluster(ClusterError),
 }
 
 impl CommitError {
@@ -52,6 +56,13 @@ impl CommitError {
             CommitError::Conflict(e) => e,
             CommitError::Kernel(e) => ControlError::Internal(format!("{what}: {e}; rolled back")),
             CommitError::Store(e) => ControlError::Internal(format!("{what}: {e}; rolled back")),
+            CommitError::Cluster(ClusterError::Conflict(_)) => {
+                ControlError::Aborted(format!("{what}: a concurrent change in the cluster won; nothing was done"))
+            }
+            CommitError::Cluster(e @ ClusterError::Unavailable(_)) => {
+                ControlError::Unavailable(format!("{what}: {e}; nothing was done"))
+            }
+            CommitError::Cluster(e) => ControlError::Internal(format!("{what}: {e}; nothing was done")),
         }
     }
 }
@@ -68,6 +79,8 @@ pub struct Committer {
     pub events: Events,
     /// The embedded DNS server.
     pub dns: weft_dns::Dns,
+    /// Cluster mode: etcd.
+    pub etcd: Option<Etcd>,
     /// Per-phase timings.
     pub timings: Timings,
     /// Serialises nftables transactions, so the newest render always wins
@@ -92,6 +105,7 @@ impl Committer {
             index,
             events,
             dns,
+            etcd: None,
             timings: Timings::default(),
             nft_lock: tokio::sync::Mutex::new(()),
             order: std::sync::Mutex::new(()),
@@ -106,8 +120,13 @@ impl Committer {
             return Ok(self.events.revision());
         }
         self.claim(&change)?;
+        if let Err(e) = self.share(&change).await {
+            self.release_claims(&change);
+            return Err(e);
+        }
         let result = self.apply_and_record(&change).await;
         if result.is_err() {
+            self.unshare(&change).await;
             self.release_claims(&change);
             return result;
         }
@@ -175,6 +194,37 @@ impl Committer {
             st.pending_endpoints.insert(ep.id.clone(), ep.clone());
         }
         Ok(())
+    }
+
+    /// Cluster mode: commit the change's etcd transaction, before any
+    /// kernel work — a conflict or etcd being away then costs nothing.
+    async fn share(&self, change: &Change) -> Result<(), CommitError> {
+        let (Some(w), Some(etcd)) = (&change.cluster, &self.etcd) else {
+            return match &change.cluster {
+                Some(w) if !w.txn.is_empty() => {
+                    Err(CommitError::Cluster(ClusterError::Unavailable("weftd is not in a cluster".into())))
+                }
+                _ => Ok(()),
+            };
+        };
+        if w.txn.is_empty() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let r = etcd.txn(&w.txn).await.map(|_| ()).map_err(CommitError::Cluster);
+        self.timings.record(Phase::ClusterTxn, t.elapsed());
+        r
+    }
+
+    /// Take back a shared change whose commit failed afterwards. If etcd is
+    /// away now, the node's next sync with etcd finds and removes it.
+    async fn unshare(&self, change: &Change) {
+        if let (Some(w), Some(etcd)) = (&change.cluster, &self.etcd)
+            && !w.undo.is_empty()
+            && let Err(e) = etcd.txn(&w.undo).await
+        {
+            warn!(change = %change.what, error = %e, "taking back a shared change; the next sync with etcd will");
+        }
     }
 
     fn release_claims(&self, change: &Change) {
@@ -401,6 +451,12 @@ pub fn apply_to_index(st: &mut State, change: &Change, revision: u64) {
     }
     for k in &b.delete_modules {
         st.modules.remove(k);
+    }
+    for e in &change.remote_put {
+        st.remote.insert(e.id.clone(), e.clone());
+    }
+    for id in &change.remote_delete {
+        st.remote.remove(id);
     }
     for (id, p) in &change.policies {
         match p {

@@ -75,6 +75,24 @@ pub struct Config {
     /// more wait (up to 1 s) for a slot. Default: half the cores, at least 1.
     #[arg(long, default_value_t = weft_wasm::default_tenant_concurrency())]
     pub tenant_wasm_concurrency: usize,
+    /// Join a cluster: its etcd endpoints (`http://IP:PORT`, comma-separated
+    /// or repeated). Without it weftd runs alone on its redb store.
+    #[arg(long, env = "WEFT_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long, env = "WEFT_NODE")]
+    pub node: Option<String>,
+    /// The address other nodes reach this one at: the local end of its
+    /// VXLAN tunnels (needed with --etcd).
+    #[arg(long)]
+    pub advertise_ip: Option<std::net::IpAddr>,
+    /// Seconds a node stays alive in etcd without renewing its lease.
+    #[arg(long, default_value_t = 15)]
+    pub node_ttl_secs: u64,
+    /// Milliseconds one etcd call may take before an overlay change fails
+    /// as unavailable.
+    #[arg(long, default_value_t = 2000)]
+    pub etcd_timeout_ms: u64,
 }
 
 fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -116,6 +134,21 @@ impl Config {
     /// The flags hold together: a TLS listener has its files and a trust
     /// domain.
     pub fn check(&self) -> anyhow::Result<()> {
+        if !self.etcd.is_empty() {
+            anyhow::ensure!(
+                self.advertise_ip.is_some(),
+                "--etcd needs --advertise-ip (or advertise_ip in the configuration file): the address other nodes tunnel to"
+            );
+            for e in &self.etcd {
+                anyhow::ensure!(
+                    e.starts_with("http://") || e.starts_with("https://"),
+                    "--etcd {e:?}: an endpoint is http://HOST:PORT"
+                );
+            }
+            let node = self.node_name();
+            weft_model::ids::check_node_name(&node).map_err(|e| anyhow::anyhow!("--node {node:?}: {e}"))?;
+            anyhow::ensure!(self.node_ttl_secs >= 2, "--node-ttl-secs {}: at least 2", self.node_ttl_secs);
+        }
         if self.listen.is_some() {
             for (flag, v) in
                 [("--tls-cert", &self.tls_cert), ("--tls-key", &self.tls_key), ("--client-ca", &self.client_ca)]
@@ -176,6 +209,25 @@ impl Config {
             return beside;
         }
         PathBuf::from("/usr/local/lib/weft/modules")
+    }
+
+    /// This node's name: `--node`, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned()
+        })
+    }
+
+    /// The cluster to join, if any.
+    pub fn cluster(&self) -> Option<crate::cluster::Settings> {
+        let advertise_ip = self.advertise_ip?;
+        (!self.etcd.is_empty()).then(|| crate::cluster::Settings {
+            endpoints: self.etcd.clone(),
+            node: self.node_name(),
+            advertise_ip,
+            ttl: Duration::from_secs(self.node_ttl_secs),
+            timeout: Duration::from_millis(self.etcd_timeout_ms),
+        })
     }
 
     /// The periodic reconcile interval, if enabled.

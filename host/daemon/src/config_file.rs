@@ -36,6 +36,12 @@ pub struct File {
     tls_key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     trust_domain: Option<String>,
+    /// Cluster mode: etcd endpoints.
+    etcd: Option<Vec<String>>,
+    node: Option<String>,
+    advertise_ip: Option<std::net::IpAddr>,
+    node_ttl_secs: Option<u64>,
+    etcd_timeout_ms: Option<u64>,
     /// The tenants each certificate-identified orchestrator may act for.
     #[serde(default)]
     orchestrators: BTreeMap<String, Orchestrator>,
@@ -178,6 +184,11 @@ impl File {
         set(g, "tls_key", &mut cfg.tls_key, self.tls_key.map(Some));
         set(g, "client_ca", &mut cfg.client_ca, self.client_ca.map(Some));
         set(g, "trust_domain", &mut cfg.trust_domain, self.trust_domain.map(Some));
+        set(g, "etcd", &mut cfg.etcd, self.etcd);
+        set(g, "node", &mut cfg.node, self.node.map(Some));
+        set(g, "advertise_ip", &mut cfg.advertise_ip, self.advertise_ip.map(Some));
+        set(g, "node_ttl_secs", &mut cfg.node_ttl_secs, self.node_ttl_secs);
+        set(g, "etcd_timeout_ms", &mut cfg.etcd_timeout_ms, self.etcd_timeout_ms);
         self.access
     }
 

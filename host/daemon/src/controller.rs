@@ -54,6 +54,8 @@ pub struct Ctl {
     repairs: Mutex<BTreeMap<String, u64>>,
     /// The access rules in force (callers, what tenants may use).
     pub(crate) access: Arc<SharedAccess>,
+    /// Cluster mode: this node's membership.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The parts a controller is built from.
@@ -72,6 +74,8 @@ pub struct Parts {
     pub dns: weft_dns::Dns,
     /// The access rules in force.
     pub access: Arc<SharedAccess>,
+    /// Cluster mode: this node's membership.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Ctl {
@@ -84,6 +88,10 @@ impl Ctl {
         let builtins = crate::modules::load_builtins(&wasm, &dir)?;
         let names: Vec<&str> = builtins.iter().map(|b| b.name.as_str()).collect();
         info!(dir = %dir.display(), modules = ?names, "built-in components loaded");
+        let cluster = match cfg.cluster() {
+            Some(s) => Some(crate::cluster::Cluster::join(s).await?),
+            None => None,
+        };
         let parts = Parts {
             kernel: Arc::new(weft_kernel::Kernel::new()?),
             store: Arc::new(store),
@@ -92,6 +100,7 @@ impl Ctl {
             modules: Modules { files: crate::modules::ModuleFiles::new(cfg)?, wasm: Some(wasm) },
             dns: weft_dns::Dns::new(cfg.dns()),
             access,
+            cluster,
         };
         Ok(Ctl::open(parts).await?)
     }
@@ -102,8 +111,10 @@ impl Ctl {
         let snap = p.store.load()?;
         let events = Events::new(snap.events.clone(), snap.revision);
         let index = Arc::new(Index::default());
+        let mut commit = Committer::new(p.kernel, p.store, index.clone(), events, p.dns);
+        commit.etcd = p.cluster.as_ref().map(|c| c.etcd.clone());
         let ctl = Ctl {
-            commit: Committer::new(p.kernel, p.store, index.clone(), events, p.dns),
+            commit,
             index,
             decider: Decider { deciders: p.deciders, builtins: p.builtins },
             modules: p.modules,
@@ -111,6 +122,7 @@ impl Ctl {
             reconciling: tokio::sync::Mutex::new(()),
             repairs: Mutex::new(BTreeMap::new()),
             access: p.access,
+            cluster: p.cluster,
         };
         let modules = ctl.modules.load(snap.modules.clone()).await;
         ctl.load(snap, modules).await;
@@ -165,7 +177,7 @@ impl Ctl {
     }
 
     /// Commit `change` (or, on a dry run, answer its plan).
-    async fn carry_out(
+    pub(crate) async fn carry_out(
         &self,
         change: Change,
         dry_run: bool,
@@ -212,27 +224,73 @@ impl Ctl {
         self.commit.time(Phase::AttachValidate, t.elapsed());
         let net_id = self.network_id(&req.tenant, &req.network, "network")?;
         let mut slot = self.locks.network(&net_id).await;
-        // The decisions run guest code (up to its deadline): tell the runtime
-        // this thread blocks, so other requests keep being served meanwhile.
-        let (net, ep, change) = tokio::task::block_in_place(|| {
-            let netns = Netns { id: netns_id, foreign: req.allow_foreign_netns };
-            self.decider.attach(&self.index, &mut slot, &spec, netns, &self.commit.timings)
-        })?;
-        if net.id != net_id {
-            return Err(ControlError::NotFound(format!("network {:?} was removed meanwhile", req.network)));
+        for _ in 0..crate::cluster::control::CLUSTER_TRIES {
+            // The decisions run guest code (up to its deadline): tell the runtime
+            // this thread blocks, so other requests keep being served meanwhile.
+            let (net, ep, mut change) = tokio::task::block_in_place(|| {
+                let netns = Netns { id: netns_id, foreign: req.allow_foreign_netns };
+                self.decider.attach(&self.index, &mut slot, &spec, netns, &self.commit.timings)
+            })?;
+            if net.id != net_id {
+                return Err(ControlError::NotFound(format!("network {:?} was removed meanwhile", req.network)));
+            }
+            let shared = if net.is_overlay() {
+                let c = self.cluster_for(&change.what)?;
+                let rev = c.view().networks.get(&net.id).copied().ok_or_else(|| {
+                    ControlError::Unavailable(format!(
+                        "{}: this node is not in sync with etcd yet; nothing was changed",
+                        change.what
+                    ))
+                })?;
+                c.attach(&mut change, rev);
+                Some(c.clone())
+            } else {
+                None
+            };
+            let ep = change.new_endpoints.first().cloned().unwrap_or(ep);
+            let change = self.limited(change, &spec.tenant);
+            let outcome = match (&shared, req.dry_run) {
+                (Some(c), false) => {
+                    let what = change.what.clone();
+                    match self.commit.commit(change, Some(&mut slot)).await {
+                        Ok(revision) => Outcome { revision, plan: None },
+                        Err(crate::commit::CommitError::Cluster(weft_store::etcd::ClusterError::Conflict(current))) => {
+                            // Another node took an address (or the network
+                            // changed) meanwhile: mark it and decide again.
+                            let taken = crate::cluster::attach_conflict(&current, &req.network, &req.name)?;
+                            for (addr, holder) in taken {
+                                slot.pool(&pool_key(&net.id, addr)).reserve(addr, &holder);
+                            }
+                            if let Some((_, Some(kv))) =
+                                current.iter().find(|(k, _)| k.starts_with(weft_store::etcd::keys::NETWORKS))
+                            {
+                                c.view().networks.insert(net.id.clone(), kv.mod_revision);
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e.into_control(&what)),
+                    }
+                }
+                _ => self.carry_out(change, req.dry_run, Some(&mut slot)).await?,
+            };
+            if !req.dry_run {
+                info!(endpoint = %ep.spec.name, network = %req.network, addresses = ?ep.addresses, revision = outcome.revision, "attached");
+            }
+            return Ok((view_of(Some(&net), &ep), outcome));
         }
-        let change = self.limited(change, &spec.tenant);
-        let outcome = self.carry_out(change, req.dry_run, Some(&mut slot)).await?;
-        if !req.dry_run {
-            info!(endpoint = %ep.spec.name, network = %req.network, addresses = ?ep.addresses, revision = outcome.revision, "attached");
-        }
-        Ok((view_of(Some(&net), &ep), outcome))
+        Err(ControlError::Aborted(format!(
+            "attaching endpoint {:?}: other nodes kept taking the addresses it was given; try again",
+            req.name
+        )))
     }
 
     async fn detach_timed(&self, r: Ref) -> Result<Outcome, ControlError> {
         let net_id = self.network_id(&r.tenant, &r.network, "network")?;
         let mut slot = self.locks.network(&net_id).await;
-        let (ep, change) = self.index.read(|st| detach(st, &r))?;
+        let (ep, mut change) = self.index.read(|st| detach(st, &r))?;
+        if self.index.read(|st| st.networks.get(&ep.network_id).is_some_and(|n| n.is_overlay())) {
+            self.cluster_for(&change.what)?.detach(&mut change, &ep);
+        }
         let outcome = self.carry_out(change, r.dry_run, Some(&mut slot)).await?;
         drop(slot);
         if !r.dry_run {
@@ -274,6 +332,10 @@ impl Controller for Ctl {
         if !who.is_operator() {
             self.clear_of_the_host(&spec).await?;
         }
+        if spec.is_overlay() {
+            let (net, outcome) = self.create_overlay(spec, req.dry_run).await?;
+            return Ok((NetworkView { network: net, endpoints: Vec::new() }, outcome));
+        }
         let tenant = spec.tenant.clone();
         let (net, change) = tokio::task::block_in_place(|| self.decider.create_network(&self.index, spec))?;
         let change = self.limited(change, &tenant);
@@ -309,7 +371,13 @@ impl Controller for Ctl {
     async fn delete_network(&self, r: Ref) -> Result<Outcome, ControlError> {
         let net_id = self.network_id(&r.tenant, &r.network, "name")?;
         let slot = self.locks.network(&net_id).await;
-        let (net, change) = self.index.read(|st| delete_network(st, &r))?;
+        let (net, mut change) = self.index.read(|st| delete_network(st, &r))?;
+        if net.is_overlay() && !r.dry_run {
+            self.unshare_network(&net).await?;
+            change.remote_delete = self
+                .index
+                .read(|st| st.remote.values().filter(|e| e.network_id == net.id).map(|e| e.id.clone()).collect());
+        }
         let outcome = self.carry_out(change, r.dry_run, None).await?;
         drop(slot);
         if !r.dry_run {
@@ -470,6 +538,14 @@ impl Controller for Ctl {
         let tenant = Tenant::parse("tenant", &tenant)?;
         let used = self.index.read(|st| crate::quota::usage(st, &tenant));
         Ok(TenantUsage { limits: self.access.get().quotas(&tenant), used, tenant: tenant.to_string() })
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<weft_model::api::NodeView>, ControlError> {
+        self.nodes().await
+    }
+
+    async fn remove_node(&self, name: String) -> Result<u64, ControlError> {
+        self.forget_node(name).await
     }
 
     async fn watch(&self, filter: WatchFilter) -> Result<EventStream, ControlError> {

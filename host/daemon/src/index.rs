@@ -27,6 +27,9 @@ pub struct State {
     pub networks: BTreeMap<String, Network>,
     /// Endpoints by id.
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// Cluster mode: the endpoints of overlay networks on other nodes, by
+    /// id (from etcd's watch; never in this node's store).
+    pub remote: BTreeMap<String, Endpoint>,
     /// Each network's compiled policy, by network id.
     pub policies: HashMap<String, Arc<Compiled>>,
     /// Every tenant's policy documents, by store key.
@@ -88,7 +91,7 @@ impl State {
         let empty = RuleSet::default();
         let nets: Vec<(&Network, &RuleSet)> =
             self.networks.values().map(|n| (n, self.policies.get(&n.id).map_or(&empty, |c| &c.rules))).collect();
-        nft::render_ruleset(&nets, self.endpoints.values())
+        nft::render_cluster_ruleset(&nets, self.endpoints.values(), self.remote.values())
     }
 
     /// The tenant's network called `name`.
@@ -120,7 +123,11 @@ impl State {
 
     /// A network with its endpoints.
     pub fn network_view(&self, n: &Network) -> NetworkView {
-        NetworkView { network: n.clone(), endpoints: self.endpoints_of(&n.id).map(|e| self.endpoint_view(e)).collect() }
+        let remote = self.remote.values().filter(|e| e.network_id == n.id);
+        NetworkView {
+            network: n.clone(),
+            endpoints: self.endpoints_of(&n.id).chain(remote).map(|e| self.endpoint_view(e)).collect(),
+        }
     }
 }
 

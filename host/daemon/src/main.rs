@@ -5,6 +5,7 @@
 
 mod admit;
 mod change;
+mod cluster;
 mod commit;
 mod config;
 mod config_file;
@@ -50,6 +51,7 @@ async fn serve() -> anyhow::Result<()> {
     let access = Arc::new(SharedAccess::new(access));
     let ctl = Arc::new(controller::Ctl::start(&cfg, access.clone()).await.context("starting weftd")?);
     let periodic = reconcile::spawn_periodic(ctl.clone(), cfg.reconcile_interval());
+    let sync = ctl.cluster.clone().map(|c| cluster::sync::spawn(ctl.clone(), c));
     let watcher = drift::spawn(ctl.clone()).context("starting the drift watcher")?;
     let reload = spawn_reload(&cfg, access.clone())?;
     let listeners = cfg.listeners();
@@ -58,6 +60,9 @@ async fn serve() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("serving on {}: {e}", cfg.socket.display()))?;
     periodic.abort();
+    if let Some(s) = sync {
+        s.abort();
+    }
     watcher.abort();
     reload.abort();
     let _ = std::fs::remove_file(&cfg.socket);

@@ -107,6 +107,7 @@ async fn rig(tag: &str) -> Rig {
         modules: Modules { files: ModuleFiles::at(dir.join("modules")), wasm: None },
         dns: weft_dns::Dns::new(weft_dns::DnsConfig { upstreams: vec![], timeout: Duration::from_millis(100) }),
         access: Arc::default(),
+        cluster: None,
     };
     let ctl = Arc::new(Ctl::open(parts).await.unwrap());
     Rig { ctl, kernel, store, dir }

@@ -37,11 +37,13 @@ pub enum Phase {
     DetachNetlink,
     /// Removing its record.
     DetachStore,
+    /// Cluster mode: one etcd transaction of a change.
+    ClusterTxn,
 }
 
 /// Each phase's name, in `Phase` order (the counters are indexed by
 /// `Phase as usize`).
-const NAMES: [&str; 13] = [
+const NAMES: [&str; 14] = [
     "attach",
     "attach.validate",
     "attach.wasm.classify",
@@ -55,6 +57,7 @@ const NAMES: [&str; 13] = [
     "detach.nft",
     "detach.netlink",
     "detach.store",
+    "cluster.etcd_txn",
 ];
 
 #[derive(Default)]

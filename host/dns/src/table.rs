@@ -79,6 +79,11 @@ impl Table {
             }
         }
         zone.endpoints.insert(endpoint.to_owned(), (ns, addrs.to_vec(), records));
+        if ns == 0 {
+            // An endpoint on another node (cluster mode): named here, but
+            // it asks its own node's server, so it is no client of this one.
+            return;
+        }
         for a in addrs {
             self.clients.insert(*a, ns);
         }

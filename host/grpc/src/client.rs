@@ -11,6 +11,7 @@ pub use crate::pb::endpoint_service_client::EndpointServiceClient;
 pub use crate::pb::event_service_client::EventServiceClient;
 pub use crate::pb::module_service_client::ModuleServiceClient;
 pub use crate::pb::network_service_client::NetworkServiceClient;
+pub use crate::pb::node_service_client::NodeServiceClient;
 pub use crate::pb::policy_service_client::PolicyServiceClient;
 pub use crate::pb::system_service_client::SystemServiceClient;
 pub use crate::pb::tenant_service_client::TenantServiceClient;

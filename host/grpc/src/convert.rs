@@ -136,6 +136,8 @@ pub fn network(v: NetworkView) -> pb::Network {
         naming: n.spec.naming,
         module_config: n.spec.module_config.into_iter().collect(),
         endpoints: v.endpoints.into_iter().map(endpoint).collect(),
+        vni: n.overlay.map_or(0, |o| o.vni),
+        mtu: n.spec.mtu.unwrap_or(0),
         revision: 0,
         dry_run: None,
     }
@@ -159,6 +161,7 @@ pub fn endpoint(v: EndpointView) -> pb::Endpoint {
         publish: e.spec.publish.iter().map(ToString::to_string).collect(),
         mode: e.spec.mode.to_string(),
         groups: e.groups,
+        node: e.node.unwrap_or_default(),
         aliases: e.spec.aliases,
         dns_servers: v.dns_servers.iter().map(ToString::to_string).collect(),
         dns_search: v.dns_search,
@@ -218,6 +221,18 @@ fn check(c: Check) -> pb::PolicyCheck {
             isolated_by: isolated_by.into_iter().map(|(g, s)| format!("{g} ({s})")).collect(),
             ..Default::default()
         },
+    }
+}
+
+/// Node view to message.
+pub fn node(n: weft_model::api::NodeView) -> pb::Node {
+    pb::Node {
+        name: n.name,
+        advertise_ip: n.advertise_ip,
+        alive: n.alive,
+        this: n.this,
+        joined_ms: n.joined_ms,
+        endpoints: n.endpoints,
     }
 }
 

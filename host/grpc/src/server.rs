@@ -18,6 +18,7 @@ use crate::pb::endpoint_service_server::{EndpointService, EndpointServiceServer}
 use crate::pb::event_service_server::{EventService, EventServiceServer};
 use crate::pb::module_service_server::{ModuleService, ModuleServiceServer};
 use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
+use crate::pb::node_service_server::{NodeService, NodeServiceServer};
 use crate::pb::policy_service_server::{PolicyService, PolicyServiceServer};
 use crate::pb::system_service_server::{SystemService, SystemServiceServer};
 use crate::pb::tenant_service_server::{TenantService, TenantServiceServer};
@@ -160,6 +161,22 @@ impl<C: Controller> SystemService for Api<C> {
     async fn get_stats(&self, _r: Request<pb::GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
         let v = self.ctl.stats().await.map_err(to_status)?;
         Ok(Response::new(convert::stats(v)))
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Controller> NodeService for Api<C> {
+    async fn list_nodes(&self, _r: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let nodes = self.ctl.list_nodes().await.map_err(to_status)?;
+        Ok(Response::new(pb::ListNodesResponse { nodes: nodes.into_iter().map(convert::node).collect() }))
+    }
+
+    async fn remove_node(&self, r: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let who = caller(&r)?;
+        let m = r.into_inner();
+        let a = audited(&who, Rpc::RemoveNode, "", format!("node/{}", weft_model::ids::shown(&m.name)), false);
+        let endpoints = a.record(self.ctl.remove_node(m.name).await)?;
+        Ok(Response::new(pb::RemoveNodeResponse { endpoints }))
     }
 }
 
@@ -352,6 +369,7 @@ fn router<C: Controller>(
         .add_service(ModuleServiceServer::new(api.clone()))
         .add_service(SystemServiceServer::new(api.clone()))
         .add_service(TenantServiceServer::new(api.clone()))
+        .add_service(NodeServiceServer::new(api.clone()))
         .add_service(EventServiceServer::new(api.clone()))
         .add_service(health.clone())
         .add_service(reflection_v1)
@@ -381,6 +399,7 @@ pub async fn serve<C: Controller>(
     health.set_serving::<SystemServiceServer<Api<C>>>().await;
     health.set_serving::<EventServiceServer<Api<C>>>().await;
     health.set_serving::<TenantServiceServer<Api<C>>>().await;
+    health.set_serving::<NodeServiceServer<Api<C>>>().await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

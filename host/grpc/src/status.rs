@@ -37,6 +37,7 @@ pub fn code(e: &ControlError) -> Code {
         ControlError::Plugin(_) => Code::Unavailable,
         ControlError::OutOfRange(_) => Code::OutOfRange,
         ControlError::Aborted(_) => Code::Aborted,
+        ControlError::Unavailable(_) => Code::Unavailable,
         ControlError::Internal(_) => Code::Internal,
         ControlError::Unauthenticated(_) => Code::Unauthenticated,
         ControlError::PermissionDenied(_) => Code::PermissionDenied,

@@ -47,6 +47,10 @@ pub struct FakeState {
     pub table: Option<String>,
     /// Set and map elements, `set: element`.
     pub elements: BTreeSet<String>,
+    /// VXLAN forwarding entries: (device, MAC) -> tunnel address.
+    pub fdb: BTreeMap<(String, String), IpAddr>,
+    /// Permanent neighbours: (device, address) -> MAC.
+    pub neighbours: BTreeMap<(String, IpAddr), String>,
 }
 
 type Failer = Box<dyn Fn(&Op) -> bool + Send>;
@@ -139,6 +143,30 @@ impl FakeKernel {
                 );
                 st.links.insert(inside, FakeLink { kind: "veth".into(), peer: Some(key(name)), ..Default::default() });
             }
+            Op::CreateVxlan { name, master, .. } => {
+                need(st, &key(master), "link add type vxlan")?;
+                if st.links.contains_key(&key(name)) {
+                    return Err(einval("link add type vxlan", name, libc::EEXIST, "File exists"));
+                }
+                st.links.insert(
+                    key(name),
+                    FakeLink { kind: "vxlan".into(), master: Some(master.to_string()), up: true, ..Default::default() },
+                );
+            }
+            Op::SetFdb { dev, mac, dst } => {
+                need(st, &key(dev), "bridge fdb replace")?;
+                st.fdb.insert((dev.to_string(), mac.to_string()), *dst);
+            }
+            Op::DeleteFdb { dev, mac, .. } => {
+                st.fdb.remove(&(dev.to_string(), mac.to_string()));
+            }
+            Op::SetNeighbour { dev, addr, mac } => {
+                need(st, &key(dev), "ip neigh replace")?;
+                st.neighbours.insert((dev.to_string(), *addr), mac.to_string());
+            }
+            Op::DeleteNeighbour { dev, addr, .. } => {
+                st.neighbours.remove(&(dev.to_string(), *addr));
+            }
             Op::CreateMacvlan { name, parent, .. } => {
                 need(st, &key(parent), "link add type macvlan")?;
                 if st.links.contains_key(&key(name)) {
@@ -191,6 +219,9 @@ impl FakeKernel {
             }
             Op::DeleteLink { link, .. } => {
                 if let Some(l) = st.links.remove(&key(link)) {
+                    // A device's forwarding entries and neighbours go with it.
+                    st.fdb.retain(|(d, _), _| d != link.as_str());
+                    st.neighbours.retain(|(d, _), _| d != link.as_str());
                     if let Some(p) = l.peer {
                         st.links.remove(&p);
                         st.routes.retain(|(n, _), (_, d)| !(n == &p.0 && d == &p.1));

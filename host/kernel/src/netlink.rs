@@ -10,10 +10,14 @@ use netlink_sys::AsyncSocket;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 use weft_model::IfName;
 use weft_plan::{ObservedLink, Op};
 
@@ -268,6 +272,71 @@ impl Netlink {
                     }
                 })
             }
+            Op::CreateVxlan { name, vni, local, port, mtu, master } => {
+                let midx = self.index(master).await?;
+                let mut v = LinkVxlan::new(name.as_str(), *vni).port(*port).learning(false).proxy(true);
+                v = match local {
+                    IpAddr::V4(a) => v.local(*a),
+                    IpAddr::V6(a) => v.local6(*a),
+                };
+                if let Some(m) = mtu {
+                    v = v.mtu(*m);
+                }
+                let what = || format!("{name} id {vni} local {local} dstport {port}");
+                match link.add(v.controller(midx).up().build()).execute().await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        let e = KernelError::netlink("link add type vxlan", what(), e);
+                        if e.is_exists() { Ok(()) } else { Err(e) }
+                    }
+                }
+            }
+            Op::SetFdb { dev, mac, dst } => {
+                let idx = self.index(dev).await?;
+                let mut req = self.handle.neighbours().add_bridge(idx, &mac.0).destination(*dst).replace();
+                req.message_mut().header.flags = NeighbourFlags::Own;
+                req.execute()
+                    .await
+                    .map_err(|e| KernelError::netlink("bridge fdb replace", format!("{mac} dev {dev} dst {dst}"), e))
+            }
+            Op::DeleteFdb { dev, mac, dst } => {
+                let Some(idx) = self.index_of(dev).await? else { return Ok(()) };
+                let mut msg = NeighbourMessage::default();
+                msg.header.family = AddressFamily::Bridge;
+                msg.header.ifindex = idx;
+                msg.header.flags = NeighbourFlags::Own;
+                msg.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+                msg.attributes.push(NeighbourAttribute::Destination(neighbour_address(*dst)));
+                absent_ok(
+                    self.handle.neighbours().del(msg).execute().await,
+                    "bridge fdb del",
+                    format!("{mac} dev {dev} dst {dst}"),
+                )
+            }
+            Op::SetNeighbour { dev, addr, mac } => {
+                let idx = self.index(dev).await?;
+                self.handle
+                    .neighbours()
+                    .add(idx, *addr)
+                    .link_layer_address(&mac.0)
+                    .state(NeighbourState::Permanent)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(|e| KernelError::netlink("ip neigh replace", format!("{addr} lladdr {mac} dev {dev}"), e))
+            }
+            Op::DeleteNeighbour { dev, addr, .. } => {
+                let Some(idx) = self.index_of(dev).await? else { return Ok(()) };
+                let mut msg = NeighbourMessage::default();
+                msg.header.family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+                msg.header.ifindex = idx;
+                msg.attributes.push(NeighbourAttribute::Destination(neighbour_address(*addr)));
+                absent_ok(
+                    self.handle.neighbours().del(msg).execute().await,
+                    "ip neigh del",
+                    format!("{addr} dev {dev}"),
+                )
+            }
             Op::CreateMacvlan { name, parent, mode, mtu } => {
                 let pidx = self.index(parent).await?;
                 let mode = match mode.as_str() {
@@ -363,6 +432,24 @@ impl Netlink {
             Op::Sysctl { .. } | Op::Nft { .. } | Op::NftElements { .. } | Op::MoveToNetns { .. } => Err(
                 KernelError::new("apply", format!("{op:?}"), "not a netlink operation (executed by the kernel facade)"),
             ),
+        }
+    }
+}
+
+fn neighbour_address(a: IpAddr) -> NeighbourAddress {
+    match a {
+        IpAddr::V4(v) => NeighbourAddress::Inet(v),
+        IpAddr::V6(v) => NeighbourAddress::Inet6(v),
+    }
+}
+
+/// A deletion whose object is already gone has done its work.
+fn absent_ok(r: Result<(), rtnetlink::Error>, op: &str, target: String) -> Result<(), KernelError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let e = KernelError::netlink(op, target, e);
+            if e.is_not_found() { Ok(()) } else { Err(e) }
         }
     }
 }

@@ -213,6 +213,23 @@ pub struct Stats {
     pub repairs: Vec<(String, u64)>,
 }
 
+/// A node of the cluster, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    /// Its name.
+    pub name: String,
+    /// Its tunnel address.
+    pub advertise_ip: String,
+    /// Its lease is alive.
+    pub alive: bool,
+    /// The node answering.
+    pub this: bool,
+    /// When it last registered, ms since the epoch.
+    pub joined_ms: u64,
+    /// Overlay endpoints it hosts.
+    pub endpoints: u64,
+}
+
 /// What a tenant holds against its quotas.
 #[derive(Debug, Clone)]
 pub struct TenantUsage {
@@ -328,6 +345,11 @@ pub trait Controller: Send + Sync + 'static {
     fn stats(&self) -> impl Future<Output = Result<Stats, ControlError>> + Send;
     /// What `tenant` holds, and its quotas.
     fn usage(&self, tenant: String) -> impl Future<Output = Result<TenantUsage, ControlError>> + Send;
+    /// The cluster's nodes (FAILED_PRECONDITION outside cluster mode).
+    fn list_nodes(&self) -> impl Future<Output = Result<Vec<NodeView>, ControlError>> + Send;
+    /// Forget a node that is gone for good: its registration, and its
+    /// endpoints' records and address leases in etcd.
+    fn remove_node(&self, name: String) -> impl Future<Output = Result<u64, ControlError>> + Send;
     /// Events of the caller's tenant after `filter.from_revision`, then live.
     fn watch(&self, filter: WatchFilter) -> impl Future<Output = Result<EventStream, ControlError>> + Send;
 }

@@ -270,6 +270,9 @@ pub struct Endpoint {
     /// Policy groups the network's policy component classified it into.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// In cluster mode, the node it is on (None: this node, or no cluster).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 impl Endpoint {

@@ -48,6 +48,9 @@ pub enum ControlError {
     /// A stream was ended (a watch consumer too slow to keep up).
     #[error("{0}")]
     Aborted(String),
+    /// A service weft depends on (etcd) cannot be reached; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
     /// The kernel or the store failed; the operation was rolled back.
     #[error("{0}")]
     Internal(String),

@@ -16,6 +16,26 @@ pub const NAME_MAX: usize = 63;
 /// The tenant used when a request names none.
 pub const DEFAULT_TENANT: &str = "default";
 
+/// Check a cluster node's name: 1 to 63 lowercase letters, digits, '-' or
+/// '.', starting and ending with a letter or digit (a host name; it is part
+/// of etcd keys).
+pub fn check_node_name(s: &str) -> Result<(), String> {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && edge(s.chars().next())
+        && edge(s.chars().last())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "node name {} must be 1 to 63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit",
+            shown(s)
+        ))
+    }
+}
+
 /// `s` as an error message may echo it: quoted, and cut after 64
 /// characters (a 10^6-character name once made an error no client could
 /// receive).

@@ -15,9 +15,20 @@ use crate::net::{is_usable, overlaps, parse_cidr, parse_ip, reserved_overlap, us
 /// The default IPAM component, a built-in addressed by its folder name.
 pub const DEFAULT_IPAM: &str = "ipam-default";
 /// Driver names weft implements.
-pub const DRIVERS: &[&str] = &["bridge", "macvlan"];
+pub const DRIVERS: &[&str] = &["bridge", "macvlan", "overlay"];
 /// Network options (`--opt KEY=VALUE`) weft understands.
-pub const KNOWN_OPTIONS: &[&str] = &["mtu", "bridge_name", "parent", "macvlan_mode", "icc", "dns", "dns_upstream"];
+pub const KNOWN_OPTIONS: &[&str] =
+    &["mtu", "bridge_name", "parent", "macvlan_mode", "icc", "dns", "dns_upstream", "vni"];
+/// The VXLAN UDP port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+/// The largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// Where VNIs weft picks itself start: the ones below are left to
+/// operators who give `--opt vni=N` (Docker's overlay also starts at 4096).
+pub const FIRST_AUTO_VNI: u32 = 4096;
+/// What VXLAN adds to a frame over an IPv4 underlay (outer IPv4 20 + UDP 8
+/// + VXLAN 8 + inner Ethernet 14): an overlay's MTU is the underlay's less this.
+pub const VXLAN_OVERHEAD: u32 = 50;
 /// macvlan modes (`--opt macvlan_mode=`), as the kernel names them.
 pub const MACVLAN_MODES: &[&str] = &["bridge", "vepa", "private", "passthru"];
 /// Smallest MTU Linux accepts for IPv4 (RFC 791); IPv6 needs 1280 (RFC 8200).
@@ -138,9 +149,17 @@ pub struct NetworkSpec {
     /// components with every call.
     #[serde(default)]
     pub module_config: BTreeMap<String, String>,
+    /// An overlay network's VNI, if the request named one (`--opt vni=N`).
+    #[serde(default)]
+    pub vni: Option<u32>,
 }
 
 impl NetworkSpec {
+    /// True for the overlay driver (a bridge on every node joined by VXLAN).
+    pub fn is_overlay(&self) -> bool {
+        self.driver == "overlay"
+    }
+
     /// The module configuration as the WIT `config` list.
     pub fn config_list(&self) -> Vec<(String, String)> {
         pairs(&self.module_config)
@@ -235,6 +254,19 @@ pub struct Network {
     /// The network's host link: the Linux bridge's name, or a macvlan
     /// network's parent interface.
     pub bridge: IfName,
+    /// An overlay network's tunnel (set once its VNI is allocated).
+    #[serde(default)]
+    pub overlay: Option<Overlay>,
+}
+
+/// An overlay network's tunnel: the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlay {
+    /// The VXLAN network identifier, unique in the cluster.
+    pub vni: u32,
+    /// The VXLAN device, a port of the network's bridge: `vx-` and the
+    /// first 12 hex digits of the network's id.
+    pub vxlan: IfName,
 }
 
 impl Network {
@@ -251,7 +283,19 @@ impl Network {
             (None, Some(b)) => b.clone(),
             (None, None) => IfName::parse("options.bridge_name", &format!("br-{}", &id[..id.len().min(12)]))?,
         };
-        Ok(Network { id, spec, bridge })
+        Ok(Network { id, spec, bridge, overlay: None })
+    }
+
+    /// True for an overlay network.
+    pub fn is_overlay(&self) -> bool {
+        self.spec.is_overlay()
+    }
+
+    /// Give an overlay network its VNI (and so its VXLAN device's name).
+    pub fn with_vni(mut self, vni: u32) -> Result<Network, InvalidRequest> {
+        let vxlan = IfName::parse("options.vni", &format!("vx-{}", &self.id[..self.id.len().min(12)]))?;
+        self.overlay = Some(Overlay { vni, vxlan });
+        Ok(self)
     }
 }
 
@@ -376,6 +420,7 @@ impl CreateNetwork {
         let mut dns = true;
         let mut dns_upstream = Vec::new();
         let mut mode = "bridge".to_owned();
+        let mut vni = None;
         for (k, v) in &self.options {
             if k.len() > 64 || v.len() > MAX_OPTION_BYTES {
                 return Err(InvalidRequest::new(
@@ -396,6 +441,15 @@ impl CreateNetwork {
                     mtu = Some(n);
                 }
                 "bridge_name" if driver == "bridge" => bridge_name = Some(IfName::parse(&field, v)?),
+                "vni" if driver == "overlay" => {
+                    let n: u32 = v.parse().ok().filter(|n| (1..=MAX_VNI).contains(n)).ok_or_else(|| {
+                        InvalidRequest::new(
+                            &field,
+                            format!("vni {} must be a number from 1 to {MAX_VNI}", crate::ids::shown(v)),
+                        )
+                    })?;
+                    vni = Some(n);
+                }
                 "parent" if driver == "macvlan" => {
                     let p = IfName::parse(&field, v)?;
                     if p.as_str() == "lo" {
@@ -446,7 +500,7 @@ impl CreateNetwork {
                         dns_upstream.push(up);
                     }
                 }
-                "bridge_name" | "parent" | "macvlan_mode" => {
+                "bridge_name" | "parent" | "macvlan_mode" | "vni" => {
                     return Err(InvalidRequest::new(
                         field,
                         format!("option {k:?} does not apply to driver {driver:?}"),
@@ -497,6 +551,7 @@ impl CreateNetwork {
             options: self.options.clone(),
             labels: self.labels.clone(),
             ipam,
+            vni,
         })
     }
 }

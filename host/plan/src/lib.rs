@@ -130,12 +130,63 @@ pub fn plan_orphan_removal(link: &IfName) -> Vec<Op> {
     vec![Op::DeleteLink { ns: Ns::Host, link: link.clone() }]
 }
 
-/// Ops that remove a network's bridge (its ports must be gone already).
+/// Ops that remove a network's bridge (its endpoints' ports must be gone
+/// already) and an overlay network's VXLAN device.
 pub fn plan_network_removal(net: &Network) -> Vec<Op> {
     if !net.is_bridge() {
         return Vec::new();
     }
-    vec![Op::DeleteLink { ns: Ns::Host, link: net.bridge.clone() }]
+    let mut ops = Vec::new();
+    if let Some(o) = &net.overlay {
+        ops.push(Op::DeleteLink { ns: Ns::Host, link: o.vxlan.clone() });
+    }
+    ops.push(Op::DeleteLink { ns: Ns::Host, link: net.bridge.clone() });
+    ops
+}
+
+/// Ops that give an overlay network's bridge its VXLAN port, tunnelling
+/// from `local` (this node's advertise address); `observed`: the device as
+/// found (None: missing). Run after [`plan_network`].
+pub fn plan_overlay(net: &Network, local: std::net::IpAddr, observed: Option<&ObservedLink>) -> Vec<Op> {
+    let Some(o) = &net.overlay else { return Vec::new() };
+    match observed {
+        None => vec![Op::CreateVxlan {
+            name: o.vxlan.clone(),
+            vni: o.vni,
+            local,
+            port: weft_model::network::VXLAN_PORT,
+            mtu: net.spec.mtu,
+            master: net.bridge.clone(),
+        }],
+        Some(l) if l.master.as_ref() != Some(&net.bridge) || !l.up => vec![
+            Op::SetMaster { link: o.vxlan.clone(), master: net.bridge.clone() },
+            Op::LinkUp { ns: Ns::Host, link: o.vxlan.clone() },
+        ],
+        Some(_) => Vec::new(),
+    }
+}
+
+/// Ops that make an endpoint on another node reachable from this one: its
+/// MAC behind that node's tunnel address `vtep`, and each of its addresses
+/// a permanent neighbour the VXLAN device answers ARP/ND for. Nothing is
+/// learned or flooded.
+pub fn plan_remote_endpoint(net: &Network, ep: &Endpoint, vtep: std::net::IpAddr) -> Vec<Op> {
+    let Some(o) = &net.overlay else { return Vec::new() };
+    let mut ops = vec![Op::SetFdb { dev: o.vxlan.clone(), mac: ep.mac, dst: vtep }];
+    ops.extend(ep.addresses.iter().map(|a| Op::SetNeighbour { dev: o.vxlan.clone(), addr: a.addr(), mac: ep.mac }));
+    ops
+}
+
+/// The reverse of [`plan_remote_endpoint`].
+pub fn plan_remote_removal(net: &Network, ep: &Endpoint, vtep: std::net::IpAddr) -> Vec<Op> {
+    let Some(o) = &net.overlay else { return Vec::new() };
+    let mut ops: Vec<Op> = ep
+        .addresses
+        .iter()
+        .map(|a| Op::DeleteNeighbour { dev: o.vxlan.clone(), addr: a.addr(), mac: ep.mac })
+        .collect();
+    ops.push(Op::DeleteFdb { dev: o.vxlan.clone(), mac: ep.mac, dst: vtep });
+    ops
 }
 
 /// Ops that attach `ep` to `net`. On a bridge network: a veth pair created
@@ -239,9 +290,18 @@ pub fn undo(applied: &[Op]) -> Vec<Op> {
                 elements: elements.clone(),
             }),
             // Deleting the interface is enough for the endpoint's own ops.
-            Op::CreateBridge { name, .. } | Op::CreateVeth { name, .. } | Op::CreateMacvlan { name, .. } => {
-                Some(Op::DeleteLink { ns: Ns::Host, link: name.clone() })
+            Op::SetFdb { dev, mac, dst } => Some(Op::DeleteFdb { dev: dev.clone(), mac: *mac, dst: *dst }),
+            Op::DeleteFdb { dev, mac, dst } => Some(Op::SetFdb { dev: dev.clone(), mac: *mac, dst: *dst }),
+            Op::SetNeighbour { dev, addr, mac } => {
+                Some(Op::DeleteNeighbour { dev: dev.clone(), addr: *addr, mac: *mac })
             }
+            Op::DeleteNeighbour { dev, addr, mac } => {
+                Some(Op::SetNeighbour { dev: dev.clone(), addr: *addr, mac: *mac })
+            }
+            Op::CreateBridge { name, .. }
+            | Op::CreateVeth { name, .. }
+            | Op::CreateMacvlan { name, .. }
+            | Op::CreateVxlan { name, .. } => Some(Op::DeleteLink { ns: Ns::Host, link: name.clone() }),
             // Once moved or renamed, the link lives on in the namespace.
             Op::MoveToNetns { link, netns } => Some(Op::DeleteLink { ns: Ns::Path(netns.clone()), link: link.clone() }),
             Op::Rename { ns, to, .. } => Some(Op::DeleteLink { ns: ns.clone(), link: to.clone() }),

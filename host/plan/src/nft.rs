@@ -171,6 +171,17 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
     out
 }
 
+/// The elements an endpoint on another node (cluster mode) has on this
+/// one: its addresses in its policy groups' sets, so a rule naming a group
+/// matches it across hosts. Its published ports and isolation are its own
+/// node's.
+pub fn remote_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
+    let groups: Vec<String> = (0..policy.groups().len())
+        .flat_map(|i| [group_set(&ep.network_id, i, 4), group_set(&ep.network_id, i, 6)])
+        .collect();
+    endpoint_elements(ep, policy).into_iter().filter(|e| groups.contains(&e.set)).collect()
+}
+
 /// The name of the set holding a network's group members of one family.
 fn group_set(network_id: &str, idx: usize, fam: u8) -> String {
     format!("g{fam}_{}_{idx}", &network_id[..network_id.len().min(12)])
@@ -189,6 +200,16 @@ pub fn by_set(elements: &[Element]) -> Vec<(&str, Vec<&Element>)> {
 pub fn render_ruleset<'a>(
     networks: &[(&'a Network, &'a RuleSet)],
     endpoints: impl IntoIterator<Item = &'a Endpoint>,
+) -> String {
+    render_cluster_ruleset(networks, endpoints, [])
+}
+
+/// [`render_ruleset`] with the endpoints of other nodes too (cluster mode:
+/// [`remote_elements`]).
+pub fn render_cluster_ruleset<'a>(
+    networks: &[(&'a Network, &'a RuleSet)],
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+    remote: impl IntoIterator<Item = &'a Endpoint>,
 ) -> String {
     let networks: Vec<(&Network, &RuleSet)> = networks.iter().copied().filter(|(n, _)| n.is_bridge()).collect();
     let mut bridges = Vec::new();
@@ -240,9 +261,11 @@ pub fn render_ruleset<'a>(
     let by_network: std::collections::HashMap<&str, &RuleSet> =
         networks.iter().map(|(n, rs)| (n.id.as_str(), *rs)).collect();
     let empty = RuleSet::default();
-    for ep in endpoints {
+    let local = endpoints.into_iter().map(|e| (e, false));
+    for (ep, is_remote) in local.chain(remote.into_iter().map(|e| (e, true))) {
         let rs = by_network.get(ep.network_id.as_str()).copied().unwrap_or(&empty);
-        for e in endpoint_elements(ep, rs) {
+        let elements = if is_remote { remote_elements(ep, rs) } else { endpoint_elements(ep, rs) };
+        for e in elements {
             let (set, el) = (e.set.clone(), e.to_string());
             if let Some(m) = sets.iter_mut().find(|m| m.0 == set)
                 && !m.3.contains(&el)

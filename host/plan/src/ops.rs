@@ -71,6 +71,63 @@ pub enum Op {
         /// MTU.
         mtu: Option<u32>,
     },
+    /// `ip link add NAME [mtu N] type vxlan id VNI local LOCAL dstport PORT
+    /// nolearning proxy`, then `ip link set NAME master MASTER up`: an
+    /// overlay network's tunnel end, a port of its bridge. No learning and
+    /// no flooding: every remote MAC is programmed ([`Op::SetFdb`]) and
+    /// ARP/ND is answered from the programmed neighbours (`proxy`).
+    CreateVxlan {
+        /// The device's name.
+        name: IfName,
+        /// The VXLAN network identifier.
+        vni: u32,
+        /// This node's tunnel address (its advertise IP).
+        local: IpAddr,
+        /// UDP port (4789).
+        port: u16,
+        /// MTU.
+        mtu: Option<u32>,
+        /// The bridge it is a port of.
+        master: IfName,
+    },
+    /// `bridge fdb replace MAC dev DEV dst DST self permanent`: a remote
+    /// endpoint's MAC is behind the node whose tunnel address is `dst`.
+    SetFdb {
+        /// The VXLAN device.
+        dev: IfName,
+        /// The remote endpoint's MAC.
+        mac: Mac,
+        /// The remote node's tunnel address.
+        dst: IpAddr,
+    },
+    /// `bridge fdb del MAC dev DEV dst DST self` (absent is not an error).
+    DeleteFdb {
+        /// The VXLAN device.
+        dev: IfName,
+        /// The MAC.
+        mac: Mac,
+        /// The tunnel address it pointed to (for the undo).
+        dst: IpAddr,
+    },
+    /// `ip neigh replace ADDR lladdr MAC dev DEV nud permanent`: a remote
+    /// endpoint's address, answered by the VXLAN device's ARP/ND proxy.
+    SetNeighbour {
+        /// The VXLAN device.
+        dev: IfName,
+        /// The remote endpoint's address.
+        addr: IpAddr,
+        /// Its MAC.
+        mac: Mac,
+    },
+    /// `ip neigh del ADDR dev DEV` (absent is not an error).
+    DeleteNeighbour {
+        /// The VXLAN device.
+        dev: IfName,
+        /// The address.
+        addr: IpAddr,
+        /// The MAC it had (for the undo).
+        mac: Mac,
+    },
     /// `ip addr add ADDR dev LINK` (no duplicate address detection).
     AddAddress {
         /// Namespace.
@@ -196,6 +253,16 @@ impl Op {
             Op::CreateMacvlan { name, parent, mode, mtu: m } => {
                 format!("ip link add {name} link {parent}{} type macvlan mode {mode}", mtu(m))
             }
+            Op::CreateVxlan { name, vni, local, port, mtu: m, master } => format!(
+                "ip link add {name}{} type vxlan id {vni} local {local} dstport {port} nolearning proxy && ip link set {name} master {master} up",
+                mtu(m)
+            ),
+            Op::SetFdb { dev, mac, dst } => format!("bridge fdb replace {mac} dev {dev} dst {dst} self permanent"),
+            Op::DeleteFdb { dev, mac, dst } => format!("bridge fdb del {mac} dev {dev} dst {dst} self"),
+            Op::SetNeighbour { dev, addr, mac } => {
+                format!("ip neigh replace {addr} lladdr {mac} dev {dev} nud permanent")
+            }
+            Op::DeleteNeighbour { dev, addr, .. } => format!("ip neigh del {addr} dev {dev}"),
             Op::AddAddress { link, addr, .. } => format!("ip addr add {addr} dev {link} nodad"),
             Op::SetMaster { link, master } => format!("ip link set {link} master {master}"),
             Op::MoveToNetns { link, netns } => format!("ip link set {link} netns {}", netns.display()),

@@ -65,6 +65,7 @@ fn endpoint_publishing(net: &Network, addrs: &[&str], publish: &[&str]) -> Endpo
         addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
         state: EndpointState::Pending,
         groups: vec![],
+        node: None,
     }
 }
 

@@ -3,13 +3,16 @@
 //! change lands as ONE transaction of a [`Batch`] that also carries the
 //! commit's revision and its events, so "what changed" and "which events
 //! say so" cannot disagree and the revision survives restarts. The embedded
-//! backend is a redb file (ACID); a cluster backend (etcd) implements the
-//! same trait with a compare-and-swap transaction.
+//! backend is a redb file (ACID). In cluster mode what the nodes share
+//! (nodes, overlay networks, their endpoints and leases) is also written to
+//! etcd ([`etcd`]) by one compare-and-swap transaction per change.
 //!
 //! Leases are not stored apart: an endpoint record carries its addresses, so
 //! "endpoint deleted" and "lease released" are one write and cannot disagree.
 //! Only the IPAM cursor (the last address handed out per pool) is kept
 //! beside, so sequential allocation survives a restart.
+
+pub mod etcd;
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -33,6 +33,7 @@ fn round_trip_survives_reopen() {
         addresses: vec!["10.9.0.2/24".parse().unwrap()],
         state: EndpointState::Ready,
         groups: vec![],
+        node: None,
     };
     {
         let s = RedbStore::open(&dir).unwrap();

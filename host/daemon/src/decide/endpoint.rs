@@ -85,7 +85,8 @@ impl Decider {
                     taken_ifnames.push((e.spec.ifname.clone(), e.spec.name.to_string()));
                 }
             }
-            if st.endpoints_of(&net.id).any(|e| e.spec.name == spec.name) {
+            let remote = st.remote.values().filter(|e| e.network_id == net.id);
+            if st.endpoints_of(&net.id).chain(remote).any(|e| e.spec.name == spec.name) {
                 return Err(ControlError::AlreadyExists(format!(
                     "endpoint {:?} already exists on network {:?}",
                     spec.name.as_str(),
@@ -157,6 +158,7 @@ impl Decider {
             addresses,
             state: EndpointState::Ready,
             groups,
+            node: None,
         };
         let records = timings.time(Phase::AttachNaming, || self.names(net, &ep))?;
         let tmp = Endpoint::peer_tmp_ifname_for(&ep.id)?;

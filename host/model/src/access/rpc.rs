@@ -47,6 +47,10 @@ pub enum Rpc {
     GetStats,
     /// TenantService.GetUsage
     GetUsage,
+    /// NodeService.ListNodes
+    ListNodes,
+    /// NodeService.RemoveNode
+    RemoveNode,
 }
 
 /// What a role may do with an RPC.
@@ -60,11 +64,13 @@ enum Kind {
     Read,
     /// The host's own counters: operator only.
     Host,
+    /// Changes the cluster itself: operator only.
+    Cluster,
 }
 
 impl Rpc {
     /// Every RPC, in the order of the documentation's table.
-    pub const ALL: [Rpc; 20] = [
+    pub const ALL: [Rpc; 22] = [
         Rpc::CreateNetwork,
         Rpc::GetNetwork,
         Rpc::ListNetworks,
@@ -85,6 +91,8 @@ impl Rpc {
         Rpc::Watch,
         Rpc::GetStats,
         Rpc::GetUsage,
+        Rpc::ListNodes,
+        Rpc::RemoveNode,
     ];
 
     /// `Service/Method`, as in the gRPC path `/weft.v1.Service/Method`.
@@ -110,6 +118,8 @@ impl Rpc {
             Rpc::Watch => "EventService/Watch",
             Rpc::GetStats => "SystemService/GetStats",
             Rpc::GetUsage => "TenantService/GetUsage",
+            Rpc::ListNodes => "NodeService/ListNodes",
+            Rpc::RemoveNode => "NodeService/RemoveNode",
         }
     }
 
@@ -139,13 +149,14 @@ impl Rpc {
             | Rpc::GetModule
             | Rpc::Watch
             | Rpc::GetUsage => Kind::Read,
-            Rpc::GetStats => Kind::Host,
+            Rpc::GetStats | Rpc::ListNodes => Kind::Host,
+            Rpc::RemoveNode => Kind::Cluster,
         }
     }
 
     /// Whether it changes state (and is audited).
     pub fn mutating(self) -> bool {
-        matches!(self.kind(), Kind::Own | Kind::Place)
+        matches!(self.kind(), Kind::Own | Kind::Place | Kind::Cluster)
     }
 
     /// Whether `role` may call it.
@@ -154,7 +165,7 @@ impl Rpc {
             (_, Role::Operator) => true,
             (Kind::Own, Role::Tenant) => true,
             (Kind::Place | Kind::Read, _) => true,
-            (Kind::Own | Kind::Host, _) => false,
+            (Kind::Own | Kind::Host | Kind::Cluster, _) => false,
         }
     }
 
@@ -185,7 +196,7 @@ mod tests {
         assert!(Rpc::ALL.iter().all(|r| r.allowed(Operator)));
         for r in Rpc::ALL {
             assert_eq!(Rpc::from_path(&format!("/weft.v1.{}", r.name())), Some(r));
-            let writes = ["Create", "Delete", "Update", "Attach", "Detach", "Apply", "Upload"];
+            let writes = ["Create", "Delete", "Update", "Attach", "Detach", "Apply", "Upload", "Remove"];
             let method = r.name().split('/').nth(1).unwrap();
             assert_eq!(r.mutating(), writes.iter().any(|w| method.starts_with(w)), "{method}");
         }

@@ -1,0 +1,412 @@
+//! Following the cluster: list everything under `/weft/v1/`, make this node
+//! match it (`resync`), then watch from the next revision and apply each
+//! change as it comes (`apply`). A watch that breaks (etcd away) or falls
+//! behind a compaction starts over with a fresh list, so nothing missed is
+//! lost. Every change to this node goes through `commit` like any other:
+//! - an overlay network another node created is adopted (bridge, VXLAN
+//!   device, policy, DNS), and dropped when it is deleted;
+//! - an endpoint of another node is indexed (DNS names, lease view, policy
+//!   groups) and, while its node is alive, programmed: an FDB entry for its
+//!   MAC and a permanent neighbour per address on the VXLAN device;
+//! - a node whose lease expired has its endpoints' entries removed (their
+//!   addresses stay leased until an operator removes the node);
+//! - this node's own endpoints that etcd has but this node does not (an
+//!   attach that never finished) are removed from etcd, and ones this node
+//!   has but etcd does not (a detach that did not finish here) are finished.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use weft_model::endpoint::Endpoint;
+use weft_model::event::EventKind;
+use weft_model::network::Network;
+use weft_plan::nft;
+use weft_plan::{Op, plan_network, plan_overlay, plan_remote_endpoint, plan_remote_removal};
+use weft_store::etcd::{Kv, Seen, WatchItem, keys};
+
+use super::{Cluster, NodeRecord, SharedNetwork, decode};
+use crate::change::{Change, DnsChange, LeaseChange};
+use crate::controller::Ctl;
+use crate::decide::network::network_event;
+use crate::index::documents_for;
+use crate::locks::pool_key;
+
+/// Follow the cluster for as long as weftd runs.
+pub fn spawn(ctl: Arc<Ctl>, cluster: Arc<Cluster>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let listed = cluster.etcd.list(keys::ROOT).await;
+            let (kvs, revision) = match listed {
+                Ok(l) => l,
+                Err(e) => {
+                    if std::mem::replace(&mut cluster.view().connected, false) {
+                        warn!(error = %e, "lost etcd; overlay changes fail until it is back, traffic goes on");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            resync(&ctl, &cluster, kvs, revision).await;
+            let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+            let etcd = cluster.etcd.clone();
+            let watch = tokio::spawn(async move { etcd.watch(keys::ROOT, revision + 1, &tx).await });
+            while let Some(item) = rx.recv().await {
+                match item {
+                    WatchItem::Changes(seen, rev) => {
+                        for s in seen {
+                            apply(&ctl, &cluster, s).await;
+                        }
+                        cluster.view().revision = rev;
+                    }
+                    WatchItem::Compacted => {
+                        warn!("the etcd watch fell behind a compaction; listing again");
+                        break;
+                    }
+                }
+            }
+            watch.abort();
+            if let Ok(Ok(Err(e))) =
+                tokio::time::timeout(Duration::from_millis(10), watch).await.map(|r| r.map_err(|_| ()))
+            {
+                warn!(error = %e, "the etcd watch ended; listing again");
+            }
+        }
+    })
+}
+
+/// Everything etcd holds, sorted by kind.
+#[derive(Default)]
+struct Listed {
+    alive: BTreeMap<String, NodeRecord>,
+    members: BTreeMap<String, NodeRecord>,
+    networks: BTreeMap<String, (SharedNetwork, i64)>,
+    endpoints: BTreeMap<String, Endpoint>,
+}
+
+fn sort(kvs: Vec<Kv>) -> Listed {
+    let mut l = Listed::default();
+    for kv in kvs {
+        if let Some(name) = kv.key.strip_prefix(keys::NODES) {
+            if let Some(n) = decode(&kv.key, &kv.value) {
+                l.alive.insert(name.to_owned(), n);
+            }
+        } else if let Some(name) = kv.key.strip_prefix(keys::MEMBERS) {
+            if let Some(n) = decode(&kv.key, &kv.value) {
+                l.members.insert(name.to_owned(), n);
+            }
+        } else if let Some(id) = kv.key.strip_prefix(keys::NETWORKS) {
+            if let Some(n) = decode::<SharedNetwork>(&kv.key, &kv.value) {
+                l.networks.insert(id.to_owned(), (n, kv.mod_revision));
+            }
+        } else if kv.key.starts_with(keys::ENDPOINTS)
+            && let Some(e) = decode::<Endpoint>(&kv.key, &kv.value)
+        {
+            l.endpoints.insert(e.id.clone(), e);
+        }
+    }
+    l
+}
+
+/// Make this node match what etcd holds at `revision`.
+async fn resync(ctl: &Ctl, c: &Cluster, kvs: Vec<Kv>, revision: i64) {
+    let l = sort(kvs);
+    {
+        let mut v = c.view();
+        v.alive = l.alive.clone();
+        v.members = l.members.clone();
+        v.networks = l.networks.iter().map(|(id, (_, rev))| (id.clone(), *rev)).collect();
+        v.revision = revision;
+        if !v.connected {
+            info!(revision, nodes = l.alive.len(), networks = l.networks.len(), "in sync with etcd");
+        }
+        v.connected = true;
+    }
+    for (n, _) in l.networks.values() {
+        adopt(ctl, c, &n.network).await;
+    }
+    let gone: Vec<Network> = ctl.index.read(|st| {
+        st.networks.values().filter(|n| n.is_overlay() && !l.networks.contains_key(&n.id)).cloned().collect()
+    });
+    for n in gone {
+        drop_network(ctl, &n).await;
+    }
+    // This node's own endpoints: etcd and the node's store must agree.
+    let (unfinished, undone): (Vec<Endpoint>, Vec<Endpoint>) = ctl.index.read(|st| {
+        let unfinished = l
+            .endpoints
+            .values()
+            .filter(|e| e.node.as_deref() == Some(c.me()))
+            .filter(|e| !st.endpoints.contains_key(&e.id) && !st.pending_endpoints.contains_key(&e.id))
+            .cloned()
+            .collect();
+        let undone = st
+            .endpoints
+            .values()
+            .filter(|e| st.networks.get(&e.network_id).is_some_and(Network::is_overlay))
+            .filter(|e| !l.endpoints.contains_key(&e.id))
+            .cloned()
+            .collect();
+        (unfinished, undone)
+    });
+    for e in unfinished {
+        warn!(endpoint = %e.spec.name, "an attach that never finished on this node is in etcd; removing it");
+        if let Err(err) = c.etcd.txn(&super::release(&e).txn).await {
+            warn!(endpoint = %e.spec.name, error = %err, "removing an unfinished attach from etcd");
+        }
+    }
+    for e in undone {
+        warn!(endpoint = %e.spec.name, "a detach that did not finish on this node; finishing it");
+        ctl.finish_detach(&e).await;
+    }
+    // Other nodes' endpoints.
+    let known: Vec<String> = ctl.index.read(|st| st.remote.keys().cloned().collect());
+    for id in known.iter().filter(|id| !l.endpoints.contains_key(*id)) {
+        let ep = ctl.index.read(|st| st.remote.get(id).cloned());
+        if let Some(ep) = ep {
+            remote_gone(ctl, c, &ep).await;
+        }
+    }
+    for e in l.endpoints.values().filter(|e| e.node.as_deref() != Some(c.me())) {
+        remote_put(ctl, c, e, true).await;
+    }
+}
+
+/// Apply one change seen by the watch.
+async fn apply(ctl: &Ctl, c: &Cluster, seen: Seen) {
+    match seen {
+        Seen::Put(kv) => {
+            if let Some(name) = kv.key.strip_prefix(keys::NODES) {
+                let Some(n) = decode::<NodeRecord>(&kv.key, &kv.value) else { return };
+                let before = c.view().alive.insert(name.to_owned(), n.clone());
+                if before.as_ref().map(|b| b.advertise_ip) != Some(n.advertise_ip) {
+                    info!(node = %name, advertise_ip = %n.advertise_ip, "node alive");
+                    if let Some(old) = before {
+                        node_entries(ctl, name, Some(old.advertise_ip), false).await;
+                    }
+                    node_entries(ctl, name, Some(n.advertise_ip), true).await;
+                }
+            } else if let Some(name) = kv.key.strip_prefix(keys::MEMBERS) {
+                if let Some(n) = decode(&kv.key, &kv.value) {
+                    c.view().members.insert(name.to_owned(), n);
+                }
+            } else if let Some(id) = kv.key.strip_prefix(keys::NETWORKS) {
+                c.view().networks.insert(id.to_owned(), kv.mod_revision);
+                if let Some(n) = decode::<SharedNetwork>(&kv.key, &kv.value) {
+                    adopt(ctl, c, &n.network).await;
+                }
+            } else if kv.key.starts_with(keys::ENDPOINTS)
+                && let Some(e) = decode::<Endpoint>(&kv.key, &kv.value)
+                && e.node.as_deref() != Some(c.me())
+            {
+                remote_put(ctl, c, &e, false).await;
+            }
+        }
+        Seen::Delete(key, _) => {
+            if let Some(name) = key.strip_prefix(keys::NODES) {
+                let before = c.view().alive.remove(name);
+                if let Some(old) = before {
+                    warn!(node = %name, "node's lease expired: its endpoints are unreachable until it is back");
+                    node_entries(ctl, name, Some(old.advertise_ip), false).await;
+                }
+            } else if let Some(name) = key.strip_prefix(keys::MEMBERS) {
+                c.view().members.remove(name);
+            } else if let Some(id) = key.strip_prefix(keys::NETWORKS) {
+                c.view().networks.remove(id);
+                let net = ctl.index.read(|st| st.networks.get(id).cloned());
+                if let Some(n) = net {
+                    drop_network(ctl, &n).await;
+                }
+            } else if let Some(rest) = key.strip_prefix(keys::ENDPOINTS) {
+                let id = rest.rsplit('/').next().unwrap_or_default();
+                let ep = ctl.index.read(|st| st.remote.get(id).cloned());
+                if let Some(ep) = ep {
+                    remote_gone(ctl, c, &ep).await;
+                }
+            }
+        }
+    }
+}
+
+/// Program (`on`) or remove the FDB and neighbour entries of every indexed
+/// endpoint of `node`, which tunnels from `vtep`.
+async fn node_entries(ctl: &Ctl, node: &str, vtep: Option<IpAddr>, on: bool) {
+    let Some(vtep) = vtep else { return };
+    let eps: Vec<(Network, Endpoint)> = ctl.index.read(|st| {
+        st.remote
+            .values()
+            .filter(|e| e.node.as_deref() == Some(node))
+            .filter_map(|e| st.networks.get(&e.network_id).map(|n| (n.clone(), e.clone())))
+            .collect()
+    });
+    if eps.is_empty() {
+        return;
+    }
+    let mut change =
+        Change::new(format!("{} the endpoints of node {node:?}", if on { "reaching" } else { "forgetting" }));
+    for (n, e) in &eps {
+        change.ops.extend(if on { plan_remote_endpoint(n, e, vtep) } else { plan_remote_removal(n, e, vtep) });
+    }
+    change.teardown = !on;
+    if let Err(e) = ctl.commit.commit(change, None).await {
+        warn!(node, error = ?e, "programming a node's endpoints; the next sync retries");
+    }
+}
+
+/// Index (and, if its node is alive, program) endpoint `ep` of another
+/// node. `again`: a resync, where what is already indexed is re-applied
+/// only if it changed (the kernel entries are replaced anyway).
+async fn remote_put(ctl: &Ctl, c: &Cluster, ep: &Endpoint, again: bool) {
+    let Some(net) = ctl.index.read(|st| st.networks.get(&ep.network_id).cloned()) else { return };
+    let vtep = ep.node.as_deref().and_then(|n| c.vtep(n));
+    let mut slot = ctl.locks.network(&net.id).await;
+    let (known, policy) = ctl.index.read(|st| (st.remote.get(&ep.id).cloned(), st.policy_of(&net.id)));
+    let mut change = Change::new(format!("indexing endpoint {:?} of node {:?}", ep.spec.name.as_str(), ep.node));
+    if let Some(v) = vtep {
+        if let Some(old) = &known
+            && (old.mac != ep.mac || old.addresses != ep.addresses)
+        {
+            change.ops.extend(plan_remote_removal(&net, old, v));
+        }
+        change.ops.extend(plan_remote_endpoint(&net, ep, v));
+    }
+    if known.as_ref() == Some(ep) {
+        if !again || change.ops.is_empty() {
+            return;
+        }
+    } else {
+        if let Some(old) = &known {
+            let elements = nft::remote_elements(old, &policy.rules);
+            if !elements.is_empty() {
+                change.ops.push(Op::NftElements { change: nft::Change::Delete, elements });
+            }
+        }
+        let elements = nft::remote_elements(ep, &policy.rules);
+        if !elements.is_empty() {
+            change.ops.push(Op::NftElements { change: nft::Change::Add, elements });
+        }
+        change.remote_put.push(ep.clone());
+        for a in &ep.addresses {
+            change.leases.push(LeaseChange {
+                pool: pool_key(&net.id, a.addr()),
+                addr: a.addr(),
+                endpoint: ep.id.clone(),
+                reserve: true,
+            });
+        }
+        match tokio::task::block_in_place(|| ctl.decider.names(&net, ep)) {
+            Ok(r) if !r.is_empty() => {
+                let mut named = ep.clone();
+                named.netns_id = 0;
+                change.dns.push(DnsChange::Set(net.id.clone(), named, r));
+            }
+            Ok(_) => {}
+            Err(e) => warn!(endpoint = %ep.spec.name, error = %e, "naming a remote endpoint"),
+        }
+    }
+    if let Err(e) = ctl.commit.commit(change, Some(&mut slot)).await {
+        warn!(endpoint = %ep.spec.name, error = ?e, "indexing a remote endpoint; the next sync retries");
+    }
+}
+
+/// Forget endpoint `ep` of another node: its entries, names, lease.
+async fn remote_gone(ctl: &Ctl, c: &Cluster, ep: &Endpoint) {
+    let Some(net) = ctl.index.read(|st| st.networks.get(&ep.network_id).cloned()) else {
+        ctl.index.lock().remote.remove(&ep.id);
+        return;
+    };
+    let mut slot = ctl.locks.network(&net.id).await;
+    let policy = ctl.index.read(|st| st.policy_of(&net.id));
+    let mut change = Change::new(format!("forgetting endpoint {:?} of node {:?}", ep.spec.name.as_str(), ep.node));
+    let elements = nft::remote_elements(ep, &policy.rules);
+    if !elements.is_empty() {
+        change.ops.push(Op::NftElements { change: nft::Change::Delete, elements });
+    }
+    if let Some(v) = ep.node.as_deref().and_then(|n| c.vtep(n)) {
+        change.ops.extend(plan_remote_removal(&net, ep, v));
+    }
+    change.teardown = true;
+    change.remote_delete.push(ep.id.clone());
+    for a in &ep.addresses {
+        change.leases.push(LeaseChange {
+            pool: pool_key(&net.id, a.addr()),
+            addr: a.addr(),
+            endpoint: ep.id.clone(),
+            reserve: false,
+        });
+    }
+    change.dns.push(DnsChange::Remove(net.id.clone(), ep.id.clone()));
+    if let Err(e) = ctl.commit.commit(change, Some(&mut slot)).await {
+        warn!(endpoint = %ep.spec.name, error = ?e, "forgetting a remote endpoint; the next sync retries");
+    }
+}
+
+/// Serve overlay network `net` (created on another node, or before this
+/// node restarted) on this node, if it does not already.
+async fn adopt(ctl: &Ctl, c: &Cluster, net: &Network) {
+    let known = ctl.index.read(|st| st.networks.contains_key(&net.id) || st.pending_networks.contains_key(&net.id));
+    if known || !net.is_overlay() {
+        return;
+    }
+    let _slot = ctl.locks.network(&net.id).await;
+    let docs = ctl.index.read(|st| documents_for(net, st.documents.values()));
+    let module = ctl.decider.module_key(net, &net.spec.policy);
+    let compiled =
+        tokio::task::block_in_place(|| ctl.decider.deciders.compile(&module, &crate::decide::network_info(net), &docs));
+    let policy = match compiled {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            warn!(network = %net.spec.name, error = %e, "an overlay network's policy does not compile here; not served");
+            return;
+        }
+    };
+    let mut change = Change::new(format!("serving overlay network {:?}", net.spec.name.as_str()));
+    change.new_networks.push(net.clone());
+    change.ops = plan_network(net, None);
+    change.ops.extend(plan_overlay(net, c.settings.advertise_ip, None));
+    change.render_nft = true;
+    change.batch.put_networks.push(net.clone());
+    change.policies.push((net.id.clone(), Some(policy)));
+    if net.spec.dns {
+        change.dns.push(DnsChange::Serve(net.clone()));
+    }
+    change.events.push(network_event(EventKind::NetworkCreated, net));
+    match ctl.commit.commit(change, None).await {
+        Ok(_) => info!(network = %net.spec.name, tenant = %net.spec.tenant, "serving an overlay network"),
+        Err(e) => warn!(network = %net.spec.name, error = ?e, "cannot serve an overlay network on this node"),
+    }
+}
+
+/// Stop serving overlay network `net` (deleted in etcd).
+async fn drop_network(ctl: &Ctl, net: &Network) {
+    let slot = ctl.locks.network(&net.id).await;
+    let r = weft_model::api::Ref {
+        tenant: net.spec.tenant.to_string(),
+        network: net.spec.name.to_string(),
+        ..Default::default()
+    };
+    let decided = ctl.index.read(|st| {
+        crate::decide::network::delete_network(st, &r).map(|(_, mut c)| {
+            c.remote_delete = st.remote.values().filter(|e| e.network_id == net.id).map(|e| e.id.clone()).collect();
+            c
+        })
+    });
+    let change = match decided {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(network = %net.spec.name, error = %e, "an overlay network deleted in etcd is still in use here");
+            return;
+        }
+    };
+    let dropped: BTreeSet<String> = change.remote_delete.iter().cloned().collect();
+    match ctl.commit.commit(change, None).await {
+        Ok(_) => {
+            drop(slot);
+            ctl.locks.drop_network(&net.id);
+            info!(network = %net.spec.name, remote = dropped.len(), "overlay network deleted in the cluster; no longer served");
+        }
+        Err(e) => warn!(network = %net.spec.name, error = ?e, "dropping an overlay network; the next sync retries"),
+    }
+}
