@@ -93,7 +93,21 @@ impl Cluster {
         let mut hosts: Vec<Host> = (0..n).map(|i| Host::unstarted(&format!("{tag}{i}"), args)).collect();
         for (i, h) in hosts.iter().enumerate() {
             let port = format!("ul{i}");
-            sh(&["ip", "-n", &underlay.name, "link", "add", &port, "type", "veth", "peer", "name", "wtul", "netns", &h.ns.name]);
+            sh(&[
+                "ip",
+                "-n",
+                &underlay.name,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "wtul",
+                "netns",
+                &h.ns.name,
+            ]);
             sh(&["ip", "-n", &underlay.name, "link", "set", &port, "master", "ulbr", "up"]);
             sh(&["ip", "-n", &h.ns.name, "addr", "add", &format!("{}/24", underlay_ip(i)), "dev", "wtul"]);
             sh(&["ip", "-n", &h.ns.name, "link", "set", "wtul", "up"]);

@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use weft_grpc::pb;
-use weft_tests::cluster::{Cluster, underlay_ip};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use weft_grpc::pb;
+use weft_tests::cluster::{Cluster, underlay_ip};
 
 use weft_tests::{Host, Netns, addr_of, on_ns, tcp_connect, tcp_server};
 
@@ -78,10 +78,7 @@ fn fdb(h: &Host, dev: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     v.as_array()
         .map(|a| {
-            a.iter()
-                .filter(|e| e["dst"].is_string())
-                .filter_map(|e| e["mac"].as_str().map(str::to_owned))
-                .collect()
+            a.iter().filter(|e| e["dst"].is_string()).filter_map(|e| e["mac"].as_str().map(str::to_owned)).collect()
         })
         .unwrap_or_default()
 }
@@ -224,4 +221,197 @@ async fn overlay_across_three_hosts() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("n1") && e.message().contains("n2"), "{}", e.message());
+}
+
+/// Attach `n` endpoints named `{prefix}{j}` into namespace `ns` on host `h`,
+/// all at once; the answers in order.
+async fn attach_many(
+    h: &Host,
+    network: &str,
+    prefix: &str,
+    ns: &Netns,
+    n: usize,
+) -> Vec<Result<pb::Endpoint, tonic::Status>> {
+    let ch = h.channel().await;
+    let calls = (0..n).map(|j| {
+        let mut client = weft_grpc::client::EndpointServiceClient::new(ch.clone());
+        let req = pb::AttachEndpointRequest {
+            network: network.into(),
+            name: format!("{prefix}{j}"),
+            netns: ns.path(),
+            ..Default::default()
+        };
+        async move { client.attach_endpoint(req).await.map(|r| r.into_inner()) }
+    });
+    futures::future::join_all(calls).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_stay_unique_across_nodes_under_concurrency() {
+    let c = Cluster::new("ipam", 3, &[]);
+    let out = c.hosts[0].cli(&["network", "create", "wide", "--driver", "overlay", "--subnet", "10.94.0.0/22"]);
+    assert!(out.status.success(), "{out:?}");
+    for h in &c.hosts {
+        c.wait_for("the network on every node", Duration::from_secs(10), || inspect(h, "wide").is_some());
+    }
+    // 100 attaches through each of the three nodes, all at once.
+    let ns: Vec<Netns> = c.hosts.iter().map(|h| h.container("many")).collect();
+    let (a, b, d) = tokio::join!(
+        attach_many(&c.hosts[0], "wide", "a", &ns[0], 100),
+        attach_many(&c.hosts[1], "wide", "b", &ns[1], 100),
+        attach_many(&c.hosts[2], "wide", "c", &ns[2], 100),
+    );
+    let mut addrs = Vec::new();
+    for r in a.into_iter().chain(b).chain(d) {
+        let ep = r.unwrap_or_else(|e| panic!("attach failed: {e:?}\n{}", c.logs()));
+        addrs.push(ep.addresses[0].clone());
+    }
+    assert_eq!(addrs.len(), 300);
+    let mut unique = addrs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 300, "300 distinct addresses across three nodes");
+    // Every node's view agrees: 300 endpoints, each on the node that made it.
+    for h in &c.hosts {
+        c.wait_for("every endpoint on every node", Duration::from_secs(10), || {
+            inspect(h, "wide").is_some_and(|n| n["endpoints"].as_array().is_some_and(|e| e.len() == 300))
+        });
+    }
+    let listed = inspect(&c.hosts[2], "wide").unwrap();
+    for e in listed["endpoints"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let node = e["node"].as_str().unwrap();
+        let want = match &name[..1] {
+            "a" => "n0",
+            "b" => "n1",
+            _ => "n2",
+        };
+        assert_eq!(node, want, "{e}");
+    }
+    // And the kernel agrees: a sample of pairs across hosts answer.
+    let ip = |n: &serde_json::Value, name: &str| {
+        let e = n["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap().clone();
+        addr_of(e["addresses"][0].as_str().unwrap())
+    };
+    assert!(ns[0].ping(&ip(&listed, "b99")), "a namespace on n0 reaches b99 on n1");
+    assert!(ns[2].ping(&ip(&listed, "a0")), "a namespace on n2 reaches a0 on n0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_and_node_failures() {
+    let c = Cluster::new("fail", 3, &[]);
+    let out = c.hosts[0].cli(&["network", "create", "ov", "--driver", "overlay", "--subnet", "10.95.0.0/24"]);
+    assert!(out.status.success(), "{out:?}");
+    for h in &c.hosts {
+        c.wait_for("the network on every node", Duration::from_secs(10), || inspect(h, "ov").is_some());
+    }
+    let ns: Vec<Netns> = c.hosts.iter().map(|h| h.container("c")).collect();
+    let mut eps = Vec::new();
+    for (i, h) in c.hosts.iter().enumerate() {
+        eps.push(h.attach("ov", &format!("c{i}"), &ns[i]).await.unwrap());
+    }
+    let v4 = |e: &pb::Endpoint| addr_of(&e.addresses[0]);
+    assert!(ns[0].ping(&v4(&eps[1])));
+
+    // One etcd member of three killed: attaches go on after one election.
+    let mut c = c;
+    c.etcd[2].kill();
+    let spares: Vec<Netns> = c.hosts.iter().map(|h| h.container("spare")).collect();
+    let t = std::time::Instant::now();
+    let mut first_ok = None;
+    for k in 0..60 {
+        match c.hosts[k % 3].attach("ov", &format!("after{k}"), &spares[k % 3]).await {
+            Ok(_) => {
+                first_ok.get_or_insert(t.elapsed());
+                if k >= 5 {
+                    break;
+                }
+            }
+            Err(e) => {
+                assert!(first_ok.is_none(), "a failure after attaches worked again: {e:?}");
+                assert!(t.elapsed() < Duration::from_secs(3), "attaches still failing after 3 s: {e:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    assert!(first_ok.is_some(), "attaches work with two etcd members of three");
+
+    // Every member down: traffic flows, bridge networks work, overlay
+    // attaches fail fast as UNAVAILABLE naming etcd and change nothing.
+    c.etcd[0].kill();
+    c.etcd[1].kill();
+    assert!(ns[0].ping(&v4(&eps[1])), "existing traffic keeps flowing with etcd down");
+    let bridge = c.hosts[1].create_network("local", &["10.96.0.0/24"]).await.unwrap();
+    assert_eq!(bridge.driver, "bridge");
+    let local_ns = c.hosts[1].container("local");
+    c.hosts[1].attach("local", "l1", &local_ns).await.expect("bridge attaches work with etcd down");
+    let links_before = c.hosts[0].host_links();
+    let late = c.hosts[0].container("late");
+    let t = std::time::Instant::now();
+    let e = c.hosts[0].attach("ov", "late", &late).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_millis(2500), "failed in {:?}", t.elapsed());
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("etcd"), "{}", e.message());
+    assert_eq!(c.hosts[0].host_links(), links_before, "nothing half-applied");
+    assert!(late.links().iter().all(|l| l == "lo"), "{:?}", late.links());
+    let got = c.hosts[0].cli(&["endpoint", "inspect", "ov", "late"]);
+    assert!(!got.status.success(), "the refused endpoint is not recorded");
+
+    // etcd back: the nodes resync and overlay attaches work again.
+    for m in &mut c.etcd {
+        m.start();
+    }
+    let t = std::time::Instant::now();
+    loop {
+        match c.hosts[0].attach("ov", "late", &late).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(8),
+                    "no overlay attach 8 s after etcd came back: {e:?}\n{}",
+                    c.logs()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    // weftd on n1 killed with kill -9; meanwhile c0 is detached. On
+    // restart n1 keeps c1's address and has no stale entry for c0.
+    let vx = vxlan_of(&c.hosts[1], "ov");
+    assert!(fdb(&c.hosts[1], &vx).contains(&eps[0].mac));
+    c.hosts[1].kill9();
+    let req = pb::DetachEndpointRequest { network: "ov".into(), name: "c0".into(), ..Default::default() };
+    c.hosts[0].endpoints().await.detach_endpoint(req).await.unwrap();
+    c.hosts[1].start();
+    c.wait_for("n1 forgets c0 after its restart", Duration::from_secs(5), || {
+        !fdb(&c.hosts[1], &vx).contains(&eps[0].mac)
+    });
+    let c1 = c.hosts[1].cli(&["endpoint", "inspect", "ov", "c1", "-o", "json"]);
+    let c1: serde_json::Value = serde_json::from_slice(&c1.stdout).unwrap();
+    assert_eq!(c1["addresses"][0], eps[1].addresses[0], "c1 keeps its address");
+    assert!(ns[2].ping(&v4(&eps[1])), "c2 still reaches c1");
+    assert!(fdb(&c.hosts[1], &vx).contains(&eps[2].mac), "and n1 still has c2");
+
+    // n2 gone for longer than its lease: the others forget its endpoints'
+    // entries; its address lease stays until `weft node rm`.
+    c.hosts[2].kill9();
+    c.wait_for("n0 sees n2 down", Duration::from_secs(10), || !c.alive_nodes(0).contains(&"n2".to_owned()));
+    let vx0 = vxlan_of(&c.hosts[0], "ov");
+    c.wait_for("n2's entries removed on n0", Duration::from_secs(5), || !fdb(&c.hosts[0], &vx0).contains(&eps[2].mac));
+    let nodes = c.hosts[0].cli(&["node", "ls"]);
+    let text = String::from_utf8_lossy(&nodes.stdout);
+    assert!(text.lines().any(|l| l.starts_with("n2 ") && l.contains("down")), "{text}");
+    let e = c.hosts[0].cli(&["node", "rm", "n0"]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("alive"), "{e:?}");
+    let listed = c.hosts[0].cli(&["node", "ls", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let held = listed.as_array().unwrap().iter().find(|n| n["name"] == "n2").unwrap()["endpoints"].as_u64().unwrap();
+    assert!(held >= 1, "n2's endpoints keep their leases while it is down: {listed}");
+    let rm = c.hosts[0].cli(&["node", "rm", "n2"]);
+    assert!(rm.status.success(), "{rm:?}");
+    assert!(String::from_utf8_lossy(&rm.stdout).contains(&format!("released {held} endpoint")), "{rm:?}");
+    c.wait_for("n2 forgotten", Duration::from_secs(5), || {
+        inspect(&c.hosts[0], "ov").is_some_and(|n| n["endpoints"].as_array().unwrap().iter().all(|e| e["node"] != "n2"))
+    });
 }

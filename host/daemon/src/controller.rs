@@ -257,10 +257,8 @@ impl Ctl {
                         Err(crate::commit::CommitError::Cluster(weft_store::etcd::ClusterError::Conflict(current))) => {
                             // Another node took an address (or the network
                             // changed) meanwhile: mark it and decide again.
-                            let taken = crate::cluster::attach_conflict(&current, &req.network, &req.name)?;
-                            for (addr, holder) in taken {
-                                slot.pool(&pool_key(&net.id, addr)).reserve(addr, &holder);
-                            }
+                            crate::cluster::attach_conflict(&current, &req.network, &req.name)?;
+                            self.refresh_leases(c, &net.id, &mut slot).await?;
                             if let Some((_, Some(kv))) =
                                 current.iter().find(|(k, _)| k.starts_with(weft_store::etcd::keys::NETWORKS))
                             {

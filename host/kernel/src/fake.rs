@@ -330,6 +330,25 @@ impl KernelApi for FakeKernel {
             .collect())
     }
 
+    async fn vxlan_entries(&self, dev: &IfName) -> Result<crate::VxlanEntries, KernelError> {
+        let st = self.lock();
+        let mac = |m: &str| weft_model::Mac::parse("mac", m).ok();
+        Ok(crate::VxlanEntries {
+            fdb: st
+                .fdb
+                .iter()
+                .filter(|((d, _), _)| d == dev.as_str())
+                .filter_map(|((_, m), a)| Some((mac(m)?, *a)))
+                .collect(),
+            neighbours: st
+                .neighbours
+                .iter()
+                .filter(|((d, _), _)| d == dev.as_str())
+                .filter_map(|((_, a), m)| Some((*a, mac(m)?)))
+                .collect(),
+        })
+    }
+
     async fn netns_id(&self, path: &std::path::Path) -> Result<u64, KernelError> {
         // A stable identity per path, as an nsfs inode would be.
         Ok(path.as_os_str().len() as u64 * 1_000_003 + path.to_string_lossy().bytes().map(u64::from).sum::<u64>())

@@ -42,6 +42,15 @@ impl std::fmt::Display for ApplyError {
     }
 }
 
+/// A VXLAN device's remote entries, as found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VxlanEntries {
+    /// FDB entries with a tunnel destination: (MAC, remote tunnel address).
+    pub fdb: Vec<(weft_model::Mac, std::net::IpAddr)>,
+    /// Permanent neighbours: (address, MAC).
+    pub neighbours: Vec<(std::net::IpAddr, weft_model::Mac)>,
+}
+
 /// An endpoint's interface as seen inside its namespace.
 pub use weft_plan::ObservedInside as Inside;
 
@@ -67,6 +76,8 @@ pub trait KernelApi: Send + Sync {
     /// The prefixes weftd's namespace uses itself — its addresses and its
     /// main-table routes other than default — each with its link's name.
     async fn host_prefixes(&self) -> Result<Vec<(ipnet::IpNet, Option<weft_model::IfName>)>, KernelError>;
+    /// The remote entries programmed on VXLAN device `dev` (cluster mode).
+    async fn vxlan_entries(&self, dev: &weft_model::IfName) -> Result<VxlanEntries, KernelError>;
 }
 
 /// The kernel of the namespace weftd runs in, plus access to container
@@ -164,6 +175,10 @@ impl KernelApi for Kernel {
 
     async fn host_prefixes(&self) -> Result<Vec<(ipnet::IpNet, Option<weft_model::IfName>)>, KernelError> {
         self.host.prefixes().await
+    }
+
+    async fn vxlan_entries(&self, dev: &weft_model::IfName) -> Result<VxlanEntries, KernelError> {
+        self.host.vxlan_entries(dev).await
     }
 }
 

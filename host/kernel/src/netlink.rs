@@ -198,6 +198,52 @@ impl Netlink {
         Ok(out)
     }
 
+    /// A VXLAN device's programmed remote entries: its FDB entries with a
+    /// tunnel destination (MAC, destination) and its permanent neighbours
+    /// (address, MAC). Empty if the device is missing.
+    pub async fn vxlan_entries(&self, dev: &IfName) -> Result<crate::VxlanEntries, KernelError> {
+        let Some(idx) = self.index_of(dev).await? else { return Ok(crate::VxlanEntries::default()) };
+        let mut out = crate::VxlanEntries::default();
+        for family in [AddressFamily::Bridge, AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut dump = self.handle.neighbours().get().set_address_family(family).execute();
+            while let Some(m) = dump.try_next().await.map_err(|e| KernelError::netlink("neigh show", dev, e))? {
+                if m.header.ifindex != idx {
+                    continue;
+                }
+                let mut mac = None;
+                let mut dst = None;
+                for a in &m.attributes {
+                    match a {
+                        NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                            let mut b = [0u8; 6];
+                            b.copy_from_slice(l);
+                            mac = Some(weft_model::Mac(b));
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => dst = Some(IpAddr::V4(*v)),
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => dst = Some(IpAddr::V6(*v)),
+                        // An FDB entry's destination comes undecoded (the
+                        // message's family is AF_BRIDGE): 4 or 16 bytes.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                            dst = match b.len() {
+                                4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                _ => None,
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let (Some(mac), Some(dst)) = (mac, dst) else { continue };
+                if family == AddressFamily::Bridge {
+                    out.fdb.push((mac, dst));
+                } else if m.header.state == NeighbourState::Permanent {
+                    out.neighbours.push((dst, mac));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the main table has a default route of the family.
     pub async fn has_default_route(&self, v4: bool) -> Result<bool, KernelError> {
         let msg = if v4 {

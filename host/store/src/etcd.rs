@@ -9,7 +9,9 @@
 //! so an overlay change with etcd away fails fast as unavailable instead of
 //! hanging.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, TxnOp, TxnOpResponse, WatchOptions,
@@ -156,10 +158,14 @@ pub enum WatchItem {
     Compacted,
 }
 
-/// A connection to an etcd cluster (cheap to clone).
+/// A connection to an etcd cluster (cheap to clone): one client per
+/// member, so a member that is down is passed over for the next instead of
+/// failing a share of the calls.
 #[derive(Clone)]
 pub struct Etcd {
-    client: Client,
+    clients: Arc<Vec<(String, Client)>>,
+    /// The member the last call succeeded on, tried first.
+    at: Arc<AtomicUsize>,
     timeout: Duration,
 }
 
@@ -175,31 +181,85 @@ fn unavailable(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
 
+/// A failure in a few words: the innermost cause (`Connection refused`),
+/// not the whole chain of wrappers.
+fn short(e: &etcd_client::Error) -> String {
+    let Some(mut cause) = std::error::Error::source(e) else {
+        return match e {
+            etcd_client::Error::GRpcStatus(s) => s.message().to_owned(),
+            _ => e.to_string(),
+        };
+    };
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Whether a failed call never took effect and may go to another member:
+/// the member could not be reached, or it could not serve (no leader).
+fn passes_over(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
 impl Etcd {
     /// Connect to `endpoints` (`http://IP:PORT`). Lazy: etcd may be down
-    /// now; every call is bounded by `timeout`.
+    /// now; every call is bounded by `timeout`, whatever the members do.
     pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Etcd, ClusterError> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(2), timeout);
-        let client = Client::connect(endpoints, Some(opts)).await.map_err(unavailable)?;
-        Ok(Etcd { client, timeout })
+        let mut clients = Vec::new();
+        for e in endpoints {
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(timeout)
+                .with_timeout(timeout)
+                .with_keep_alive(Duration::from_secs(2), timeout);
+            let client =
+                Client::connect([e.as_str()], Some(opts)).await.map_err(|err| unavailable(format!("{e}: {err}")))?;
+            clients.push((e.clone(), client));
+        }
+        if clients.is_empty() {
+            return Err(ClusterError::Refused("no etcd endpoint given".into()));
+        }
+        Ok(Etcd { clients: Arc::new(clients), at: Arc::default(), timeout })
     }
 
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, ClusterError> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.code() == tonic::Code::InvalidArgument => {
-                Err(ClusterError::Refused(format!("{what}: {}", s.message())))
+    /// Run `f` on a member, starting with the last good one and passing
+    /// over members that cannot serve, all within the timeout.
+    async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, ClusterError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let n = self.clients.len();
+        let start = self.at.load(Ordering::Relaxed);
+        let mut why = Vec::new();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let (endpoint, client) = &self.clients[i];
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
             }
-            Ok(Err(e)) => Err(unavailable(format!("{what}: {e}"))),
-            Err(_) => Err(unavailable(format!("{what}: no answer in {} ms", self.timeout.as_millis()))),
+            // A member that hangs gets its share of the time, not all of it.
+            let share = left / u32::try_from(n - k).unwrap_or(1);
+            match tokio::time::timeout(share, f(client.clone())).await {
+                Ok(Ok(v)) => {
+                    self.at.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.code() == tonic::Code::InvalidArgument => {
+                    return Err(ClusterError::Refused(format!("{what}: {}", s.message())));
+                }
+                Ok(Err(e)) if passes_over(&e) => why.push(format!("{endpoint}: {}", short(&e))),
+                Ok(Err(e)) => return Err(unavailable(format!("{what}: {endpoint}: {}", short(&e)))),
+                Err(_) => why.push(format!("{endpoint}: no answer in {} ms", share.as_millis())),
+            }
         }
+        Err(unavailable(format!("{what}: {}", why.join("; "))))
     }
 
     /// Run `t`. Its revision if it committed; on a failed comparison the
@@ -217,8 +277,12 @@ impl Etcd {
         then.extend(t.deletes.iter().map(|k| TxnOp::delete(k.as_bytes(), None)));
         let otherwise: Vec<TxnOp> = t.compares.iter().map(|c| TxnOp::get(c.key().as_bytes(), None)).collect();
         let txn = etcd_client::Txn::new().when(compares).and_then(then).or_else(otherwise);
-        let mut client = self.client.clone();
-        let resp = self.bounded("txn", client.txn(txn)).await?;
+        let resp = self
+            .call("txn", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         if resp.succeeded() {
             return Ok(revision);
@@ -236,8 +300,9 @@ impl Etcd {
 
     /// Every key under `prefix`, and the revision of the read.
     pub async fn list(&self, prefix: &str) -> Result<(Vec<Kv>, i64), ClusterError> {
-        let mut client = self.client.clone();
-        let resp = self.bounded("range", client.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+        let resp = self
+            .call("range", |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let kvs = resp.kvs().iter().map(kv_of).collect();
         Ok((kvs, revision))
@@ -245,34 +310,40 @@ impl Etcd {
 
     /// Grant a lease of `ttl` and put `key` under it (a node's liveness).
     pub async fn put_leased(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<i64, ClusterError> {
-        let mut client = self.client.clone();
         let ttl = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = self.bounded("lease grant", client.lease_grant(ttl, None)).await?.id();
-        self.bounded("put", client.put(key, value, Some(PutOptions::new().with_lease(lease)))).await?;
+        let lease = self.call("lease grant", |mut c| async move { c.lease_grant(ttl, None).await }).await?.id();
+        self.call("put", |mut c| {
+            let value = value.clone();
+            async move { c.put(key, value, Some(PutOptions::new().with_lease(lease))).await }
+        })
+        .await?;
         Ok(lease)
     }
 
     /// Put `key` (no lease).
     pub async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), ClusterError> {
-        let mut client = self.client.clone();
-        self.bounded("put", client.put(key, value, None)).await.map(|_| ())
+        self.call("put", |mut c| {
+            let value = value.clone();
+            async move { c.put(key, value, None).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Refresh lease `id` once; false if it has expired (re-register).
     pub async fn keep_alive(&self, id: i64) -> Result<bool, ClusterError> {
-        let mut client = self.client.clone();
-        let (mut keeper, mut stream) = self.bounded("lease keep-alive", client.lease_keep_alive(id)).await?;
-        self.bounded("lease keep-alive", keeper.keep_alive()).await?;
-        match self.bounded("lease keep-alive", stream.message()).await? {
-            Some(r) => Ok(r.ttl() > 0),
-            None => Err(unavailable("lease keep-alive: stream ended")),
-        }
+        self.call("lease keep-alive", |mut c| async move {
+            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            Ok(stream.message().await?.map(|r| r.ttl() > 0))
+        })
+        .await?
+        .ok_or_else(|| unavailable("lease keep-alive: stream ended"))
     }
 
     /// Revoke lease `id` (a node leaving cleanly).
     pub async fn revoke(&self, id: i64) -> Result<(), ClusterError> {
-        let mut client = self.client.clone();
-        self.bounded("lease revoke", client.lease_revoke(id)).await.map(|_| ())
+        self.call("lease revoke", |mut c| async move { c.lease_revoke(id).await }).await.map(|_| ())
     }
 
     /// Watch everything under `prefix` from revision `from` (inclusive),
@@ -284,9 +355,13 @@ impl Etcd {
         from: i64,
         tx: &tokio::sync::mpsc::Sender<WatchItem>,
     ) -> Result<(), ClusterError> {
-        let mut client = self.client.clone();
         let opts = WatchOptions::new().with_prefix().with_start_revision(from).with_prev_key().with_progress_notify();
-        let mut stream = self.bounded("watch", client.watch(prefix, Some(opts))).await?;
+        let mut stream = self
+            .call("watch", |mut c| {
+                let opts = opts.clone();
+                async move { c.watch(prefix, Some(opts)).await }
+            })
+            .await?;
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,

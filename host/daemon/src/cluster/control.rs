@@ -171,6 +171,28 @@ impl Ctl {
         })
     }
 
+    /// After an attach lost a compare-and-swap: mark every address leased
+    /// in the cluster as taken in the network's lease view (one read), so
+    /// the next decision starts past everything the other nodes took —
+    /// learning only the one address that clashed would lose every race
+    /// while other nodes allocate ahead.
+    pub(crate) async fn refresh_leases(
+        &self,
+        c: &Cluster,
+        network_id: &str,
+        slot: &mut crate::locks::NetSlot,
+    ) -> Result<(), ControlError> {
+        let prefix = format!("{}{network_id}/", keys::LEASES);
+        let (kvs, _) = c.etcd.list(&prefix).await.map_err(|e| unavailable("reading the leases", &e))?;
+        for kv in kvs {
+            if let Some(addr) = kv.key.strip_prefix(&prefix).and_then(|a| a.parse::<std::net::IpAddr>().ok()) {
+                let holder = String::from_utf8_lossy(&kv.value).into_owned();
+                slot.pool(&crate::locks::pool_key(network_id, addr)).reserve(addr, &holder);
+            }
+        }
+        Ok(())
+    }
+
     /// Finish on this node a detach whose etcd part is done (found by a
     /// sync): the kernel, the node's store, the lease view, DNS.
     pub(crate) async fn finish_detach(&self, ep: &Endpoint) {

@@ -234,15 +234,10 @@ pub fn release(ep: &Endpoint) -> ClusterWrite {
     ClusterWrite { txn, undo }
 }
 
-/// What a failed attach transaction says: the holders of the addresses
-/// that were taken meanwhile (to mark taken in the lease view and try
-/// again), or an error for the client.
-pub fn attach_conflict(
-    current: &[(String, Option<Kv>)],
-    network: &str,
-    name: &str,
-) -> Result<Vec<(IpAddr, String)>, ControlError> {
-    let mut taken = Vec::new();
+/// What a failed attach transaction says: an error for the client (the
+/// network went or is going, the name is taken on another node), or Ok if
+/// only addresses were taken meanwhile (decide again).
+pub fn attach_conflict(current: &[(String, Option<Kv>)], network: &str, name: &str) -> Result<(), ControlError> {
     for (key, kv) in current {
         if key.starts_with(keys::NETWORKS) {
             match kv.as_ref().and_then(|kv| decode::<SharedNetwork>(key, &kv.value)) {
@@ -256,11 +251,9 @@ pub fn attach_conflict(
             return Err(ControlError::AlreadyExists(format!(
                 "endpoint {name:?} already exists on network {network:?} (on another node)"
             )));
-        } else if let (Some(kv), Some(addr)) = (kv, key.rsplit('/').next().and_then(|a| a.parse().ok())) {
-            taken.push((addr, String::from_utf8_lossy(&kv.value).into_owned()));
         }
     }
-    Ok(taken)
+    Ok(())
 }
 
 /// The client's error for an etcd failure while doing `what`.

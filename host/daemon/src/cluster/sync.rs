@@ -14,7 +14,7 @@
 //!   attach that never finished) are removed from etcd, and ones this node
 //!   has but etcd does not (a detach that did not finish here) are finished.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,6 +171,52 @@ async fn resync(ctl: &Ctl, c: &Cluster, kvs: Vec<Kv>, revision: i64) {
     }
     for e in l.endpoints.values().filter(|e| e.node.as_deref() != Some(c.me())) {
         remote_put(ctl, c, e, true).await;
+    }
+    sweep(ctl, c).await;
+}
+
+/// Remove every FDB and neighbour entry of this node's VXLAN devices that
+/// no indexed endpoint of an alive node accounts for: entries of endpoints
+/// that went while this weftd was not running, or of nodes that are gone.
+async fn sweep(ctl: &Ctl, c: &Cluster) {
+    let nets: Vec<Network> =
+        ctl.index.read(|st| st.networks.values().filter(|n| n.overlay.is_some()).cloned().collect());
+    for net in nets {
+        let Some(o) = &net.overlay else { continue };
+        let found = match ctl.commit.kernel.vxlan_entries(&o.vxlan).await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(network = %net.spec.name, error = %e, "reading the VXLAN device's entries");
+                continue;
+            }
+        };
+        let wanted = ctl.index.read(|st| {
+            let mut w = weft_kernel::VxlanEntries::default();
+            for e in st.remote.values().filter(|e| e.network_id == net.id) {
+                if let Some(v) = e.node.as_deref().and_then(|n| c.vtep(n)) {
+                    w.fdb.push((e.mac, v));
+                    w.neighbours.extend(e.addresses.iter().map(|a| (a.addr(), e.mac)));
+                }
+            }
+            w
+        });
+        let fdb: HashSet<_> = wanted.fdb.into_iter().collect();
+        let neigh: HashSet<_> = wanted.neighbours.into_iter().collect();
+        let mut change = Change::new(format!("removing stale remote entries of network {:?}", net.spec.name.as_str()));
+        for (mac, dst) in found.fdb.iter().filter(|e| !fdb.contains(e)) {
+            change.ops.push(Op::DeleteFdb { dev: o.vxlan.clone(), mac: *mac, dst: *dst });
+        }
+        for (addr, mac) in found.neighbours.iter().filter(|e| !neigh.contains(e)) {
+            change.ops.push(Op::DeleteNeighbour { dev: o.vxlan.clone(), addr: *addr, mac: *mac });
+        }
+        if change.ops.is_empty() {
+            continue;
+        }
+        info!(network = %net.spec.name, entries = change.ops.len(), "removing stale remote entries");
+        change.teardown = true;
+        if let Err(e) = ctl.commit.commit(change, None).await {
+            warn!(network = %net.spec.name, error = ?e, "removing stale remote entries; the next sync retries");
+        }
     }
 }
 
