@@ -224,7 +224,7 @@ impl Ctl {
         self.commit.time(Phase::AttachValidate, t.elapsed());
         let net_id = self.network_id(&req.tenant, &req.network, "network")?;
         let mut slot = self.locks.network(&net_id).await;
-        for _ in 0..crate::cluster::control::CLUSTER_TRIES {
+        for attempt in 0..crate::cluster::control::CLUSTER_TRIES {
             // The decisions run guest code (up to its deadline): tell the runtime
             // this thread blocks, so other requests keep being served meanwhile.
             let (net, ep, mut change) = tokio::task::block_in_place(|| {
@@ -258,6 +258,7 @@ impl Ctl {
                             // Another node took an address (or the network
                             // changed) meanwhile: mark it and decide again.
                             crate::cluster::attach_conflict(&current, &req.network, &req.name)?;
+                            crate::cluster::control::back_off(attempt).await;
                             self.refresh_leases(c, &net.id, &mut slot).await?;
                             if let Some((_, Some(kv))) =
                                 current.iter().find(|(k, _)| k.starts_with(weft_store::etcd::keys::NETWORKS))
