@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use weft_grpc::pb;
 use weft_tests::cluster::{Cluster, underlay_ip};
 
-use weft_tests::{Host, Netns, addr_of, on_ns, tcp_connect, tcp_server};
+use weft_tests::{Host, Netns, Server, addr_of, on_ns, probe_tcp, tcp_connect, tcp_server};
 
 /// A TCP server in `ns` on `addr` that counts what one connection sends.
 fn bulk_sink(ns: &str, addr: &str) -> std::thread::JoinHandle<usize> {
@@ -212,6 +212,53 @@ async fn overlay_across_three_hosts() {
         let vx = vxlan_of(h, "ov");
         c.wait_for("FDB removal on detach", Duration::from_secs(5), || !fdb(h, &vx).contains(&mac0));
     }
+    // A NetworkPolicy applied on n1 is enforced on n0 for a pod there: a
+    // (on n1) may reach web (on n0), b (on n2) may not.
+    let out = c.hosts[0].cli(&[
+        "network",
+        "create",
+        "pol",
+        "--driver",
+        "overlay",
+        "--subnet",
+        "10.97.0.0/24",
+        "--policy",
+        "policy-k8s",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    for h in &c.hosts {
+        c.wait_for("the policed network on every node", Duration::from_secs(10), || inspect(h, "pol").is_some());
+    }
+    let pods: Vec<Netns> = c.hosts.iter().map(|h| h.container("pod")).collect();
+    let mut addrs = Vec::new();
+    for (i, name) in ["web", "a", "b"].iter().enumerate() {
+        let req = pb::AttachEndpointRequest {
+            network: "pol".into(),
+            name: (*name).into(),
+            netns: pods[i].path(),
+            labels: [("pod".to_string(), name.to_string()), ("io.kubernetes.pod.namespace".into(), "default".into())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let ep = c.hosts[i].endpoints().await.attach_endpoint(req).await.unwrap().into_inner();
+        addrs.push(addr_of(&ep.addresses[0]));
+    }
+    let _web = Server::start(&pods[0].name, "[::]:80");
+    let to_web: SocketAddr = format!("{}:80", addrs[0]).parse().unwrap();
+    let reach = |from: usize| probe_tcp(&pods[from].name, to_web, Duration::from_millis(800)).join().unwrap();
+    c.wait_for("both reach web before any policy", Duration::from_secs(5), || reach(1) && reach(2));
+    let docs = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {ns: default}}\n---\n\
+                apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web-from-a, namespace: default}\n\
+                spec: {podSelector: {matchLabels: {pod: web}}, policyTypes: [Ingress], \
+                ingress: [{from: [{podSelector: {matchLabels: {pod: a}}}], ports: [{port: 80, protocol: TCP}]}]}\n";
+    let req = pb::ApplyPoliciesRequest { network: "pol".into(), documents: docs.into(), ..Default::default() };
+    c.hosts[1].policies().await.apply_policies(req).await.unwrap();
+    c.wait_for("b (on n2) denied by the policy applied on n1", Duration::from_secs(5), || !reach(2));
+    assert!(reach(1), "a (on n1) is still allowed");
+    let listed = c.hosts[2].cli(&["policy", "ls", "--network", "pol"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("web-from-a"), "{listed:?}");
+
     // A network with endpoints cannot be deleted from any node.
     let e = c.hosts[0]
         .networks()

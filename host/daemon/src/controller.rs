@@ -308,7 +308,7 @@ impl Ctl {
     }
 
     /// Lock the tenant's scope and networks, decide a policy change, commit.
-    async fn policy_change<T>(
+    pub(crate) async fn policy_change<T>(
         &self,
         tenant: &str,
         dry_run: bool,
@@ -446,7 +446,13 @@ impl Controller for Ctl {
     }
 
     async fn update_network(&self, req: UpdateNetwork) -> Result<(NetworkView, Outcome), ControlError> {
-        let (net, outcome) = self.policy_change(&req.tenant, req.dry_run, |d, i| d.update_network(i, &req)).await?;
+        let (net, outcome) = self
+            .policy_change(&req.tenant, req.dry_run, |d, i| {
+                let (net, mut c) = d.update_network(i, &req)?;
+                self.share_policy(&mut c, true);
+                Ok((net, c))
+            })
+            .await?;
         if outcome.revision > 0 {
             info!(network = %net.spec.name, policy = %net.spec.policy, "policy component swapped");
         }
@@ -459,7 +465,13 @@ impl Controller for Ctl {
 
     async fn apply_documents(&self, req: ApplyDocuments) -> Result<(DocumentsChanged, Outcome), ControlError> {
         weft_model::document::precheck("documents", &req.text)?;
-        let (out, outcome) = self.policy_change(&req.tenant, req.dry_run, |d, i| d.apply_documents(i, &req)).await?;
+        let (out, outcome) = self
+            .policy_change(&req.tenant, req.dry_run, |d, i| {
+                let (out, mut c) = d.apply_documents(i, &req)?;
+                self.share_policy(&mut c, true);
+                Ok((out, c))
+            })
+            .await?;
         info!(tenant = %req.tenant, documents = out.documents.len(), networks = ?out.networks, dry_run = req.dry_run, "policy documents applied");
         Ok((out, outcome))
     }
@@ -477,7 +489,13 @@ impl Controller for Ctl {
 
     async fn delete_documents(&self, req: DeleteDocuments) -> Result<(DocumentsChanged, Outcome), ControlError> {
         weft_model::document::precheck("documents", &req.text)?;
-        let (out, outcome) = self.policy_change(&req.tenant, req.dry_run, |d, i| d.delete_documents(i, &req)).await?;
+        let (out, outcome) = self
+            .policy_change(&req.tenant, req.dry_run, |d, i| {
+                let (out, mut c) = d.delete_documents(i, &req)?;
+                self.share_policy(&mut c, true);
+                Ok((out, c))
+            })
+            .await?;
         info!(tenant = %req.tenant, documents = out.documents.len(), networks = ?out.networks, dry_run = req.dry_run, "policy documents deleted");
         Ok((out, outcome))
     }

@@ -64,6 +64,12 @@ pub mod keys {
     pub fn endpoint_name(network_id: &str, name: &str) -> String {
         format!("/weft/v1/endpoint-names/{network_id}/{name}")
     }
+    /// Policy documents applied to overlay networks.
+    pub const DOCUMENTS: &str = "/weft/v1/documents/";
+    /// A shared document's key.
+    pub fn document(tenant: &str, kind: &str, namespace: &str, name: &str) -> String {
+        format!("{DOCUMENTS}{tenant}/{kind}/{namespace}/{name}")
+    }
     /// An address lease's key.
     pub fn lease(network_id: &str, addr: std::net::IpAddr) -> String {
         format!("{LEASES}{network_id}/{addr}")

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
+use weft_model::document::StoredDocument;
 use weft_model::endpoint::Endpoint;
 use weft_model::event::EventKind;
 use weft_model::network::Network;
@@ -84,6 +85,7 @@ struct Listed {
     members: BTreeMap<String, NodeRecord>,
     networks: BTreeMap<String, (SharedNetwork, i64)>,
     endpoints: BTreeMap<String, Endpoint>,
+    documents: BTreeMap<String, StoredDocument>,
 }
 
 fn sort(kvs: Vec<Kv>) -> Listed {
@@ -105,6 +107,10 @@ fn sort(kvs: Vec<Kv>) -> Listed {
             && let Some(e) = decode::<Endpoint>(&kv.key, &kv.value)
         {
             l.endpoints.insert(e.id.clone(), e);
+        } else if kv.key.starts_with(keys::DOCUMENTS)
+            && let Some(d) = decode::<StoredDocument>(&kv.key, &kv.value)
+        {
+            l.documents.insert(kv.key.clone(), d);
         }
     }
     l
@@ -132,6 +138,25 @@ async fn resync(ctl: &Ctl, c: &Cluster, kvs: Vec<Kv>, revision: i64) {
     });
     for n in gone {
         drop_network(ctl, &n).await;
+    }
+    // Documents shared on overlay networks: the same everywhere.
+    for d in l.documents.values() {
+        ctl.take_document(d.clone()).await;
+    }
+    let stale: Vec<StoredDocument> = ctl.index.read(|st| {
+        st.documents
+            .values()
+            .filter(|d| {
+                st.networks
+                    .values()
+                    .any(|n| n.is_overlay() && n.spec.tenant.as_str() == d.tenant && n.spec.name.as_str() == d.network)
+            })
+            .filter(|d| !l.documents.contains_key(&super::control::document_key(d)))
+            .cloned()
+            .collect()
+    });
+    for d in &stale {
+        ctl.drop_document(d).await;
     }
     // This node's own endpoints: etcd and the node's store must agree.
     let (unfinished, undone): (Vec<Endpoint>, Vec<Endpoint>) = ctl.index.read(|st| {
@@ -248,9 +273,13 @@ async fn apply(ctl: &Ctl, c: &Cluster, seen: Seen) {
                 && e.node.as_deref() != Some(c.me())
             {
                 remote_put(ctl, c, &e, false).await;
+            } else if kv.key.starts_with(keys::DOCUMENTS)
+                && let Some(d) = decode::<StoredDocument>(&kv.key, &kv.value)
+            {
+                ctl.take_document(d).await;
             }
         }
-        Seen::Delete(key, _) => {
+        Seen::Delete(key, prev) => {
             if let Some(name) = key.strip_prefix(keys::NODES) {
                 let before = c.view().alive.remove(name);
                 if let Some(old) = before {
@@ -264,6 +293,12 @@ async fn apply(ctl: &Ctl, c: &Cluster, seen: Seen) {
                 let net = ctl.index.read(|st| st.networks.get(id).cloned());
                 if let Some(n) = net {
                     drop_network(ctl, &n).await;
+                }
+            } else if key.starts_with(keys::DOCUMENTS) {
+                let d = prev.and_then(|v| decode::<StoredDocument>(&key, &v));
+                let here = d.and_then(|d| ctl.index.read(|st| st.documents.get(&d.store_key()).cloned()));
+                if let Some(d) = here {
+                    ctl.drop_document(&d).await;
                 }
             } else if let Some(rest) = key.strip_prefix(keys::ENDPOINTS) {
                 let id = rest.rsplit('/').next().unwrap_or_default();
