@@ -19,3 +19,4 @@ target/debug/weft-bench attach --sizes 10 --out target/bench-smoke
 target/debug/weft-bench firewall --runs 1 --secs 1 --out target/bench-smoke
 target/debug/weft-bench neighbours --attaches 10 --out target/bench-smoke
 target/debug/weft-bench repair --trials 2 --out target/bench-smoke
+target/debug/weft-bench overlay --attaches 5 --secs 1 --nodes 4 --out target/bench-smoke

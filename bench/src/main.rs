@@ -21,10 +21,16 @@
 //!   `DIR/neighbours.md` (`neighbours-share-N.md` with `--share`).
 //! - `weft-bench repair [--trials 20] [--out DIR]`: time to repair each
 //!   kind of drift from kernel notifications. Writes `DIR/repair.md`.
+//! - `weft-bench overlay [--attaches 100] [--secs 3] [--nodes 10] [--out DIR]`:
+//!   cluster mode on simulated hosts: attach-to-first-ping convergence
+//!   across hosts, detach-to-FDB-removal on every node, iperf3 across the
+//!   overlay against the underlay, and N nodes joining at once. Writes
+//!   `DIR/overlay.md`.
 
 mod attach;
 mod dns;
 mod firewall;
+mod overlay;
 mod report;
 mod resilience;
 mod stats;
@@ -38,7 +44,8 @@ const USAGE: &str = "usage: weft-bench attach [--sizes 1,10,100,1000] [--peer-bu
        weft-bench firewall [--runs 3] [--secs 3] [--out DIR]
        weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]
        weft-bench neighbours [--attaches 200] [--rounds 3] [--share N] [--out DIR]
-       weft-bench repair [--trials 20] [--out DIR]";
+       weft-bench repair [--trials 20] [--out DIR]
+       weft-bench overlay [--attaches 100] [--secs 3] [--nodes 10] [--out DIR]";
 
 /// A tokio runtime for the benchmark's clients.
 pub fn tokio_rt(workers: usize) -> Result<tokio::runtime::Runtime> {
@@ -121,6 +128,18 @@ fn main() -> Result<()> {
             let md = resilience::repair_markdown(&resilience::repair(n)?);
             println!("{md}");
             write(&out, "repair.md", &md)
+        }
+        Some("overlay") => {
+            let n =
+                |name: &str, d: usize| flag(&args, name).map_or(Ok(d), |s| s.parse()).with_context(|| name.to_owned());
+            let (attaches, secs, nodes) = (n("--attaches", 100)?, n("--secs", 3)?, n("--nodes", 10)?);
+            if attaches == 0 || secs == 0 || !(3..=50).contains(&nodes) {
+                bail!("--attaches and --secs must be at least 1, --nodes 3 to 50");
+            }
+            let out = out_dir(&args)?;
+            let md = overlay::markdown(&overlay::run(attaches, secs as u32, nodes)?);
+            println!("{md}");
+            write(&out, "overlay.md", &md)
         }
         Some("dns") => {
             let n = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);

@@ -75,6 +75,8 @@ pub struct Cluster {
     pub hosts: Vec<Host>,
     pub etcd: Vec<EtcdMember>,
     pub underlay: Netns,
+    /// When the weftds were started (all at once).
+    pub started: Instant,
 }
 
 /// Host i's underlay address.
@@ -143,9 +145,16 @@ impl Cluster {
                 "--node-ttl-secs".into(),
                 "3".into(),
             ]);
-            h.start();
         }
-        let c = Cluster { hosts, etcd, underlay };
+        let started = Instant::now();
+        for h in hosts.iter_mut() {
+            h.spawn();
+        }
+        // Every node joins at once.
+        for h in &mut hosts {
+            h.wait_ready();
+        }
+        let c = Cluster { hosts, etcd, underlay, started };
         c.wait_nodes(0, n, Duration::from_secs(30));
         c
     }

@@ -257,6 +257,12 @@ impl Host {
 
     /// Start weftd inside the host namespace and wait for its socket.
     pub fn start(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Start weftd inside the host namespace; do not wait.
+    pub fn spawn(&mut self) {
         assert!(self.weftd.is_none(), "weftd already running");
         let _ = std::fs::remove_file(self.socket());
         let log = File::options().create(true).append(true).open(self.dir.join("weftd.log")).unwrap();
@@ -275,6 +281,10 @@ impl Host {
             .spawn()
             .unwrap();
         self.weftd = Some(child);
+    }
+
+    /// Wait until weftd's socket answers (it panics if weftd exited).
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(c) = self.weftd.as_mut()
