@@ -37,3 +37,4 @@ target/release/weft-bench firewall --runs 3 --secs 3 --out docs/bench
 target/release/weft-bench neighbours --attaches 200 --out docs/bench
 target/release/weft-bench neighbours --attaches 200 --share 16 --out docs/bench
 target/release/weft-bench repair --trials 20 --out docs/bench
+target/release/weft-bench overlay --attaches 100 --secs 3 --nodes 10 --out docs/bench

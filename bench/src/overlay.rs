@@ -26,6 +26,7 @@ use crate::stats::{Summary, ms};
 /// What one run measured.
 pub struct Overlay {
     pub attaches: usize,
+    pub attach: Vec<Duration>,
     pub converge: Vec<Duration>,
     pub converge_failed: usize,
     pub detach: Vec<Duration>,
@@ -218,11 +219,14 @@ pub fn run(attaches: usize, secs: u32, nodes: usize) -> Result<Overlay> {
     sysctl(&probe.name, &format!("net.ipv4.neigh.{}.mcast_solicit=100", pe.ifname))?;
     let targets: Vec<Netns> = (0..attaches).map(|i| a.container(&format!("t{i}"))).collect();
     let mut converge = Vec::new();
+    let mut took = Vec::new();
     let mut failed = 0;
     let mut made = Vec::new();
     for (i, ns) in targets.iter().enumerate() {
+        let t = Instant::now();
         let ep = rt.block_on(attach(a, "ov", &format!("t{i}"), ns))?;
         let back = Instant::now();
+        took.push(back - t);
         let ip: Ipv4Addr = addr_of(&ep.addresses[0]).parse()?;
         match first_echo(&probe.name, ip, back, Duration::from_secs(3)).join().ok().flatten() {
             Some(d) => converge.push(d),
@@ -257,6 +261,7 @@ pub fn run(attaches: usize, secs: u32, nodes: usize) -> Result<Overlay> {
     let (join, pairs, pairs_ok) = join_at_once(&rt, nodes)?;
     Ok(Overlay {
         attaches,
+        attach: took,
         converge,
         converge_failed: failed,
         detach,
@@ -314,6 +319,7 @@ fn join_at_once(rt: &tokio::runtime::Runtime, n: usize) -> Result<(Duration, usi
 
 /// The report.
 pub fn markdown(o: &Overlay) -> String {
+    let a = Summary::of(&o.attach);
     let c = Summary::of(&o.converge);
     let d = Summary::of(&o.detach);
     let mut s = format!(
@@ -322,6 +328,13 @@ pub fn markdown(o: &Overlay) -> String {
         o.detach.len()
     );
     s.push_str("| measure | p50 | p95 | p99 | n |\n|---|---|---|---|---|\n");
+    s.push_str(&format!(
+        "| the attach on A, as its gRPC client waits (ms) | {} | {} | {} | {} |\n",
+        ms(a.p50),
+        ms(a.p95),
+        ms(a.p99),
+        o.attach.len()
+    ));
     s.push_str(&format!(
         "| attach on A returned -> first echo reply from B (ms) | {} | {} | {} | {}{} |\n",
         ms(c.p50),

@@ -198,6 +198,26 @@ async fn overlay_across_three_hosts() {
     nodes.sort();
     assert_eq!(nodes, ["n0", "n1", "n2"], "{listed}");
 
+    // Egress is masqueraded on the container's own host (the outside has
+    // no route back to the overlay's subnet).
+    let outside = c.hosts[0].outside(1);
+    assert!(ns[0].ping("198.18.1.2"), "an overlay container reaches past its host");
+    drop(outside);
+
+    // A published port works on the node hosting the endpoint.
+    let pub_ns = c.hosts[2].container("pub");
+    let req = pb::AttachEndpointRequest {
+        network: "ov".into(),
+        name: "pub".into(),
+        netns: pub_ns.path(),
+        publish: vec!["18080:7002".into()],
+        ..Default::default()
+    };
+    let pe = c.hosts[2].endpoints().await.attach_endpoint(req).await.unwrap().into_inner();
+    let server = tcp_server(&pub_ns.name, &format!("{}:7002", addr_of(&pe.addresses[0])));
+    assert_eq!(tcp_connect(&c.hosts[2].ns.name, &format!("{}:18080", underlay_ip(2))).unwrap(), "hello");
+    assert!(server.join().unwrap().is_some());
+
     // Isolation: the second overlay network cannot reach the first.
     let other_ns = c.hosts[1].container("o");
     let o = c.hosts[1].attach("ov2", "o1", &other_ns).await.unwrap();
@@ -359,6 +379,9 @@ async fn etcd_and_node_failures() {
     }
     let v4 = |e: &pb::Endpoint| addr_of(&e.addresses[0]);
     assert!(ns[0].ping(&v4(&eps[1])));
+    let shown = c.hosts[2].cli(&["network", "inspect", "ov"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("NODE") && text.contains("n0") && text.contains("VNI:"), "{text}");
 
     // One etcd member of three killed: attaches go on after one election.
     let mut c = c;
@@ -414,8 +437,8 @@ async fn etcd_and_node_failures() {
             Ok(_) => break,
             Err(e) => {
                 assert!(
-                    t.elapsed() < Duration::from_secs(8),
-                    "no overlay attach 8 s after etcd came back: {e:?}\n{}",
+                    t.elapsed() < Duration::from_secs(5),
+                    "no overlay attach 5 s after etcd came back: {e:?}\n{}",
                     c.logs()
                 );
                 std::thread::sleep(Duration::from_millis(200));

@@ -27,6 +27,9 @@ pub fn network(access: &Access, who: &Caller, spec: &NetworkSpec) -> Result<(), 
     for up in &spec.dns_upstream {
         access.admit(who, &spec.tenant, HostOption::DnsUpstream, &up.to_string())?;
     }
+    if spec.vni.is_some() {
+        access.admit(who, &spec.tenant, HostOption::Vni, "")?;
+    }
     Ok(())
 }
 

@@ -42,6 +42,18 @@ pub struct LeaseChange {
     pub reserve: bool,
 }
 
+impl LeaseChange {
+    /// Take (`reserve`) or release every address of `ep` in its network's pools.
+    pub fn of(ep: &Endpoint, reserve: bool) -> impl Iterator<Item = LeaseChange> + '_ {
+        ep.addresses.iter().map(move |a| LeaseChange {
+            pool: crate::locks::pool_key(&ep.network_id, a.addr()),
+            addr: a.addr(),
+            endpoint: ep.id.clone(),
+            reserve,
+        })
+    }
+}
+
 /// A fact about other objects that must hold when the change commits
 /// (checked under the index lock with the commit's claims).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -234,40 +234,14 @@ impl Ctl {
             if net.id != net_id {
                 return Err(ControlError::NotFound(format!("network {:?} was removed meanwhile", req.network)));
             }
-            let shared = if net.is_overlay() {
-                let c = self.cluster_for(&change.what)?;
-                let rev = c.view().networks.get(&net.id).copied().ok_or_else(|| {
-                    ControlError::Unavailable(format!(
-                        "{}: this node is not in sync with etcd yet; nothing was changed",
-                        change.what
-                    ))
-                })?;
-                c.attach(&mut change, rev);
-                Some(c.clone())
-            } else {
-                None
-            };
+            let shared = if net.is_overlay() { Some(self.share_attach(&net, &mut change)?) } else { None };
             let ep = change.new_endpoints.first().cloned().unwrap_or(ep);
             let change = self.limited(change, &spec.tenant);
-            let outcome = match (&shared, req.dry_run) {
+            let outcome = match (shared, req.dry_run) {
                 (Some(c), false) => {
-                    let what = change.what.clone();
-                    match self.commit.commit(change, Some(&mut slot)).await {
-                        Ok(revision) => Outcome { revision, plan: None },
-                        Err(crate::commit::CommitError::Cluster(weft_store::etcd::ClusterError::Conflict(current))) => {
-                            // Another node took an address (or the network
-                            // changed) meanwhile: mark it and decide again.
-                            crate::cluster::attach_conflict(&current, &req.network, &req.name)?;
-                            crate::cluster::control::back_off(attempt).await;
-                            self.refresh_leases(c, &net.id, &mut slot).await?;
-                            if let Some((_, Some(kv))) =
-                                current.iter().find(|(k, _)| k.starts_with(weft_store::etcd::keys::NETWORKS))
-                            {
-                                c.view().networks.insert(net.id.clone(), kv.mod_revision);
-                            }
-                            continue;
-                        }
-                        Err(e) => return Err(e.into_control(&what)),
+                    match self.commit_shared_attach(&c, change, &mut slot, &net, &req.name, attempt).await? {
+                        Some(o) => o,
+                        None => continue,
                     }
                 }
                 _ => self.carry_out(change, req.dry_run, Some(&mut slot)).await?,

@@ -30,7 +30,6 @@ use weft_plan::{
 
 use crate::change::{Change, DnsChange, LeaseChange};
 use crate::controller::Ctl;
-use crate::locks::pool_key;
 
 /// What set a reconcile pass off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,14 +221,7 @@ impl Ctl {
             };
             c.teardown = true;
             c.batch.delete_endpoints.push(ep.id.clone());
-            for a in &ep.addresses {
-                c.leases.push(LeaseChange {
-                    pool: pool_key(&net.id, a.addr()),
-                    addr: a.addr(),
-                    endpoint: ep.id.clone(),
-                    reserve: false,
-                });
-            }
+            c.leases.extend(LeaseChange::of(&ep, false));
             c.events.push(repair(&net, ep.spec.name.as_str(), "an attach that never completed was undone".into()));
             self.count_repair("pending");
             if let Err(e) = self.commit.commit(c, Some(&mut slot)).await {

@@ -333,3 +333,47 @@ fn repairs_plan_only_what_drifted() {
     assert!(!not_owner.iter().any(|o| matches!(o, Op::AddDefaultRoute { .. })), "only the route's owner adds it");
     assert!(plan_inside_repair(&net, &ep, &ObservedInside::default(), true).is_empty(), "a missing link is a re-plumb");
 }
+
+fn overlay(vni: u32) -> Network {
+    let req = CreateNetwork {
+        name: "ov".into(),
+        driver: "overlay".into(),
+        subnets: vec![SubnetRequest { subnet: "10.95.0.0/24".into(), ..Default::default() }],
+        options: [("mtu".to_string(), "1450".to_string())].into_iter().collect(),
+        ..Default::default()
+    };
+    Network::new("ab".repeat(16), req.validate().unwrap()).unwrap().with_vni(vni).unwrap()
+}
+
+#[test]
+fn overlay_network_and_remote_endpoints() {
+    let net = overlay(4096);
+    let local: std::net::IpAddr = "10.200.0.1".parse().unwrap();
+    let mut ops = plan_network(&net, None);
+    ops.extend(plan_overlay(&net, local, None));
+    golden("overlay_network.json", &json(&ops));
+    // Present and in place: nothing to do; out of its bridge: put back.
+    let vx = ObservedLink { up: true, master: Some(net.bridge.clone()), ..Default::default() };
+    assert!(plan_overlay(&net, local, Some(&vx)).is_empty());
+    let loose = ObservedLink { up: false, master: None, ..Default::default() };
+    assert_eq!(plan_overlay(&net, local, Some(&loose)).len(), 2);
+    // A remote endpoint: one FDB entry, one neighbour per address.
+    let ep = endpoint(&net, &["10.95.0.7/24"]);
+    let vtep: std::net::IpAddr = "10.200.0.2".parse().unwrap();
+    let add = plan_remote_endpoint(&net, &ep, vtep);
+    golden("overlay_remote_endpoint.json", &json(&add));
+    let cmds: Vec<String> = add.iter().map(Op::command).collect();
+    assert_eq!(cmds[0], "bridge fdb replace 02:42:0a:59:00:02 dev vx-abababababab dst 10.200.0.2 self permanent");
+    assert!(cmds[1].starts_with("ip neigh replace 10.95.0.7 lladdr"), "{cmds:?}");
+    // Removal is the undo of the programming, in reverse.
+    assert_eq!(plan_remote_removal(&net, &ep, vtep), undo(&add));
+    // Removing the network deletes the VXLAN device before the bridge.
+    let gone = plan_network_removal(&net);
+    assert_eq!(
+        gone.iter().map(Op::command).collect::<Vec<_>>(),
+        ["ip link del vx-abababababab", "ip link del br-abababababab"]
+    );
+    // A bridge network has none of it.
+    let br = network("n1", &["10.89.0.0/24"], false);
+    assert!(plan_overlay(&br, local, None).is_empty() && plan_remote_endpoint(&br, &ep, vtep).is_empty());
+}

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 use weft_model::api::NodeView;
-use weft_model::document::StoredDocument;
 use weft_model::endpoint::Endpoint;
 use weft_model::network::{
     FIRST_AUTO_VNI, InvalidOrExists, MAX_VNI, Network, NetworkSpec, VXLAN_OVERHEAD, conflicts_with,
@@ -17,7 +16,7 @@ use weft_model::{ControlError, InvalidRequest};
 use weft_store::etcd::{ClusterError, Cmp, Txn, keys};
 
 use super::{Cluster, SharedNetwork, decode, unavailable};
-use crate::change::{Change, ClusterWrite, DnsChange};
+use crate::change::{Change, DnsChange};
 use crate::controller::Ctl;
 
 /// How often a create or an attach is decided again after another node's
@@ -183,104 +182,45 @@ impl Ctl {
         })
     }
 
-    /// Cluster mode: share a decided policy change. Documents applied to an
-    /// overlay network by name go to etcd (`docs`: this node is where they
-    /// were applied), so every node compiles the same rules; and this
-    /// node's overlay endpoints that the change re-classified are written
-    /// again with their new groups, so the other nodes' group sets follow.
-    pub(crate) fn share_policy(&self, change: &mut Change, docs: bool) {
-        if self.cluster.is_none() {
-            return;
-        }
-        let w = self.index.read(|st| {
-            let overlay = |tenant: &str, network: &str| {
-                !network.is_empty()
-                    && st
-                        .networks
-                        .values()
-                        .any(|n| n.is_overlay() && n.spec.tenant.as_str() == tenant && n.spec.name.as_str() == network)
-            };
-            let json = |v: &dyn erased::Json| v.json();
-            let mut w = ClusterWrite::default();
-            if docs {
-                for d in change.batch.put_documents.iter().filter(|d| overlay(&d.tenant, &d.network)) {
-                    w.txn.puts.push((document_key(d), json(d)));
-                    match st.documents.get(&d.store_key()) {
-                        Some(old) => w.undo.puts.push((document_key(old), json(old))),
-                        None => w.undo.deletes.push(document_key(d)),
-                    }
-                }
-                for d in change.batch.delete_documents.iter().filter_map(|k| st.documents.get(k)) {
-                    if overlay(&d.tenant, &d.network) {
-                        w.txn.deletes.push(document_key(d));
-                        w.undo.puts.push((document_key(d), json(d)));
-                    }
-                }
-            }
-            for e in &change.batch.put_endpoints {
-                if st.networks.get(&e.network_id).is_some_and(Network::is_overlay)
-                    && let Some(old) = st.endpoints.get(&e.id)
-                {
-                    w.txn.puts.push((keys::endpoint(&e.network_id, &e.id), json(e)));
-                    w.undo.puts.push((keys::endpoint(&e.network_id, &e.id), json(old)));
-                }
-            }
-            w
-        });
-        if !w.txn.is_empty() {
-            change.cluster = Some(w);
-        }
+    /// Share a decided attach to overlay network `net`: the transaction that
+    /// claims its name and addresses while the network is as this node saw it.
+    pub(crate) fn share_attach(&self, net: &Network, change: &mut Change) -> Result<Arc<Cluster>, ControlError> {
+        let c = self.cluster_for(&change.what)?;
+        let rev = c.view().networks.get(&net.id).copied().ok_or_else(|| {
+            ControlError::Unavailable(format!(
+                "{}: this node is not in sync with etcd yet; nothing was changed",
+                change.what
+            ))
+        })?;
+        c.attach(change, rev);
+        Ok(c.clone())
     }
 
-    /// A document another node applied to an overlay network: apply it here
-    /// (its own endpoints' new groups are shared; the document is not sent
-    /// back).
-    pub(crate) async fn take_document(&self, d: StoredDocument) {
-        let same = self.index.read(|st| st.documents.get(&d.store_key()) == Some(&d));
-        if same {
-            return;
-        }
-        let req = weft_model::api::ApplyDocuments {
-            tenant: d.tenant.clone(),
-            network: d.network.clone(),
-            text: d.doc.body.clone(),
-            dry_run: false,
-        };
-        let r = self
-            .policy_change(&d.tenant, false, |dec, i| {
-                let (out, mut c) = dec.apply_documents(i, &req)?;
-                self.share_policy(&mut c, false);
-                Ok((out, c))
-            })
-            .await;
-        match r {
-            Ok(_) => {
-                info!(tenant = %d.tenant, document = %d.doc.key, network = %d.network, "policy document from the cluster applied")
+    /// Commit a shared attach. None if another node took an address (or
+    /// changed the network) first: the lease view has been brought up to
+    /// date and the caller decides again.
+    pub(crate) async fn commit_shared_attach(
+        &self,
+        c: &Cluster,
+        change: Change,
+        slot: &mut crate::locks::NetSlot,
+        net: &Network,
+        name: &str,
+        attempt: usize,
+    ) -> Result<Option<weft_model::api::Outcome>, ControlError> {
+        let what = change.what.clone();
+        match self.commit.commit(change, Some(slot)).await {
+            Ok(revision) => Ok(Some(weft_model::api::Outcome { revision, plan: None })),
+            Err(crate::commit::CommitError::Cluster(ClusterError::Conflict(current))) => {
+                super::attach_conflict(&current, net.spec.name.as_str(), name)?;
+                back_off(attempt).await;
+                self.refresh_leases(c, &net.id, slot).await?;
+                if let Some((_, Some(kv))) = current.iter().find(|(k, _)| k.starts_with(keys::NETWORKS)) {
+                    c.view().networks.insert(net.id.clone(), kv.mod_revision);
+                }
+                Ok(None)
             }
-            Err(e) => {
-                warn!(tenant = %d.tenant, document = %d.doc.key, error = %e, "a policy document from the cluster does not apply here")
-            }
-        }
-    }
-
-    /// A shared document deleted on another node: delete it here.
-    pub(crate) async fn drop_document(&self, d: &StoredDocument) {
-        let req = weft_model::api::DeleteDocuments {
-            tenant: d.tenant.clone(),
-            name: d.doc.key.name.clone(),
-            kind: d.doc.key.kind.clone(),
-            namespace: d.doc.key.namespace.clone(),
-            ..Default::default()
-        };
-        let r = self
-            .policy_change(&d.tenant, false, |dec, i| {
-                let (out, mut c) = dec.delete_documents(i, &req)?;
-                self.share_policy(&mut c, false);
-                Ok((out, c))
-            })
-            .await;
-        if let Err(e) = r {
-            warn!(tenant = %d.tenant, document = %d.doc.key, error = %e, "deleting a policy document the cluster deleted");
+            Err(e) => Err(e.into_control(&what)),
         }
     }
 
@@ -397,24 +337,6 @@ impl Ctl {
         info!(node = %name, endpoints = mine.len(), "node removed from the cluster");
         Ok(mine.len() as u64)
     }
-}
-
-/// JSON for any serialisable value, behind one object-safe trait (the
-/// helper in `share_policy` takes documents and endpoints alike).
-mod erased {
-    pub trait Json {
-        fn json(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> Vec<u8> {
-            serde_json::to_vec(self).unwrap_or_default()
-        }
-    }
-}
-
-/// A shared document's key.
-pub fn document_key(d: &StoredDocument) -> String {
-    keys::document(&d.tenant, &d.doc.key.kind, &d.doc.key.namespace, &d.doc.key.name)
 }
 
 /// `change` (a decided create of `net` before it had its VNI) made for the

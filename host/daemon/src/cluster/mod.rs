@@ -13,6 +13,8 @@
 //! `weft_store::etcd::keys`, documented in docs/cluster.md.
 
 pub mod control;
+pub mod policy;
+mod remote;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -240,12 +242,11 @@ pub fn release(ep: &Endpoint) -> ClusterWrite {
 pub fn attach_conflict(current: &[(String, Option<Kv>)], network: &str, name: &str) -> Result<(), ControlError> {
     for (key, kv) in current {
         if key.starts_with(keys::NETWORKS) {
-            match kv.as_ref().and_then(|kv| decode::<SharedNetwork>(key, &kv.value)) {
-                None => return Err(ControlError::NotFound(format!("network {network:?} was removed meanwhile"))),
-                Some(n) if n.deleting => {
-                    return Err(ControlError::FailedPrecondition(format!("network {network:?} is being deleted")));
-                }
-                Some(_) => {}
+            let Some(kv) = kv else {
+                return Err(ControlError::NotFound(format!("network {network:?} was removed meanwhile")));
+            };
+            if decode::<SharedNetwork>(key, &kv.value).is_some_and(|n| n.deleting) {
+                return Err(ControlError::FailedPrecondition(format!("network {network:?} is being deleted")));
             }
         } else if key.starts_with("/weft/v1/endpoint-names/") && kv.is_some() {
             return Err(ControlError::AlreadyExists(format!(
@@ -297,5 +298,87 @@ async fn keep_registered(c: Arc<Cluster>) {
             },
         }
         tokio::time::sleep(if lease.is_some() { every } else { Duration::from_millis(500) }).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep() -> Endpoint {
+        let spec = weft_model::endpoint::AttachEndpoint {
+            network: "ov".into(),
+            name: "c1".into(),
+            netns: "/var/run/netns/c1".into(),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        Endpoint {
+            id: "cd".repeat(16),
+            network_id: "ab".repeat(16),
+            host_ifname: Endpoint::host_ifname_for(&"cd".repeat(16)).unwrap(),
+            netns_id: 7,
+            spec,
+            mac: weft_model::Mac([2, 0x42, 10, 95, 0, 2]),
+            addresses: vec!["10.95.0.2/24".parse().unwrap(), "fd00:95::2/64".parse().unwrap()],
+            state: weft_model::endpoint::EndpointState::Ready,
+            groups: vec![],
+            node: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attach_claims_its_name_and_addresses_and_its_undo_releases_them() {
+        let (net, id) = ("ab".repeat(16), "cd".repeat(16));
+        let settings = Settings {
+            endpoints: vec!["http://127.0.0.1:9".into()],
+            node: "n0".into(),
+            advertise_ip: "10.200.0.1".parse().unwrap(),
+            ttl: Duration::from_secs(15),
+            timeout: Duration::from_millis(10),
+        };
+        // Connecting is lazy: no etcd is needed to build a transaction.
+        let etcd = Etcd::connect(&settings.endpoints, settings.timeout).await.unwrap();
+        let c = Cluster { settings, etcd, view: Mutex::new(View::default()) };
+        let mut change = Change::new("attach");
+        change.new_endpoints.push(ep());
+        change.batch.put_endpoints.push(ep());
+        c.attach(&mut change, 42);
+        let w = change.cluster.clone().unwrap();
+        assert_eq!(w.txn.compares[0], Cmp::ModRevision(keys::network(&net), 42));
+        assert!(w.txn.compares.contains(&Cmp::Absent(keys::endpoint_name(&net, "c1"))));
+        assert!(w.txn.compares.contains(&Cmp::Absent(keys::lease(&net, "10.95.0.2".parse().unwrap()))));
+        assert!(w.txn.compares.contains(&Cmp::Absent(keys::lease(&net, "fd00:95::2".parse().unwrap()))));
+        let put: Vec<&str> = w.txn.puts.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(put.contains(&keys::endpoint(&net, &id).as_str()));
+        let mut undone = w.undo.deletes.clone();
+        undone.sort();
+        let mut written: Vec<String> = w.txn.puts.iter().map(|(k, _)| k.clone()).collect();
+        written.sort();
+        assert_eq!(undone, written, "the undo deletes exactly what the attach wrote");
+        assert_eq!(change.new_endpoints[0].node.as_deref(), Some("n0"), "the endpoint is this node's");
+        // A detach deletes what the attach wrote; its undo puts it back.
+        let r = release(&change.new_endpoints[0]);
+        let mut deleted = r.txn.deletes.clone();
+        deleted.sort();
+        assert_eq!(deleted, written);
+        assert_eq!(r.undo.puts.len(), written.len());
+    }
+
+    #[test]
+    fn a_lost_attach_says_why() {
+        let net = keys::network(&"ab".repeat(16));
+        let kv = |v: &[u8]| Some(Kv { key: String::new(), value: v.to_vec(), mod_revision: 9 });
+        // Only an address was taken: decide again.
+        let lease = keys::lease(&"ab".repeat(16), "10.95.0.2".parse().unwrap());
+        assert!(attach_conflict(&[(net.clone(), kv(b"{}")), (lease, kv(b"other"))], "ov", "c1").is_ok());
+        // The network is gone: NOT_FOUND.
+        let e = attach_conflict(&[(net.clone(), None)], "ov", "c1").unwrap_err();
+        assert!(matches!(e, ControlError::NotFound(_)), "{e}");
+        // The name is taken on another node.
+        let name = keys::endpoint_name(&"ab".repeat(16), "c1");
+        let e = attach_conflict(&[(name, kv(b"x"))], "ov", "c1").unwrap_err();
+        assert!(matches!(e, ControlError::AlreadyExists(_)), "{e}");
     }
 }

@@ -171,11 +171,8 @@ impl Decider {
         change.new_endpoints.push(ep.clone());
         change.foreign_netns = netns.foreign;
         if ep.spec.mode == EndpointMode::Network {
-            for a in &ep.addresses {
-                let pool = pool_key(&net.id, a.addr());
-                change.batch.cursors.push((pool.clone(), a.addr()));
-                change.leases.push(LeaseChange { pool, addr: a.addr(), endpoint: ep.id.clone(), reserve: true });
-            }
+            change.batch.cursors.extend(ep.addresses.iter().map(|a| (pool_key(&net.id, a.addr()), a.addr())));
+            change.leases.extend(LeaseChange::of(&ep, true));
         }
         change.batch.put_endpoints.push(ep.clone());
         if !records.is_empty() {
@@ -316,10 +313,7 @@ pub fn detach(st: &State, r: &weft_model::api::Ref) -> Result<(Endpoint, Change)
     change.teardown = true;
     change.batch.delete_endpoints.push(ep.id.clone());
     if ep.spec.mode == EndpointMode::Network {
-        for a in &ep.addresses {
-            let pool = pool_key(&net.id, a.addr());
-            change.leases.push(LeaseChange { pool, addr: a.addr(), endpoint: ep.id.clone(), reserve: false });
-        }
+        change.leases.extend(LeaseChange::of(&ep, false));
     }
     change.dns.push(DnsChange::Remove(net.id.clone(), ep.id.clone()));
     change.events.push(endpoint_event(EventKind::EndpointDetached, &ep));

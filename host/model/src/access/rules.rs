@@ -45,6 +45,9 @@ pub enum HostOption {
     /// `--opt dns_upstream=`: where weftd forwards the network's queries
     /// (from the operator's list only).
     DnsUpstream,
+    /// `--opt vni=`: a cluster-wide VXLAN identifier of the tenant's
+    /// choosing (the operator's numbering plan; weft picks one otherwise).
+    Vni,
 }
 
 impl HostOption {
@@ -55,6 +58,7 @@ impl HostOption {
             HostOption::BridgeName => "option bridge_name",
             HostOption::HostMode => "mode host",
             HostOption::DnsUpstream => "option dns_upstream",
+            HostOption::Vni => "option vni",
         }
     }
 }
@@ -301,7 +305,7 @@ impl Access {
                     Err(denied(format!("upstream {value} is not one the operator lists for tenant {tenant:?}")))
                 }
             }
-            HostOption::BridgeName | HostOption::HostMode => Ok(()),
+            HostOption::BridgeName | HostOption::HostMode | HostOption::Vni => Ok(()),
         }
     }
 }
