@@ -77,6 +77,8 @@ pub struct Cluster {
     pub underlay: Netns,
     /// When the weftds were started (all at once).
     pub started: Instant,
+    /// When the last of them was serving.
+    pub ready: Instant,
 }
 
 /// Host i's underlay address.
@@ -154,7 +156,8 @@ impl Cluster {
         for h in &mut hosts {
             h.wait_ready();
         }
-        let c = Cluster { hosts, etcd, underlay, started };
+        let ready = Instant::now();
+        let c = Cluster { hosts, etcd, underlay, started, ready };
         c.wait_nodes(0, n, Duration::from_secs(30));
         c
     }

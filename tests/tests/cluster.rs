@@ -419,7 +419,7 @@ async fn etcd_and_node_failures() {
     let late = c.hosts[0].container("late");
     let t = std::time::Instant::now();
     let e = c.hosts[0].attach("ov", "late", &late).await.unwrap_err();
-    assert!(t.elapsed() < Duration::from_millis(2500), "failed in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(2), "failed in {:?}", t.elapsed());
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     assert!(e.message().contains("etcd"), "{}", e.message());
     assert_eq!(c.hosts[0].host_links(), links_before, "nothing half-applied");
