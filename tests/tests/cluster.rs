@@ -288,6 +288,49 @@ async fn overlay_across_three_hosts() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("n1") && e.message().contains("n2"), "{}", e.message());
+
+    // Once empty, deleting on one node removes it from every node.
+    let req = pb::DetachEndpointRequest { network: "ov2".into(), name: "o1".into(), ..Default::default() };
+    c.hosts[1].endpoints().await.detach_endpoint(req).await.unwrap();
+    let vx2 = vxlan_of(&c.hosts[0], "ov2");
+    let out = c.hosts[2].cli(&["network", "rm", "ov2"]);
+    assert!(out.status.success(), "{out:?}");
+    for h in &c.hosts {
+        c.wait_for("ov2 gone from every node", Duration::from_secs(5), || {
+            inspect(h, "ov2").is_none() && !h.host_links().contains(&vx2)
+        });
+    }
+    // Its VNI is free again.
+    let again = c.hosts[0]
+        .networks()
+        .await
+        .create_network(overlay_req("ov5", &["10.91.0.0/24"], &[("vni", "77")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.vni, 77);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_cluster_the_overlay_driver_is_refused_clearly() {
+    let h = Host::new("noclu");
+    let e = h.networks().await.create_network(overlay_req("ov", &["10.90.0.0/24"], &[])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("--etcd"), "{}", e.message());
+    let out = h.cli(&["node", "ls"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cluster mode"), "{out:?}");
+    assert!(h.host_links().iter().all(|l| l == "lo"), "nothing made: {:?}", h.host_links());
+    // A bad VNI is refused at the edge.
+    let e = h.networks().await.create_network(overlay_req("ov", &["10.90.0.0/24"], &[("vni", "0")])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("vni"), "{}", e.message());
+    // weftd refuses to start in cluster mode without an advertise address.
+    let out = std::process::Command::new(weft_tests::bin_dir().join("weftd"))
+        .args(["--etcd", "http://127.0.0.1:2379", "--socket", "/nonexistent/x.sock", "--state-dir", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--advertise-ip"), "{out:?}");
 }
 
 /// Attach `n` endpoints named `{prefix}{j}` into namespace `ns` on host `h`,
