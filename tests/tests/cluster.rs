@@ -278,6 +278,19 @@ async fn overlay_across_three_hosts() {
     assert!(reach(1), "a (on n1) is still allowed");
     let listed = c.hosts[2].cli(&["policy", "ls", "--network", "pol"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("web-from-a"), "{listed:?}");
+    // Deleted on n2, the policy is gone on n0 too: b reaches web again.
+    for doc in ["web-from-a", "default"] {
+        let out = c.hosts[2].cli(&["policy", "rm", doc]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    c.wait_for("b reaches web again", Duration::from_secs(5), || reach(2));
+    // The policy component swapped on n2 is swapped on every node.
+    let out = c.hosts[2].cli(&["network", "update", "pol", "--policy", "policy-isolation"]);
+    assert!(out.status.success(), "{out:?}");
+    c.wait_for("n0 runs the new component", Duration::from_secs(5), || {
+        inspect(&c.hosts[0], "pol").is_some_and(|n| n["policy"] == "policy-isolation")
+    });
+    assert!(reach(1) && reach(2), "one network, no isolation between its endpoints");
 
     // A network with endpoints cannot be deleted from any node.
     let e = c.hosts[0]

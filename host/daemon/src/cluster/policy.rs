@@ -31,11 +31,12 @@ pub fn document_key(d: &StoredDocument) -> String {
 
 impl Ctl {
     /// Cluster mode: share a decided policy change. Documents applied to an
-    /// overlay network by name go to etcd (`docs`: this node is where they
-    /// were applied), so every node compiles the same rules; and this
-    /// node's overlay endpoints that the change re-classified are written
-    /// again with their new groups, so the other nodes' group sets follow.
-    pub(crate) fn share_policy(&self, change: &mut Change, docs: bool) {
+    /// overlay network by name, and an overlay network's new policy
+    /// component, go to etcd (`origin`: this node is where the change was
+    /// asked for), so every node compiles the same rules; and this node's
+    /// overlay endpoints that the change re-classified are written again
+    /// with their new groups, so the other nodes' group sets follow.
+    pub(crate) fn share_policy(&self, change: &mut Change, origin: bool) {
         if self.cluster.is_none() {
             return;
         }
@@ -49,7 +50,14 @@ impl Ctl {
             };
             let json = |v: &dyn erased::Json| v.json();
             let mut w = ClusterWrite::default();
-            if docs {
+            if origin {
+                for n in change.batch.put_networks.iter().filter(|n| n.is_overlay()) {
+                    let shared = |net: &Network| super::SharedNetwork { network: net.clone(), deleting: false };
+                    w.txn.puts.push((keys::network(&n.id), json(&shared(n))));
+                    if let Some(old) = st.networks.get(&n.id) {
+                        w.undo.puts.push((keys::network(&n.id), json(&shared(old))));
+                    }
+                }
                 for d in change.batch.put_documents.iter().filter(|d| overlay(&d.tenant, &d.network)) {
                     w.txn.puts.push((document_key(d), json(d)));
                     match st.documents.get(&d.store_key()) {
@@ -106,6 +114,34 @@ impl Ctl {
             }
             Err(e) => {
                 warn!(tenant = %d.tenant, document = %d.doc.key, error = %e, "a policy document from the cluster does not apply here")
+            }
+        }
+    }
+
+    /// An overlay network another node changed (its policy component):
+    /// make the same change here.
+    pub(crate) async fn take_network(&self, net: &Network) {
+        let here = self.index.read(|st| st.networks.get(&net.id).cloned());
+        let Some(here) = here.filter(|h| h.spec.policy != net.spec.policy) else { return };
+        let req = weft_model::api::UpdateNetwork {
+            tenant: net.spec.tenant.to_string(),
+            name: net.spec.name.to_string(),
+            policy: net.spec.policy.clone(),
+            dry_run: false,
+        };
+        let r = self
+            .policy_change(&req.tenant, false, |dec, i| {
+                let (n, mut c) = dec.update_network(i, &req)?;
+                self.share_policy(&mut c, false);
+                Ok((n, c))
+            })
+            .await;
+        match r {
+            Ok(_) => {
+                info!(network = %net.spec.name, policy = %net.spec.policy, was = %here.spec.policy, "overlay network's policy component swapped by the cluster")
+            }
+            Err(e) => {
+                warn!(network = %net.spec.name, error = %e, "an overlay network's new policy component does not apply here")
             }
         }
     }

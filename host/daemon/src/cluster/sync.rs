@@ -130,6 +130,7 @@ async fn resync(ctl: &Ctl, c: &Cluster, kvs: Vec<Kv>, revision: i64) {
     }
     for (n, _) in l.networks.values() {
         adopt(ctl, c, &n.network).await;
+        ctl.take_network(&n.network).await;
     }
     let gone: Vec<Network> = ctl.index.read(|st| {
         st.networks.values().filter(|n| n.is_overlay() && !l.networks.contains_key(&n.id)).cloned().collect()
@@ -220,6 +221,7 @@ async fn apply(ctl: &Ctl, c: &Cluster, seen: Seen) {
                 c.view().networks.insert(id.to_owned(), kv.mod_revision);
                 if let Some(n) = decode::<SharedNetwork>(&kv.key, &kv.value) {
                     adopt(ctl, c, &n.network).await;
+                    ctl.take_network(&n.network).await;
                 }
             } else if kv.key.starts_with(keys::ENDPOINTS)
                 && let Some(e) = decode::<Endpoint>(&kv.key, &kv.value)

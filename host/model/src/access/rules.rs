@@ -440,7 +440,13 @@ mod tests {
         let op = Caller::operator("uid 0");
         let t = Caller::tenant("uid 1000", acme());
         let mut a = Access::default();
-        for o in [HostOption::Macvlan, HostOption::BridgeName, HostOption::HostMode, HostOption::DnsUpstream, HostOption::Vni] {
+        for o in [
+            HostOption::Macvlan,
+            HostOption::BridgeName,
+            HostOption::HostMode,
+            HostOption::DnsUpstream,
+            HostOption::Vni,
+        ] {
             a.admit(&op, &acme(), o, "x").unwrap();
             assert!(matches!(a.admit(&t, &acme(), o, "x"), Err(ControlError::PermissionDenied(_))), "{o:?}");
         }
