@@ -24,7 +24,7 @@ use weft_model::endpoint::{Endpoint, EndpointMode};
 use weft_model::network::{InvalidOrExists, conflicts_with};
 use weft_plan::{Op, undo};
 use weft_store::Store;
-use weft_store::etcd::{ClusterError, Etcd};
+use weft_store::etcd::{ClusterError, ClusterStore};
 
 use crate::change::{Change, DnsChange, Guard};
 use crate::events::{Events, now_ms};
@@ -79,8 +79,8 @@ pub struct Committer {
     pub events: Events,
     /// The embedded DNS server.
     pub dns: weft_dns::Dns,
-    /// Cluster mode: etcd.
-    pub etcd: Option<Etcd>,
+    /// Cluster mode: the cluster store (etcd).
+    pub etcd: Option<Arc<dyn ClusterStore>>,
     /// Per-phase timings.
     pub timings: Timings,
     /// Serialises nftables transactions, so the newest render always wins

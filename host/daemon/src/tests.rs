@@ -59,9 +59,9 @@ impl Naming for Fakes {
     }
 }
 
-struct Rig {
-    ctl: Arc<Ctl>,
-    kernel: Arc<FakeKernel>,
+pub(crate) struct Rig {
+    pub(crate) ctl: Arc<Ctl>,
+    pub(crate) kernel: Arc<FakeKernel>,
     store: Arc<RedbStore>,
     dir: std::path::PathBuf,
 }
@@ -73,7 +73,7 @@ impl Drop for Rig {
 }
 
 /// The operator, as the tests call.
-fn op() -> weft_model::Caller {
+pub(crate) fn op() -> weft_model::Caller {
     weft_model::Caller::operator("test")
 }
 
@@ -91,6 +91,11 @@ fn builtin(name: &str, kind: &str) -> ModuleRecord {
 }
 
 async fn rig(tag: &str) -> Rig {
+    rig_with(tag, None).await
+}
+
+/// A rig whose controller is a node of `cluster`.
+pub(crate) async fn rig_with(tag: &str, cluster: Option<Arc<crate::cluster::Cluster>>) -> Rig {
     let dir = std::env::temp_dir().join(format!("weftd-unit-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let kernel = Arc::new(FakeKernel::new());
@@ -107,7 +112,7 @@ async fn rig(tag: &str) -> Rig {
         modules: Modules { files: ModuleFiles::at(dir.join("modules")), wasm: None },
         dns: weft_dns::Dns::new(weft_dns::DnsConfig { upstreams: vec![], timeout: Duration::from_millis(100) }),
         access: Arc::default(),
-        cluster: None,
+        cluster,
     };
     let ctl = Arc::new(Ctl::open(parts).await.unwrap());
     Rig { ctl, kernel, store, dir }

@@ -164,6 +164,34 @@ pub enum WatchItem {
     Compacted,
 }
 
+/// The cluster store: what the nodes of a cluster share. Two
+/// implementations: [`Etcd`], and [`crate::mem::MemCluster`] in memory (the
+/// controller's unit tests run a cluster of fake-kernel nodes on it).
+#[async_trait::async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// Run `t`. Its revision if it committed; on a failed comparison
+    /// [`ClusterError::Conflict`] with the compared keys as they are now.
+    async fn txn(&self, t: &Txn) -> Result<i64, ClusterError>;
+    /// Every key under `prefix`, and the revision of the read.
+    async fn list(&self, prefix: &str) -> Result<(Vec<Kv>, i64), ClusterError>;
+    /// Grant a lease of `ttl` and put `key` under it; the lease's id.
+    async fn put_leased(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<i64, ClusterError>;
+    /// Put `key` (no lease).
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), ClusterError>;
+    /// Refresh lease `id` once; false if it has expired.
+    async fn keep_alive(&self, id: i64) -> Result<bool, ClusterError>;
+    /// Revoke lease `id` (its keys go).
+    async fn revoke(&self, id: i64) -> Result<(), ClusterError>;
+    /// Send everything under `prefix` from revision `from` (inclusive) to
+    /// `tx` until the watch breaks or `tx` is closed.
+    async fn watch(
+        &self,
+        prefix: &str,
+        from: i64,
+        tx: &tokio::sync::mpsc::Sender<WatchItem>,
+    ) -> Result<(), ClusterError>;
+}
+
 /// A connection to an etcd cluster (cheap to clone): one client per
 /// member, so a member that is down is passed over for the next instead of
 /// failing a share of the calls.
@@ -267,10 +295,13 @@ impl Etcd {
         }
         Err(unavailable(format!("{what}: {}", why.join("; "))))
     }
+}
 
+#[async_trait::async_trait]
+impl ClusterStore for Etcd {
     /// Run `t`. Its revision if it committed; on a failed comparison the
     /// current values of the compared keys.
-    pub async fn txn(&self, t: &Txn) -> Result<i64, ClusterError> {
+    async fn txn(&self, t: &Txn) -> Result<i64, ClusterError> {
         let compares: Vec<Compare> = t
             .compares
             .iter()
@@ -305,7 +336,7 @@ impl Etcd {
     }
 
     /// Every key under `prefix`, and the revision of the read.
-    pub async fn list(&self, prefix: &str) -> Result<(Vec<Kv>, i64), ClusterError> {
+    async fn list(&self, prefix: &str) -> Result<(Vec<Kv>, i64), ClusterError> {
         let resp = self
             .call("range", |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
             .await?;
@@ -315,7 +346,7 @@ impl Etcd {
     }
 
     /// Grant a lease of `ttl` and put `key` under it (a node's liveness).
-    pub async fn put_leased(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<i64, ClusterError> {
+    async fn put_leased(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<i64, ClusterError> {
         let ttl = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let lease = self.call("lease grant", |mut c| async move { c.lease_grant(ttl, None).await }).await?.id();
         self.call("put", |mut c| {
@@ -327,7 +358,7 @@ impl Etcd {
     }
 
     /// Put `key` (no lease).
-    pub async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), ClusterError> {
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), ClusterError> {
         self.call("put", |mut c| {
             let value = value.clone();
             async move { c.put(key, value, None).await }
@@ -337,7 +368,7 @@ impl Etcd {
     }
 
     /// Refresh lease `id` once; false if it has expired (re-register).
-    pub async fn keep_alive(&self, id: i64) -> Result<bool, ClusterError> {
+    async fn keep_alive(&self, id: i64) -> Result<bool, ClusterError> {
         self.call("lease keep-alive", |mut c| async move {
             let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
             keeper.keep_alive().await?;
@@ -348,14 +379,14 @@ impl Etcd {
     }
 
     /// Revoke lease `id` (a node leaving cleanly).
-    pub async fn revoke(&self, id: i64) -> Result<(), ClusterError> {
+    async fn revoke(&self, id: i64) -> Result<(), ClusterError> {
         self.call("lease revoke", |mut c| async move { c.lease_revoke(id).await }).await.map(|_| ())
     }
 
     /// Watch everything under `prefix` from revision `from` (inclusive),
     /// sending what is seen to `tx` until the watch breaks (etcd away: the
     /// caller re-lists and watches again) or `tx` is closed.
-    pub async fn watch(
+    async fn watch(
         &self,
         prefix: &str,
         from: i64,

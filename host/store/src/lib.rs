@@ -13,6 +13,7 @@
 //! beside, so sequential allocation survives a restart.
 
 pub mod etcd;
+pub mod mem;
 
 use std::net::IpAddr;
 use std::path::Path;

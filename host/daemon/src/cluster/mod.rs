@@ -17,6 +17,9 @@ pub mod policy;
 mod remote;
 pub mod sync;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,7 +30,7 @@ use tracing::{info, warn};
 use weft_model::ControlError;
 use weft_model::endpoint::Endpoint;
 use weft_model::network::Network;
-use weft_store::etcd::{ClusterError, Cmp, Etcd, Kv, Txn, keys};
+use weft_store::etcd::{ClusterError, ClusterStore, Cmp, Etcd, Kv, Txn, keys};
 
 use crate::change::{Change, ClusterWrite};
 use crate::events::now_ms;
@@ -88,8 +91,8 @@ pub struct View {
 pub struct Cluster {
     /// How it joined.
     pub settings: Settings,
-    /// The etcd connection.
-    pub etcd: Etcd,
+    /// The cluster store (etcd; in unit tests, in memory).
+    pub etcd: Arc<dyn ClusterStore>,
     view: Mutex<View>,
 }
 
@@ -116,9 +119,14 @@ impl Cluster {
         let etcd = Etcd::connect(&settings.endpoints, settings.timeout)
             .await
             .map_err(|e| anyhow::anyhow!("etcd {}: {e}", settings.endpoints.join(",")))?;
-        let c = Arc::new(Cluster { settings, etcd, view: Mutex::new(View::default()) });
+        Ok(Cluster::on(settings, Arc::new(etcd)))
+    }
+
+    /// Join the cluster `store` holds (and keep this node registered).
+    pub fn on(settings: Settings, store: Arc<dyn ClusterStore>) -> Arc<Cluster> {
+        let c = Arc::new(Cluster { settings, etcd: store, view: Mutex::new(View::default()) });
         tokio::spawn(keep_registered(c.clone()));
-        Ok(c)
+        c
     }
 
     /// This node's name.
@@ -302,7 +310,7 @@ async fn keep_registered(c: Arc<Cluster>) {
 }
 
 #[cfg(test)]
-mod tests {
+mod txn_tests {
     use super::*;
 
     fn ep() -> Endpoint {
@@ -338,9 +346,7 @@ mod tests {
             ttl: Duration::from_secs(15),
             timeout: Duration::from_millis(10),
         };
-        // Connecting is lazy: no etcd is needed to build a transaction.
-        let etcd = Etcd::connect(&settings.endpoints, settings.timeout).await.unwrap();
-        let c = Cluster { settings, etcd, view: Mutex::new(View::default()) };
+        let c = Cluster { settings, etcd: weft_store::mem::MemCluster::new(), view: Mutex::new(View::default()) };
         let mut change = Change::new("attach");
         change.new_endpoints.push(ep());
         change.batch.put_endpoints.push(ep());
