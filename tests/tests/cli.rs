@@ -99,3 +99,29 @@ fn unreachable_daemon_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach weftd at /nonexistent/weft.sock"));
 }
+
+#[test]
+fn a_closed_pipe_is_quiet_and_completions_are_printed() {
+    let host = Host::new("clipipe");
+    // The reader is gone before weft writes: weft dies of SIGPIPE like any
+    // Unix tool, with no panic on stderr.
+    let weft = weft_tests::bin_dir().join("weft");
+    let sock = host.socket();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("WEFT_SOCKET={} {} stats | true", sock.display(), weft.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    // Completions for bash load into bash.
+    let script = ok(host.cli(&["completion", "bash"]));
+    assert!(script.contains("_weft"), "{script}");
+    let check = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source <({} completion bash) && complete -p weft", weft.display()))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    assert!(String::from_utf8_lossy(&check.stdout).contains("weft"), "{check:?}");
+}

@@ -83,6 +83,11 @@ enum Cmd {
     /// A tenant's view of itself.
     #[command(subcommand)]
     Tenant(TenantCmd),
+    /// Print a shell completion script: `source <(weft completion bash)`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// The nodes of a cluster (weftd started with --etcd): operators only.
     #[command(subcommand)]
     Node(NodeCmd),
@@ -307,6 +312,7 @@ const MAX_REPLY: usize = 64 << 20;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -317,7 +323,24 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Die of SIGPIPE like other Unix tools when the reader goes away
+/// (`weft stats | head -5`), instead of panicking on the failed write: Rust
+/// ignores SIGPIPE by default.
+fn quiet_on_closed_pipe() {
+    // SAFETY: called first in main, before any other thread exists;
+    // SIG_DFL is a valid disposition for SIGPIPE.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Cmd::Completion { shell } = cli.cmd {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "weft", &mut std::io::stdout());
+        return Ok(());
+    }
     if let Cmd::Module(module::ModuleCmd::Test(a)) = cli.cmd {
         return module_test::run(a);
     }
@@ -479,6 +502,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .into_inner();
             if json { output::print_json(&output::usage_json(&u)) } else { output::usage_table(&u) }
         }
+        // Answered before connecting.
+        Cmd::Completion { .. } => {}
         Cmd::Stats => {
             let s =
                 SystemServiceClient::new(channel).get_stats(pb::GetStatsRequest {}).await.map_err(status)?.into_inner();
