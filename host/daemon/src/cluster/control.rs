@@ -140,12 +140,13 @@ impl Ctl {
             puts: vec![(key.clone(), serde_json::to_vec(&marked).unwrap_or_default())],
             deletes: Vec::new(),
         };
-        let rev = c.etcd.txn(&mark).await.map_err(|e| match e {
+        let changed = |e: ClusterError| match e {
             ClusterError::Conflict(_) => {
                 ControlError::Aborted(format!("{what}: the network changed in the cluster meanwhile; try again"))
             }
             e => unavailable(&what, &e),
-        })?;
+        };
+        let rev = c.etcd.txn(&mark).await.map_err(changed)?;
         let (eps, _) =
             c.etcd.list(&format!("{}{}/", keys::ENDPOINTS, net.id)).await.map_err(|e| unavailable(&what, &e))?;
         if !eps.is_empty() {
@@ -174,12 +175,7 @@ impl Ctl {
             puts: vec![(keys::NETWORK_EPOCH.into(), net.id.clone().into_bytes())],
             deletes: vec![key, keys::vni(vni), keys::network_name(net.spec.tenant.as_str(), net.spec.name.as_str())],
         };
-        c.etcd.txn(&remove).await.map(|_| ()).map_err(|e| match e {
-            ClusterError::Conflict(_) => {
-                ControlError::Aborted(format!("{what}: the network changed in the cluster meanwhile; try again"))
-            }
-            e => unavailable(&what, &e),
-        })
+        c.etcd.txn(&remove).await.map(|_| ()).map_err(changed)
     }
 
     /// Share a decided attach to overlay network `net`: the transaction that
