@@ -137,7 +137,7 @@ impl Ctl {
         let marked = SharedNetwork { network: net.clone(), deleting: true };
         let mark = Txn {
             compares: vec![Cmp::ModRevision(key.clone(), kv.mod_revision)],
-            puts: vec![(key.clone(), serde_json::to_vec(&marked).unwrap_or_default())],
+            puts: vec![(key.clone(), super::encode(&marked))],
             deletes: Vec::new(),
         };
         let changed = |e: ClusterError| match e {

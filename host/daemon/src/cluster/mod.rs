@@ -96,7 +96,8 @@ pub struct Cluster {
     view: Mutex<View>,
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+/// A shared value as stored in etcd (JSON).
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 

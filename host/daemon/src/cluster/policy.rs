@@ -8,21 +8,9 @@ use weft_model::document::StoredDocument;
 use weft_model::network::Network;
 use weft_store::etcd::keys;
 
+use super::encode;
 use crate::change::{Change, ClusterWrite};
 use crate::controller::Ctl;
-
-/// JSON for any serialisable value, behind one object-safe trait (the
-/// helper in `share_policy` takes documents and endpoints alike).
-mod erased {
-    pub trait Json {
-        fn json(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> Vec<u8> {
-            serde_json::to_vec(self).unwrap_or_default()
-        }
-    }
-}
 
 /// A shared document's key.
 pub fn document_key(d: &StoredDocument) -> String {
@@ -48,27 +36,26 @@ impl Ctl {
                         .values()
                         .any(|n| n.is_overlay() && n.spec.tenant.as_str() == tenant && n.spec.name.as_str() == network)
             };
-            let json = |v: &dyn erased::Json| v.json();
             let mut w = ClusterWrite::default();
             if origin {
                 for n in change.batch.put_networks.iter().filter(|n| n.is_overlay()) {
                     let shared = |net: &Network| super::SharedNetwork { network: net.clone(), deleting: false };
-                    w.txn.puts.push((keys::network(&n.id), json(&shared(n))));
+                    w.txn.puts.push((keys::network(&n.id), encode(&shared(n))));
                     if let Some(old) = st.networks.get(&n.id) {
-                        w.undo.puts.push((keys::network(&n.id), json(&shared(old))));
+                        w.undo.puts.push((keys::network(&n.id), encode(&shared(old))));
                     }
                 }
                 for d in change.batch.put_documents.iter().filter(|d| overlay(&d.tenant, &d.network)) {
-                    w.txn.puts.push((document_key(d), json(d)));
+                    w.txn.puts.push((document_key(d), encode(d)));
                     match st.documents.get(&d.store_key()) {
-                        Some(old) => w.undo.puts.push((document_key(old), json(old))),
+                        Some(old) => w.undo.puts.push((document_key(old), encode(old))),
                         None => w.undo.deletes.push(document_key(d)),
                     }
                 }
                 for d in change.batch.delete_documents.iter().filter_map(|k| st.documents.get(k)) {
                     if overlay(&d.tenant, &d.network) {
                         w.txn.deletes.push(document_key(d));
-                        w.undo.puts.push((document_key(d), json(d)));
+                        w.undo.puts.push((document_key(d), encode(d)));
                     }
                 }
             }
@@ -76,8 +63,8 @@ impl Ctl {
                 if st.networks.get(&e.network_id).is_some_and(Network::is_overlay)
                     && let Some(old) = st.endpoints.get(&e.id)
                 {
-                    w.txn.puts.push((keys::endpoint(&e.network_id, &e.id), json(e)));
-                    w.undo.puts.push((keys::endpoint(&e.network_id, &e.id), json(old)));
+                    w.txn.puts.push((keys::endpoint(&e.network_id, &e.id), encode(e)));
+                    w.undo.puts.push((keys::endpoint(&e.network_id, &e.id), encode(old)));
                 }
             }
             w
