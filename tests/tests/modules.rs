@@ -131,8 +131,13 @@ async fn upload_bind_isolate_and_reload_without_recompiling() {
 
     // Unbound, it can go; its files go with it.
     for ep in ["c1", "c2", "c3"] {
-        let req =
-            pb::DetachEndpointRequest { tenant: "acme".into(), network: "n".into(), name: ep.into(), dry_run: false };
+        let req = pb::DetachEndpointRequest {
+            tenant: "acme".into(),
+            network: "n".into(),
+            name: ep.into(),
+            dry_run: false,
+            ..Default::default()
+        };
         host.endpoints().await.detach_endpoint(req).await.unwrap();
     }
     host.networks()

@@ -115,8 +115,13 @@ async fn call(ch: &Channel, rpc: Rpc, tenant: &str, t: &Target, netns: &str) -> 
             EndpointServiceClient::new(ch).attach_endpoint(req).await.map(|r| text(&r))
         }
         Rpc::DetachEndpoint => {
-            let req =
-                pb::DetachEndpointRequest { tenant, network: t.network.into(), name: t.endpoint.into(), dry_run: true };
+            let req = pb::DetachEndpointRequest {
+                tenant,
+                network: t.network.into(),
+                name: t.endpoint.into(),
+                dry_run: true,
+                ..Default::default()
+            };
             EndpointServiceClient::new(ch).detach_endpoint(req).await.map(|r| text(&r))
         }
         Rpc::GetEndpoint => {
@@ -589,7 +594,7 @@ async fn quotas_hold_against_racing_clients() {
         tenant: "racer".into(),
         network: "r1".into(),
         name: an_endpoint(&root).await,
-        dry_run: false,
+        ..Default::default()
     })
     .await
     .unwrap();

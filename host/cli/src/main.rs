@@ -245,13 +245,24 @@ enum EndpointCmd {
         /// (operators only; a namespace is otherwise one tenant's).
         #[arg(long)]
         allow_foreign_netns: bool,
+        /// Retry identity: attaching again with the same key and request
+        /// answers the endpoint made the first time.
+        #[arg(long, default_value = "")]
+        request_key: String,
     },
     /// Detach an endpoint.
     Detach {
         /// Network name.
         network: String,
-        /// Endpoint name.
+        /// Endpoint name (or give --request-key instead).
+        #[arg(default_value = "")]
         name: String,
+        /// The request key the endpoint was attached with.
+        #[arg(long, default_value = "")]
+        request_key: String,
+        /// Succeed when the endpoint (or network) does not exist.
+        #[arg(long)]
+        allow_missing: bool,
     },
     /// List endpoints.
     #[command(alias = "list")]
@@ -524,6 +535,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     mode,
                     aliases,
                     allow_foreign_netns,
+                    request_key,
                 } => {
                     let req = pb::AttachEndpointRequest {
                         tenant,
@@ -539,6 +551,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         aliases,
                         dry_run,
                         allow_foreign_netns,
+                        request_key,
                     };
                     let e = c.attach_endpoint(req).await.map_err(status)?.into_inner();
                     if plan(&e.dry_run) {
@@ -551,14 +564,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                         output::endpoint_table(&[e])
                     }
                 }
-                EndpointCmd::Detach { network, name } => {
-                    let r = c
-                        .detach_endpoint(pb::DetachEndpointRequest { tenant, network, name: name.clone(), dry_run })
-                        .await
-                        .map_err(status)?
-                        .into_inner();
+                EndpointCmd::Detach { network, name, request_key, allow_missing } => {
+                    let shown = if name.is_empty() { request_key.clone() } else { name.clone() };
+                    let req = pb::DetachEndpointRequest { tenant, network, name, dry_run, request_key, allow_missing };
+                    let r = c.detach_endpoint(req).await.map_err(status)?.into_inner();
                     if !plan(&r.dry_run) {
-                        println!("{name}");
+                        println!("{shown}");
                     }
                 }
                 EndpointCmd::Ls { network } => {

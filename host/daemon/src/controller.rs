@@ -16,7 +16,7 @@ use weft_model::api::{
     NetworkView, Outcome, PolicyVerdict, Ref, Stats, TenantUsage, UpdateNetwork, UploadModule,
 };
 use weft_model::document::StoredDocument;
-use weft_model::endpoint::{AttachEndpoint, EndpointMode};
+use weft_model::endpoint::{AttachEndpoint, DetachEndpoint, EndpointMode};
 use weft_model::event::{EventKind, WatchFilter};
 use weft_model::module::ModuleRecord;
 use weft_model::network::CreateNetwork;
@@ -25,7 +25,7 @@ use weft_store::Store;
 
 use crate::change::Change;
 use crate::commit::Committer;
-use crate::decide::endpoint::{Netns, detach, find_endpoint, reelect_default_route};
+use crate::decide::endpoint::{Netns, attached_before, detach, endpoint_in, find_endpoint, reelect_default_route};
 use crate::decide::network::{bridge_rule, delete_network, find_network};
 use crate::decide::policy::check_policy;
 use crate::decide::{Decider, Deciders};
@@ -224,6 +224,15 @@ impl Ctl {
         self.commit.time(Phase::AttachValidate, t.elapsed());
         let net_id = self.network_id(&req.tenant, &req.network, "network")?;
         let mut slot = self.locks.network(&net_id).await;
+        let before = self.index.read(|st| {
+            let net = st.networks.get(&net_id).cloned();
+            attached_before(st, &net_id, &spec).map(|ep| ep.map(|ep| (view_of(net.as_ref(), &ep), st.revision)))
+        })?;
+        if let Some((view, revision)) = before {
+            // A retry: the same answer as the first time, nothing changes.
+            let plan = req.dry_run.then(|| Change::new("nothing: attached before").plan());
+            return Ok((view, Outcome { revision, plan }));
+        }
         for attempt in 0..crate::cluster::control::CLUSTER_TRIES {
             // The decisions run guest code (up to its deadline): tell the runtime
             // this thread blocks, so other requests keep being served meanwhile.
@@ -257,16 +266,38 @@ impl Ctl {
         )))
     }
 
-    async fn detach_timed(&self, r: Ref) -> Result<Outcome, ControlError> {
-        let net_id = self.network_id(&r.tenant, &r.network, "network")?;
+    async fn detach_timed(&self, req: DetachEndpoint) -> Result<Outcome, ControlError> {
+        let target = req.target()?;
+        let missing = |e: ControlError| match e {
+            ControlError::NotFound(_) if req.allow_missing => {
+                let revision = self.index.read(|st| st.revision);
+                let plan = req.dry_run.then(|| Change::new("nothing: no such endpoint").plan());
+                Ok(Outcome { revision, plan })
+            }
+            e => Err(e),
+        };
+        let net_id = match self.network_id(&req.tenant, &req.network, "network") {
+            Ok(id) => id,
+            Err(e) => return missing(e),
+        };
         let mut slot = self.locks.network(&net_id).await;
-        let (ep, mut change) = self.index.read(|st| detach(st, &r))?;
+        let found = self.index.read(|st| {
+            let net = st
+                .networks
+                .get(&net_id)
+                .ok_or_else(|| ControlError::NotFound(format!("network {:?} was removed meanwhile", req.network)))?;
+            detach(st, net, endpoint_in(st, net, &target)?)
+        });
+        let (ep, mut change) = match found {
+            Ok(found) => found,
+            Err(e) => return missing(e),
+        };
         if self.index.read(|st| st.networks.get(&ep.network_id).is_some_and(|n| n.is_overlay())) {
             self.cluster_for(&change.what)?.detach(&mut change, &ep);
         }
-        let outcome = self.carry_out(change, r.dry_run, Some(&mut slot)).await?;
+        let outcome = self.carry_out(change, req.dry_run, Some(&mut slot)).await?;
         drop(slot);
-        if !r.dry_run {
+        if !req.dry_run {
             // The detached endpoint may have held its namespace's default route.
             let ops = self.index.read(|st| reelect_default_route(st, &ep));
             if !ops.is_empty() {
@@ -367,9 +398,9 @@ impl Controller for Ctl {
         r
     }
 
-    async fn detach(&self, r: Ref) -> Result<Outcome, ControlError> {
+    async fn detach(&self, req: DetachEndpoint) -> Result<Outcome, ControlError> {
         let t = Instant::now();
-        let r = self.detach_timed(r).await;
+        let r = self.detach_timed(req).await;
         self.commit.time(Phase::Detach, t.elapsed());
         r
     }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use weft_kernel::fake::FakeKernel;
+use weft_model::ControlError;
 use weft_model::api::{Controller, Ref};
-use weft_model::endpoint::AttachEndpoint;
+use weft_model::endpoint::{AttachEndpoint, DetachEndpoint};
 use weft_model::event::{EventKind, WatchFilter, WatchItem};
 use weft_model::ipam::{DecisionError, Ipam, IpamRequest, Pool, PoolLeases};
 use weft_model::module::ModuleRecord;
@@ -141,6 +142,61 @@ fn ep_ref(name: &str) -> Ref {
     Ref { network: "web".into(), name: name.into(), ..Default::default() }
 }
 
+fn detaching(name: &str) -> DetachEndpoint {
+    DetachEndpoint { network: "web".into(), name: name.into(), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_and_detach_are_idempotent_by_request_key() {
+    let r = rig("idempotent").await;
+    r.ctl.create_network(&op(), network("web", "10.3.0.0/24")).await.unwrap();
+    let keyed = |name: &str| AttachEndpoint { request_key: "cni/c1/eth0".into(), ..attach(name) };
+    let (first, o1) = r.ctl.attach(&op(), keyed("a")).await.unwrap();
+    let kernel = r.kernel.state();
+    let applied = r.kernel.applied().len();
+    let (again, o2) = r.ctl.attach(&op(), keyed("a")).await.expect("a retry answers the first result");
+    assert_eq!(again.endpoint, first.endpoint);
+    assert_eq!(o2.revision, o1.revision, "and takes no revision");
+    assert_eq!((r.kernel.state(), r.kernel.applied().len()), (kernel.clone(), applied), "nor any kernel op");
+    let (planned, o) = r.ctl.attach(&op(), AttachEndpoint { dry_run: true, ..keyed("a") }).await.unwrap();
+    assert_eq!((planned.endpoint, o.plan.map(|p| p.ops.len())), (first.endpoint.clone(), Some(0)));
+    // The same key asking for something else is refused, naming the field.
+    for (req, field) in [
+        (AttachEndpoint { netns: "/run/netns/other".into(), ..keyed("a") }, "netns"),
+        (keyed("b"), "name"),
+        (AttachEndpoint { ips: vec!["10.3.0.77".into()], ..keyed("a") }, "ips"),
+    ] {
+        let e = r.ctl.attach(&op(), req).await.expect_err(field);
+        assert!(matches!(e, ControlError::AlreadyExists(_)), "{e}");
+        assert!(e.to_string().contains(&format!("different {field}")), "{e}");
+    }
+    // Without a key, or with another, the name is taken as before.
+    let e = r.ctl.attach(&op(), attach("a")).await.expect_err("name taken");
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(r.store.load().unwrap().endpoints.len(), 1);
+    // Detach by key; again: NOT_FOUND, or success with allow_missing, also for a missing network.
+    let by_key = DetachEndpoint { network: "web".into(), request_key: "cni/c1/eth0".into(), ..Default::default() };
+    r.ctl.detach(by_key.clone()).await.unwrap();
+    assert!(r.store.load().unwrap().endpoints.is_empty());
+    let e = r.ctl.detach(by_key.clone()).await.expect_err("gone");
+    assert!(matches!(e, ControlError::NotFound(_)), "{e}");
+    assert!(e.to_string().contains("request key \"cni/c1/eth0\""), "{e}");
+    let revision = r.store.load().unwrap().revision;
+    let o = r.ctl.detach(DetachEndpoint { allow_missing: true, ..by_key.clone() }).await.unwrap();
+    assert_eq!(o.revision, revision);
+    let nowhere = DetachEndpoint { network: "nope".into(), allow_missing: true, ..by_key.clone() };
+    r.ctl.detach(nowhere).await.expect("a missing network is missing too");
+    // Bad input is still an error.
+    for bad in [
+        DetachEndpoint { name: "a".into(), ..by_key.clone() },
+        DetachEndpoint { request_key: String::new(), allow_missing: true, ..by_key.clone() },
+        DetachEndpoint { request_key: "has space".into(), allow_missing: true, ..by_key },
+    ] {
+        let e = r.ctl.detach(bad).await.expect_err("invalid");
+        assert!(matches!(e, ControlError::Invalid(_)), "{e}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_at_any_op_of_an_attach_leaves_kernel_store_and_index_unchanged() {
     let r = rig("attach-fail").await;
@@ -188,13 +244,13 @@ async fn a_detach_whose_link_deletion_fails_leaves_the_endpoint_working() {
     let before = r.kernel.state();
     assert!(!before.elements.is_empty(), "the published port is an element");
     r.kernel.fail_when(|op| matches!(op, Op::DeleteLink { .. }));
-    let e = r.ctl.detach(ep_ref("a")).await.expect_err("link deletion fails");
+    let e = r.ctl.detach(detaching("a")).await.expect_err("link deletion fails");
     r.kernel.heal();
     assert!(e.to_string().contains("rolled back"), "{e}");
     assert_eq!(r.kernel.state(), before, "elements put back, link still there");
     assert_eq!(r.store.load().unwrap().endpoints.len(), 1);
     r.ctl.get_endpoint(ep_ref("a")).await.expect("still attached");
-    r.ctl.detach(ep_ref("a")).await.unwrap();
+    r.ctl.detach(detaching("a")).await.unwrap();
     assert!(r.kernel.state().elements.is_empty());
     assert!(r.store.load().unwrap().endpoints.is_empty());
 }
@@ -221,7 +277,7 @@ async fn concurrent_identical_requests_have_exactly_one_winner() {
                     if round == "attach" {
                         c.attach(&op(), attach("a")).await.is_ok()
                     } else {
-                        c.detach(ep_ref("a")).await.is_ok()
+                        c.detach(detaching("a")).await.is_ok()
                     }
                 })
             })

@@ -5,7 +5,7 @@ use weft_model::api::{
     DocumentsChanged, EndpointView, ModuleView, NetworkView, Outcome, Plan, PolicyVerdict, Ref, Stats,
 };
 use weft_model::document::StoredDocument;
-use weft_model::endpoint::{AttachEndpoint, EndpointState};
+use weft_model::endpoint::{AttachEndpoint, DetachEndpoint, EndpointState};
 use weft_model::event::{Event, WatchItem};
 use weft_model::network::{CreateNetwork, SubnetRequest};
 use weft_model::policy::explain::Check;
@@ -50,6 +50,19 @@ pub fn attach(r: pb::AttachEndpointRequest) -> AttachEndpoint {
         aliases: r.aliases,
         dry_run: r.dry_run,
         allow_foreign_netns: r.allow_foreign_netns,
+        request_key: r.request_key,
+    }
+}
+
+/// Detach request to model.
+pub fn detach(r: pb::DetachEndpointRequest) -> DetachEndpoint {
+    DetachEndpoint {
+        tenant: r.tenant,
+        network: r.network,
+        name: r.name,
+        request_key: r.request_key,
+        allow_missing: r.allow_missing,
+        dry_run: r.dry_run,
     }
 }
 
@@ -162,6 +175,7 @@ pub fn endpoint(v: EndpointView) -> pb::Endpoint {
         mode: e.spec.mode.to_string(),
         groups: e.groups,
         node: e.node.unwrap_or_default(),
+        request_key: e.spec.request_key.unwrap_or_default(),
         aliases: e.spec.aliases,
         dns_servers: v.dns_servers.iter().map(ToString::to_string).collect(),
         dns_search: v.dns_search,

@@ -202,8 +202,9 @@ impl<C: Controller> EndpointService for Api<C> {
         r: Request<pb::DetachEndpointRequest>,
     ) -> Result<Response<pb::DetachEndpointResponse>, Status> {
         let (who, r) = scoped(r, Rpc::DetachEndpoint, |m| &mut m.tenant)?;
-        let a = audited(&who, Rpc::DetachEndpoint, &r.tenant, object(&r.network, &r.name), r.dry_run);
-        let o = a.record(self.ctl.detach(convert::mutation(r.tenant, r.network, r.name, r.dry_run)).await)?;
+        let name = if r.name.is_empty() { &r.request_key } else { &r.name };
+        let a = audited(&who, Rpc::DetachEndpoint, &r.tenant, object(&r.network, name), r.dry_run);
+        let o = a.record(self.ctl.detach(convert::detach(r)).await)?;
         Ok(Response::new(pb::DetachEndpointResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
     async fn get_endpoint(&self, r: Request<pb::GetEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {

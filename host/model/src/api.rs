@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::access::Caller;
 use crate::document::StoredDocument;
-use crate::endpoint::{AttachEndpoint, Endpoint};
+use crate::endpoint::{AttachEndpoint, DetachEndpoint, Endpoint};
 use crate::error::ControlError;
 use crate::event::{Event, WatchFilter, WatchItem};
 use crate::module::ModuleRecord;
@@ -303,7 +303,7 @@ pub trait Controller: Send + Sync + 'static {
         req: AttachEndpoint,
     ) -> impl Future<Output = Result<(EndpointView, Outcome), ControlError>> + Send;
     /// Detach an endpoint.
-    fn detach(&self, r: Ref) -> impl Future<Output = Result<Outcome, ControlError>> + Send;
+    fn detach(&self, req: DetachEndpoint) -> impl Future<Output = Result<Outcome, ControlError>> + Send;
     /// One endpoint.
     fn get_endpoint(&self, r: Ref) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
     /// A tenant's endpoints, optionally of one network (`r.network`).

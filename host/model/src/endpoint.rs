@@ -20,6 +20,9 @@ pub const DEFAULT_IFNAME: &str = "eth0";
 pub const MAX_NETNS_PATH: usize = 4096;
 /// DNS aliases one endpoint may have.
 pub const MAX_ALIASES: usize = 32;
+/// The longest request key (CNI's container id is 64 hex digits; the key
+/// adds the interface name and a prefix).
+pub const MAX_REQUEST_KEY: usize = 256;
 /// Port mappings one endpoint may publish (each may be a range): checking
 /// them against each other is quadratic, and 100,000 once took 9 s.
 pub const MAX_PUBLISH: usize = 256;
@@ -54,6 +57,69 @@ pub struct AttachEndpoint {
     /// Attach even if another tenant's endpoints are in the namespace
     /// (operators only).
     pub allow_foreign_netns: bool,
+    /// The attach's identity for retries (CNI: container id and ifname):
+    /// repeated with the same request it answers the endpoint made the
+    /// first time; with a different one it is refused. Empty: none.
+    pub request_key: String,
+}
+
+/// A detach request, as the client wrote it.
+#[derive(Debug, Clone, Default)]
+pub struct DetachEndpoint {
+    /// Owner; empty for the default tenant.
+    pub tenant: String,
+    /// Network name.
+    pub network: String,
+    /// Endpoint name; or empty, and `request_key` names it.
+    pub name: String,
+    /// The request key the endpoint was attached with.
+    pub request_key: String,
+    /// An endpoint (or network) that does not exist is success, not
+    /// NOT_FOUND: a retried detach, or CNI's DEL, which runtimes repeat.
+    pub allow_missing: bool,
+    /// Decide and answer what would be done, change nothing.
+    pub dry_run: bool,
+}
+
+impl DetachEndpoint {
+    /// The endpoint the request names: by name or by request key (one of
+    /// the two).
+    pub fn target(&self) -> Result<DetachTarget, InvalidRequest> {
+        match (self.name.is_empty(), self.request_key.is_empty()) {
+            (false, true) => Ok(DetachTarget::Name(EndpointName::parse("name", &self.name)?)),
+            (true, false) => Ok(DetachTarget::Key(check_request_key(&self.request_key)?)),
+            (true, true) => Err(InvalidRequest::new("name", "name the endpoint, or give its request_key")),
+            (false, false) => {
+                Err(InvalidRequest::new("request_key", "give the endpoint's name or its request_key, not both"))
+            }
+        }
+    }
+}
+
+/// Which endpoint a detach names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetachTarget {
+    /// By name.
+    Name(EndpointName),
+    /// By the request key it was attached with.
+    Key(String),
+}
+
+/// A request key: 1 to [`MAX_REQUEST_KEY`] printable ASCII bytes, no spaces.
+pub fn check_request_key(s: &str) -> Result<String, InvalidRequest> {
+    if s.len() > MAX_REQUEST_KEY {
+        return Err(InvalidRequest::new(
+            "request_key",
+            format!("{} is longer than {MAX_REQUEST_KEY} bytes", crate::ids::shown(s)),
+        ));
+    }
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(InvalidRequest::new(
+            "request_key",
+            format!("{} must be printable ASCII without spaces", crate::ids::shown(s)),
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// How an endpoint joins its network, as Docker's network modes.
@@ -133,6 +199,30 @@ pub struct EndpointSpec {
     /// Extra DNS names (lower-case).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The attach's retry identity (see [`AttachEndpoint::request_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
+}
+
+impl EndpointSpec {
+    /// The first field in which a retried attach (`self`, as asked) differs
+    /// from the one that made `made`; None when it is the same request.
+    /// An interface name the controller picked is not a difference.
+    pub fn differs_from(&self, made: &EndpointSpec) -> Option<&'static str> {
+        let fields = [
+            ("name", self.name == made.name),
+            ("network", self.network == made.network),
+            ("netns", self.netns == made.netns),
+            ("ifname", (self.auto_ifname && made.auto_ifname) || self.ifname == made.ifname),
+            ("ips", self.ips == made.ips),
+            ("mac", self.mac == made.mac),
+            ("labels", self.labels == made.labels),
+            ("publish", self.publish == made.publish),
+            ("mode", self.mode == made.mode),
+            ("aliases", self.aliases == made.aliases),
+        ];
+        fields.into_iter().find(|(_, same)| !same).map(|(f, _)| f)
+    }
 }
 
 impl AttachEndpoint {
@@ -231,6 +321,7 @@ impl AttachEndpoint {
             publish,
             mode,
             aliases,
+            request_key: if self.request_key.is_empty() { None } else { Some(check_request_key(&self.request_key)?) },
         })
     }
 }

@@ -245,17 +245,13 @@ impl Ctl {
     /// Finish on this node a detach whose etcd part is done (found by a
     /// sync): the kernel, the node's store, the lease view, DNS.
     pub(crate) async fn finish_detach(&self, ep: &Endpoint) {
-        let r = self.index.read(|st| {
-            st.networks.get(&ep.network_id).map(|n| weft_model::api::Ref {
-                tenant: ep.spec.tenant.to_string(),
-                network: n.spec.name.to_string(),
-                name: ep.spec.name.to_string(),
-                dry_run: false,
-            })
-        });
-        let Some(r) = r else { return };
         let mut slot = self.locks.network(&ep.network_id).await;
-        let decided = self.index.read(|st| crate::decide::endpoint::detach(st, &r));
+        let decided = self.index.read(|st| {
+            let net = st.networks.get(&ep.network_id)?;
+            let mine = st.endpoints.get(&ep.id)?.clone();
+            Some(crate::decide::endpoint::detach(st, net, mine))
+        });
+        let Some(decided) = decided else { return };
         match decided {
             Ok((_, change)) => {
                 if let Err(e) = self.commit.commit(change, Some(&mut slot)).await {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weft_model::api::{Controller, Ref};
-use weft_model::endpoint::AttachEndpoint;
+use weft_model::api::Controller;
+use weft_model::endpoint::{AttachEndpoint, DetachEndpoint};
 use weft_model::network::{CreateNetwork, SubnetRequest};
 use weft_store::mem::MemCluster;
 
@@ -91,7 +91,7 @@ async fn nodes_share_overlay_networks_and_program_each_others_endpoints() {
     store.set_down(false);
     // Detach on a: gone from b's kernel.
     let gone = eps.iter().find(|e| e.spec.name.as_str() == "a0").unwrap().clone();
-    a.ctl.detach(Ref { network: "ov".into(), name: "a0".into(), ..Default::default() }).await.unwrap();
+    a.ctl.detach(DetachEndpoint { network: "ov".into(), name: "a0".into(), ..Default::default() }).await.unwrap();
     wait("FDB entry removed on detach", || !b.kernel.state().fdb.contains_key(&(vx.clone(), gone.mac.to_string())));
     // A node's lease expiring: the others forget its entries.
     let b_ep = eps.iter().find(|e| e.spec.name.as_str() == "b1").unwrap().clone();

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use weft_model::endpoint::{Endpoint, EndpointMode, EndpointSpec, EndpointState};
+use weft_model::endpoint::{DetachTarget, Endpoint, EndpointMode, EndpointSpec, EndpointState};
 use weft_model::event::{Event, EventKind};
 use weft_model::ipam::{DecisionError, IpamRequest, Pool, check_answer};
 use weft_model::naming::{NameRecord, NamingEndpoint, NamingNetwork};
@@ -34,10 +34,46 @@ pub fn find_endpoint(st: &State, r: &weft_model::api::Ref) -> Result<(Network, E
     let network = NetworkName::parse("network", &r.network)?;
     let name = EndpointName::parse("name", &r.name)?;
     let net = st.network_by_name(&tenant, &network)?;
-    let ep = st.endpoints_of(&net.id).find(|e| e.spec.name == name).cloned().ok_or_else(|| {
-        ControlError::NotFound(format!("endpoint {:?} not found on network {:?}", name.as_str(), network.as_str()))
-    })?;
-    Ok((net.clone(), ep))
+    Ok((net.clone(), endpoint_in(st, net, &DetachTarget::Name(name))?))
+}
+
+/// The endpoint of `net` that `target` names (this node's only: a request
+/// key is one node's runtime's).
+pub fn endpoint_in(st: &State, net: &Network, target: &DetachTarget) -> Result<Endpoint, ControlError> {
+    let found = match target {
+        DetachTarget::Name(name) => st.endpoints_of(&net.id).find(|e| &e.spec.name == name),
+        DetachTarget::Key(key) => st.endpoints_of(&net.id).find(|e| e.spec.request_key.as_ref() == Some(key)),
+    };
+    found.cloned().ok_or_else(|| match target {
+        DetachTarget::Name(name) => ControlError::NotFound(format!(
+            "endpoint {:?} not found on network {:?}",
+            name.as_str(),
+            net.spec.name.as_str()
+        )),
+        DetachTarget::Key(key) => ControlError::NotFound(format!(
+            "no endpoint with request key {} on network {:?}",
+            weft_model::ids::shown(key),
+            net.spec.name.as_str()
+        )),
+    })
+}
+
+/// The endpoint a retried attach (same request key) made the first time,
+/// if there is one; ALREADY_EXISTS when the retry asks for something else.
+pub fn attached_before(st: &State, net_id: &str, spec: &EndpointSpec) -> Result<Option<Endpoint>, ControlError> {
+    let Some(key) = &spec.request_key else { return Ok(None) };
+    let Some(made) = st.endpoints_of(net_id).find(|e| e.spec.request_key.as_ref() == Some(key)) else {
+        return Ok(None);
+    };
+    match spec.differs_from(&made.spec) {
+        None => Ok(Some(made.clone())),
+        Some(field) => Err(ControlError::AlreadyExists(format!(
+            "endpoint {:?} on network {:?} was attached with request key {} and a different {field}; detach it first",
+            made.spec.name.as_str(),
+            spec.network.as_str(),
+            weft_model::ids::shown(key)
+        ))),
+    }
 }
 
 /// The namespace an attach goes into.
@@ -289,8 +325,7 @@ impl Decider {
 /// policy elements, then delete its link (retried); store, lease, DNS and
 /// event follow only once the link is gone. If the link cannot be
 /// deleted, the elements are put back: the endpoint keeps working.
-pub fn detach(st: &State, r: &weft_model::api::Ref) -> Result<(Endpoint, Change), ControlError> {
-    let (net, ep) = find_endpoint(st, r)?;
+pub fn detach(st: &State, net: &Network, ep: Endpoint) -> Result<(Endpoint, Change), ControlError> {
     let dependents: Vec<String> = st
         .endpoints_of(&net.id)
         .filter(|e| e.spec.mode == EndpointMode::Container(ep.spec.name.clone()))
@@ -309,7 +344,7 @@ pub fn detach(st: &State, r: &weft_model::api::Ref) -> Result<(Endpoint, Change)
     if !elements.is_empty() {
         change.ops.push(Op::NftElements { change: nft::Change::Delete, elements });
     }
-    change.ops.extend(plan_endpoint_removal(&net, &ep));
+    change.ops.extend(plan_endpoint_removal(net, &ep));
     change.teardown = true;
     change.batch.delete_endpoints.push(ep.id.clone());
     if ep.spec.mode == EndpointMode::Network {
