@@ -13,6 +13,7 @@
 //!   timed at a time), the same through the `weft` CLI (a process per call,
 //!   as a shell script would), and a bulk attach of N endpoints by 32
 //!   concurrent clients (wall time).
+//! - weft's CNI plugin, a process per ADD and DEL as a runtime runs it.
 //! - netavark (Debian's 1.4, iptables driver): `netavark setup`/`teardown`
 //!   per container with the JSON podman sends, static addresses given.
 //! - CNI (Debian's containernetworking-plugins 1.1.1): `bridge` (IPAM
@@ -48,8 +49,8 @@ const CNI_PATH: &str = "/usr/lib/cni";
 const BULK_CLIENTS: usize = 32;
 
 /// The systems compared, in table order.
-pub const SYSTEMS: [&str; 6] =
-    ["weft gRPC", "weft CLI", "weft bulk (32 clients)", "netavark 1.4", "CNI 1.1.1", "floor"];
+pub const SYSTEMS: [&str; 7] =
+    ["weft gRPC", "weft CLI", "weft bulk (32 clients)", "netavark 1.4", "CNI 1.1.1", "floor", "weft CNI plugin"];
 
 /// One system at one N.
 #[derive(Clone, Debug, Default)]
@@ -247,6 +248,7 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
         s.teardown.push(cli(&["endpoint", "detach", "bench", &format!("e{i}")])?);
     }
     out.push(s);
+    out.push(plugin_series(&host, n, containers)?);
 
     // Bulk: 32 clients, each on its own connection, share the N attaches.
     let mut s = Series { system: SYSTEMS[2], n, done: n, ..Default::default() };
@@ -276,6 +278,40 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
     }
     out.push(s);
     Ok((out, res))
+}
+
+/// weft through its CNI plugin, invoked as a runtime does: a process per
+/// ADD and DEL, the environment and the configuration (with the
+/// `portMappings` and `ips` capabilities) on stdin.
+fn plugin_series(host: &Host, n: usize, containers: &[Netns]) -> Result<Series> {
+    let mut s = Series { system: SYSTEMS[6], n, done: n, ..Default::default() };
+    let plugin = bin_dir().join("weft-cni");
+    let call = |verb: &str, i: usize, path: &str| -> Result<Duration> {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "bench", "type": "weft", "socket": host.socket(),
+            "runtimeConfig": {
+                "ips": [addr([10, 91], i).to_string()],
+                "portMappings": [{"hostPort": port(i), "containerPort": 80, "protocol": "tcp"}],
+            },
+        });
+        let mut cmd = Command::new(&plugin);
+        // A distinct short id (the first 12 hex digits name the endpoint).
+        cmd.env("CNI_COMMAND", verb)
+            .env("CNI_CONTAINERID", format!("{:012x}{}", i + 1, "0".repeat(52)))
+            .env("CNI_NETNS", path)
+            .env("CNI_IFNAME", "eth0");
+        Ok(timed(&mut cmd, &conf.to_string()).with_context(|| format!("weft-cni {verb} {i}"))?.1)
+    };
+    let t0 = Instant::now();
+    for (i, ns) in containers.iter().enumerate() {
+        s.setup.push(call("ADD", i, &ns.path())?);
+    }
+    s.setup_total = t0.elapsed();
+    check_ping("weft CNI plugin", &containers[0], ping_target([10, 91], n))?;
+    for (i, ns) in containers.iter().enumerate() {
+        s.teardown.push(call("DEL", i, &ns.path())?);
+    }
+    Ok(s)
 }
 
 /// Run `cmd` with `stdin`, failing with its stderr; returns stdout and the

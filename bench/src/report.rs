@@ -45,9 +45,10 @@ pub fn attach_markdown(series: &[Series], res: &[Resources]) -> String {
     }
     s.push_str("\nRatios of per-endpoint attach time (p50; bulk: wall time / N), same run:\n\n");
     s.push_str(
-        "| N | netavark / weft gRPC | CNI / weft gRPC | weft gRPC / floor | weft CLI / floor | weft bulk / floor |\n",
+        "| N | netavark / weft gRPC | CNI / weft gRPC | weft gRPC / floor | weft CLI / floor | weft bulk / floor | \
+         weft CNI plugin / weft gRPC | plugin − gRPC, ms |\n",
     );
-    s.push_str("|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for n in sizes(series) {
         // (per-endpoint seconds, whether it is a lower bound)
         let get = |sys: &str| {
@@ -59,13 +60,24 @@ pub fn attach_markdown(series: &[Series], res: &[Resources]) -> String {
         };
         let (w, cli, bulk, nv, cni, fl) =
             (get(SYSTEMS[0]), get(SYSTEMS[1]), get(SYSTEMS[2]), get(SYSTEMS[3]), get(SYSTEMS[4]), get(SYSTEMS[5]));
+        let plugin = get(SYSTEMS[6]);
         // A lower bound over an exact figure is a lower bound of the ratio.
         let r = |(a, lower): (f64, bool), (b, _): (f64, bool)| match (b > 0.0, lower) {
             (false, _) => "—".into(),
             (true, true) => format!("≥ {:.2}×", a / b),
             (true, false) => format!("{:.2}×", a / b),
         };
-        let _ = writeln!(s, "| {n} | {} | {} | {} | {} | {} |", r(nv, w), r(cni, w), r(w, fl), r(cli, fl), r(bulk, fl));
+        let added = if plugin.0 > 0.0 { format!("{:.2}", (plugin.0 - w.0) * 1e3) } else { "—".into() };
+        let _ = writeln!(
+            s,
+            "| {n} | {} | {} | {} | {} | {} | {} | {added} |",
+            r(nv, w),
+            r(cni, w),
+            r(w, fl),
+            r(cli, fl),
+            r(bulk, fl),
+            r(plugin, w)
+        );
     }
     s.push_str("\nFirewall objects in the host namespace with N endpoints attached (whole ruleset):\n\n");
     s.push_str("| N | system | nft rules | set/map elements |\n|---:|---|---:|---:|\n");
@@ -151,7 +163,7 @@ pub fn attach_svg(series: &[Series]) -> String {
     const R: f64 = 230.0;
     const T: f64 = 40.0;
     const B: f64 = 50.0;
-    const COLORS: [&str; 6] = ["#1f77b4", "#17becf", "#9467bd", "#d62728", "#ff7f0e", "#2ca02c"];
+    const COLORS: [&str; 7] = ["#1f77b4", "#17becf", "#9467bd", "#d62728", "#ff7f0e", "#2ca02c", "#8c564b"];
     let ns = sizes(series);
     let vals: Vec<f64> = series.iter().map(|x| x.per_endpoint().as_secs_f64() * 1e3).filter(|v| *v > 0.0).collect();
     let lo = vals.iter().copied().fold(f64::INFINITY, f64::min).max(1e-3);
