@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what weft needs on a fresh Debian machine (run as root):
 # kernel tools (iproute2, nftables, ping), protoc for the gRPC API, openssl
-# (the README's certificates), etcd (cluster mode), and the
+# (the README's certificates), etcd (cluster mode), podman, containerd and
+# runc (the CNI plugin's end-to-end tests), and the
 # Rust target the Wasm components are built for. Idempotent and quick when
 # everything is already there.
 set -euo pipefail
@@ -24,6 +25,13 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 # package's own service, if the machine starts one, is not used).
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
+# The container engines the CNI plugin is tested under (each test gives them
+# their own configuration, storage and sockets), and the busybox the test
+# containers run.
+command -v podman >/dev/null || need+=(podman)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[ -x /bin/busybox ] || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -6,6 +6,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod engines;
 pub mod pki;
 
 use std::fs::File;
@@ -159,6 +160,21 @@ pub fn tcp_server(ns: &str, addr: &str) -> std::thread::JoinHandle<Option<Socket
     });
     rx.recv().unwrap();
     h
+}
+
+/// An HTTP/1.0 GET of `/` at `addr` from `ns`: the whole response.
+pub fn http_get(ns: &str, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    on_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+        Ok(buf)
+    })
+    .join()
+    .unwrap()
 }
 
 /// Connect from `ns` to `addr` over TCP and read the greeting.
