@@ -31,7 +31,7 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v podman >/dev/null || need+=(podman)
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
-[ -x /bin/busybox ] || need+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
