@@ -52,6 +52,12 @@ if ! command -v componentize-py >/dev/null || [ "$(componentize-py --version 2>/
   python3 -m pip install -q componentize-py==0.25.1 2>/dev/null ||
     python3 -m pip install -q --break-system-packages componentize-py==0.25.1
 fi
+# grpc-python, a stock client the Unix socket is tested with.
+if ! python3 -c 'import grpc' 2>/dev/null; then
+  echo "setup: installing grpcio"
+  python3 -m pip install -q grpcio==1.85.3 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages grpcio==1.85.3
+fi
 if ! command -v npm >/dev/null; then
   echo "setup: installing nodejs and npm"
   export DEBIAN_FRONTEND=noninteractive

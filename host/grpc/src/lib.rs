@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authority;
 pub mod client;
 pub mod codec;
 pub mod convert;

@@ -405,8 +405,10 @@ pub async fn serve<C: Controller>(
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let on_unix = router(&api, &access, &health_service)?
-        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), until_stopped(stopped.clone()));
+    let on_unix = router(&api, &access, &health_service)?.serve_with_incoming_shutdown(
+        tokio_stream::StreamExt::map(UnixListenerStream::new(unix), |c| c.map(crate::authority::Lenient::new)),
+        until_stopped(stopped.clone()),
+    );
     let on_tls = match tls {
         Some(t) => Some(
             router(&api, &access, &health_service)?
