@@ -125,3 +125,45 @@ fn a_closed_pipe_is_quiet_and_completions_are_printed() {
     assert!(check.status.success(), "{check:?}");
     assert!(String::from_utf8_lossy(&check.stdout).contains("weft"), "{check:?}");
 }
+
+#[test]
+fn help_shows_every_command_with_an_example_that_parses() {
+    let host = Host::new("clihelp");
+    let help = ok(host.cli(&["--help"]));
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 9, "{help}");
+    let examples: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Examples:"))
+        .skip(1)
+        .filter_map(|l| l.split('#').next().map(str::trim))
+        .filter(|l| l.starts_with("weft ") || l.starts_with("source <(weft "))
+        .collect();
+    for c in &commands {
+        let names = |e: &&str| {
+            e.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w[0].ends_with("weft") && w[1] == *c)
+        };
+        assert!(examples.iter().any(names), "no example of {c}:\n{help}");
+    }
+    // Each example is a valid command line: against a weftd that is not
+    // there it fails to connect (1), not with a usage error (2).
+    let nobody = host.dir.join("nobody.sock");
+    for e in &examples {
+        let line = e.trim_start_matches("source <(").trim_end_matches(')');
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let out = std::process::Command::new(weft_tests::bin_dir().join("weft"))
+            .env("WEFT_SOCKET", &nobody)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(2), "{line}: {stderr}");
+    }
+}

@@ -18,9 +18,24 @@ use weft_grpc::client::{
 };
 use weft_grpc::pb;
 
+/// One example per command, shown by `weft --help`.
+const EXAMPLES: &str = "\
+Examples:
+  weft network create web --subnet 10.89.0.0/24          # network: create, ls, inspect, update, rm
+  weft endpoint attach web --netns /run/netns/c1 --name c1 -p 8080:80
+                                                         # endpoint: attach, detach, ls, inspect
+  weft policy apply -f policy.yaml --network web         # policy: apply, ls, delete, check
+  weft module upload ipam.wasm --kind ipam --name my-ipam # module: upload, ls, inspect, rm, test
+  weft stats                                             # per-phase timings, memory, CPU (operators)
+  weft tenant usage                                      # what the tenant holds against its quotas
+  source <(weft completion bash)                         # completion: bash, zsh, fish
+  weft node ls                                           # node: ls, rm (cluster mode, operators)
+  weft events --kind endpoint                            # follow committed changes
+Every command takes -o json on reads and --dry-run on writes; `weft COMMAND --help` for more.";
+
 /// weft — control container networks through weftd.
 #[derive(Parser)]
-#[command(name = "weft", version, about)]
+#[command(name = "weft", version, about, after_help = EXAMPLES)]
 struct Cli {
     /// weftd's Unix socket.
     #[arg(long, global = true, env = "WEFT_SOCKET", default_value = "/run/weft/weft.sock")]
