@@ -91,6 +91,24 @@ pub struct Resources {
     pub rss_kib: u64,
     pub cpu: Duration,
     pub phases: Vec<pb::PhaseStat>,
+    /// One Prometheus scrape of weftd with the N endpoints (p50 of 20,
+    /// the whole HTTP exchange over loopback).
+    pub scrape: Duration,
+}
+
+/// p50 of 20 scrapes of `host`'s metrics, each checked to list its endpoints.
+fn scrape_time(host: &Host) -> Result<Duration> {
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let body = weft_tests::http_get_path(&host.ns.name, weft_tests::metrics::ADDR, "/metrics")
+            .map_err(|e| anyhow::anyhow!("scraping metrics: {e}"))?;
+        took.push(t.elapsed());
+        if !body.contains("weft_endpoints{tenant=\"default\"}") {
+            bail!("the scrape lists no endpoints: {body}");
+        }
+    }
+    Ok(Summary::of(&took).p50)
 }
 
 /// weftd's counters now (`SystemService.GetStats`: phases, memory, CPU).
@@ -190,7 +208,7 @@ fn detach_req(i: usize) -> pb::DetachEndpointRequest {
 
 /// weft over gRPC, through the CLI, and in bulk, against one weftd.
 async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Resources)> {
-    let host = Host::with_args("bw", &[]);
+    let host = Host::with_args("bw", &["--metrics-listen", weft_tests::metrics::ADDR]);
     host.create_network("bench", &["10.91.0.0/16"]).await.context("create network")?;
     let mut out = Vec::new();
     let mut c = host.endpoints().await;
@@ -211,6 +229,7 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
         rss_kib: attached.rss_bytes / 1024,
         cpu: cpu(&attached).saturating_sub(cpu(&before)),
         phases: Vec::new(),
+        scrape: scrape_time(&host)?,
     };
     check_ping("weft", &containers[0], ping_target([10, 91], n))?;
     s.counts = Some(count_ruleset(&host.ns.name)?);

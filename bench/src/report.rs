@@ -87,15 +87,19 @@ pub fn attach_markdown(series: &[Series], res: &[Resources]) -> String {
         }
     }
     s.push_str("\nweftd after N sequential attaches (one network, one published port each):\n\n");
-    s.push_str("| N | RSS MiB | CPU time for the N attaches (s) | CPU per attach (ms) |\n|---:|---:|---:|---:|\n");
+    s.push_str(
+        "| N | RSS MiB | CPU time for the N attaches (s) | CPU per attach (ms) | one metrics scrape (ms, p50) |\n\
+         |---:|---:|---:|---:|---:|\n",
+    );
     for r in res {
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {:.2} | {:.2} |",
+            "| {} | {:.1} | {:.2} | {:.2} | {} |",
             r.n,
             r.rss_kib as f64 / 1024.0,
             r.cpu.as_secs_f64(),
-            r.cpu.as_secs_f64() * 1e3 / r.n.max(1) as f64
+            r.cpu.as_secs_f64() * 1e3 / r.n.max(1) as f64,
+            ms(r.scrape)
         );
     }
     s.push_str("\nWhere one sequential gRPC attach and detach spend their time, inside weftd (mean per call, µs; weftd's own phase counters over the run):\n\n");

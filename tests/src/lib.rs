@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod engines;
+pub mod metrics;
 pub mod pki;
 
 use std::fs::File;
@@ -164,11 +165,17 @@ pub fn tcp_server(ns: &str, addr: &str) -> std::thread::JoinHandle<Option<Socket
 
 /// An HTTP/1.0 GET of `/` at `addr` from `ns`: the whole response.
 pub fn http_get(ns: &str, addr: &str) -> Result<String, String> {
+    http_get_path(ns, addr, "/")
+}
+
+/// An HTTP/1.0 GET of `path` at `addr` from `ns`: the whole response.
+pub fn http_get_path(ns: &str, addr: &str, path: &str) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
     on_ns(ns, move || {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+        s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
         Ok(buf)

@@ -739,7 +739,8 @@ async fn tls_callers_are_their_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_wasm_calls_are_held_to_its_share() {
-    let host = Host::with_args("share", &["--tenant-wasm-concurrency", "2"]);
+    let host =
+        Host::with_args("share", &["--tenant-wasm-concurrency", "2", "--metrics-listen", weft_tests::metrics::ADDR]);
     host.upload("evil", "spin-ipam", "ipam", &component("ipam-hostile")).await.unwrap();
     let root = host.channel().await;
     // One network per call: attaches to one network take its lock in turn.
@@ -790,6 +791,11 @@ async fn a_tenants_wasm_calls_are_held_to_its_share() {
         }
     }
     assert!(deadline >= 2 && busy >= 1, "{deadline} ran to their deadline, {busy} were refused as busy");
+    // The metrics count the same outcomes.
+    let m = weft_tests::metrics::Scrape::of(&host);
+    let calls = |outcome: &str| m.get(&format!("weft_wasm_calls_total{{kind=\"ipam\",outcome=\"{outcome}\"}}"));
+    assert_eq!((calls("deadline"), calls("rejected")), (f64::from(deadline), f64::from(busy)), "{:?}", m.0);
+    assert!(calls("ok") >= 4.0, "the good tenant's attaches");
 }
 
 #[test]

@@ -372,7 +372,9 @@ impl Committer {
         batch.revision = Some(revision);
         batch.events = events.clone();
         batch.trim_events_below = trim;
+        let t = std::time::Instant::now();
         self.store.commit(&batch)?;
+        self.timings.commit.observe(t.elapsed().as_secs_f64());
         {
             let mut st = self.index.lock();
             apply_to_index(&mut st, change, revision);

@@ -41,6 +41,10 @@ pub struct Config {
     /// one URI SAN spiffe://<trust-domain>/<role>/<name>.
     #[arg(long)]
     pub trust_domain: Option<String>,
+    /// Serve Prometheus metrics on this TCP address (`GET /metrics`): an
+    /// operator's view of the whole host, bind it where only operators reach.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log lines as `text` or `json` (one JSON object per line).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -174,7 +178,12 @@ impl Config {
             }),
             _ => None,
         };
-        weft_grpc::server::Listeners { socket: self.socket.clone(), socket_group: self.socket_group, tls }
+        weft_grpc::server::Listeners {
+            socket: self.socket.clone(),
+            socket_group: self.socket_group,
+            tls,
+            observer: None,
+        }
     }
 
     /// The configuration file to read: the one named, or the default if it

@@ -32,6 +32,7 @@ pub struct File {
     tenant_wasm_concurrency: Option<usize>,
     log_format: Option<String>,
     listen: Option<std::net::SocketAddr>,
+    metrics_listen: Option<std::net::SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
@@ -180,6 +181,7 @@ impl File {
         set(g, "tenant_wasm_concurrency", &mut cfg.tenant_wasm_concurrency, self.tenant_wasm_concurrency);
         set(g, "log_format", &mut cfg.log_format, self.log_format);
         set(g, "listen", &mut cfg.listen, self.listen.map(Some));
+        set(g, "metrics_listen", &mut cfg.metrics_listen, self.metrics_listen.map(Some));
         set(g, "tls_cert", &mut cfg.tls_cert, self.tls_cert.map(Some));
         set(g, "tls_key", &mut cfg.tls_key, self.tls_key.map(Some));
         set(g, "client_ca", &mut cfg.client_ca, self.client_ca.map(Some));

@@ -171,6 +171,11 @@ impl Ctl {
         }
     }
 
+    /// Repairs made since start, by kind.
+    pub(crate) fn repairs(&self) -> Vec<(String, u64)> {
+        self.repairs.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
     /// Count a repair of `kind`.
     pub(crate) fn count_repair(&self, kind: &str) {
         *self.repairs.lock().unwrap_or_else(|p| p.into_inner()).entry(kind.to_owned()).or_default() += 1;
@@ -407,8 +412,7 @@ impl Controller for Ctl {
 
     async fn stats(&self) -> Result<Stats, ControlError> {
         let (rss_bytes, cpu_user_ms, cpu_system_ms) = process_usage();
-        let repairs =
-            self.repairs.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let repairs = self.repairs();
         Ok(self.index.read(|st| Stats {
             phases: self.commit.timings.snapshot(),
             rss_bytes,

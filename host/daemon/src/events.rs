@@ -8,7 +8,8 @@
 //! is ever dropped silently.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc};
@@ -36,6 +37,8 @@ pub struct Events {
     log: Mutex<Log>,
     live: broadcast::Sender<Event>,
     heartbeat: Duration,
+    /// Events sent to watchers (metrics).
+    streamed: Arc<AtomicU64>,
 }
 
 /// What one watcher asked for, resolved.
@@ -69,11 +72,21 @@ impl Events {
     /// The same with another heartbeat interval (tests).
     pub fn with_heartbeat(retained: Vec<Event>, revision: u64, heartbeat: Duration) -> Events {
         let (live, _) = broadcast::channel(LAG);
-        Events { log: Mutex::new(Log { retained: retained.into(), revision }), live, heartbeat }
+        Events {
+            log: Mutex::new(Log { retained: retained.into(), revision }),
+            live,
+            heartbeat,
+            streamed: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Events sent to watchers since start.
+    pub fn streamed(&self) -> u64 {
+        self.streamed.load(Ordering::Relaxed)
     }
 
     /// The revision of the last published commit.
@@ -164,6 +177,8 @@ impl Events {
         };
         let (tx, out) = mpsc::channel::<Result<WatchItem, ControlError>>(256);
         let heartbeat = self.heartbeat;
+        let streamed = self.streamed.clone();
+        let sent = move || streamed.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             // Live events at or below `floor` were replayed (or predate the
             // watch); the feed delivers each later one once, in order.
@@ -176,6 +191,7 @@ impl Events {
                 if tx.send(Ok(WatchItem::Event(e))).await.is_err() {
                     return;
                 }
+                sent();
             }
             let mut last_revision = current;
             let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -197,6 +213,7 @@ impl Events {
                             if tx.send(Ok(WatchItem::Event(e))).await.is_err() {
                                 return;
                             }
+                            sent();
                             idle.reset();
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {

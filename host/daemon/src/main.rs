@@ -15,6 +15,7 @@ mod drift;
 mod events;
 mod index;
 mod locks;
+mod metrics;
 mod modules;
 mod quota;
 mod reconcile;
@@ -49,12 +50,24 @@ async fn serve() -> anyhow::Result<()> {
         fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
     let access = Arc::new(SharedAccess::new(access));
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     let ctl = Arc::new(controller::Ctl::start(&cfg, access.clone()).await.context("starting weftd")?);
     let periodic = reconcile::spawn_periodic(ctl.clone(), cfg.reconcile_interval());
     let sync = ctl.cluster.clone().map(|c| cluster::sync::spawn(ctl.clone(), c));
     let watcher = drift::spawn(ctl.clone()).context("starting the drift watcher")?;
     let reload = spawn_reload(&cfg, access.clone())?;
-    let listeners = cfg.listeners();
+    let mut listeners = cfg.listeners();
+    let metrics = metrics_listener.map(|l| {
+        let m = Arc::new(metrics::Metrics::new(ctl.clone()));
+        listeners.observer = Some(m.rpc_observer());
+        if let Some(w) = &ctl.modules.wasm {
+            w.observe_calls(m.call_observer());
+        }
+        metrics::serve(l, m)
+    });
     info!(socket = %cfg.socket.display(), tls = ?cfg.listen, "serving");
     weft_grpc::server::serve(ctl, access, &listeners, shutdown_signal())
         .await
@@ -65,6 +78,9 @@ async fn serve() -> anyhow::Result<()> {
     }
     watcher.abort();
     reload.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     let _ = std::fs::remove_file(&cfg.socket);
     info!("stopped; kernel state left in place");
     Ok(())

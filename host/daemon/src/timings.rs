@@ -1,11 +1,14 @@
 //! Where the time of attach and detach goes, phase by phase (validation,
 //! store, each Wasm decision, netlink, nftables, DNS): lock-free counters
 //! every request adds to, read by `SystemService.GetStats` (`weft stats`)
-//! and by the benchmark's breakdown. Also the process's own memory and CPU.
+//! and by the benchmark's breakdown; the whole attach and detach, and every
+//! store commit, also as latency histograms (the metrics). Also the
+//! process's own memory and CPU.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use weft_model::api::PhaseStat;
 
 /// A timed phase of the request path.
@@ -68,9 +71,30 @@ struct Counter {
 }
 
 /// Per-phase counters since start.
-#[derive(Default)]
 pub struct Timings {
     counters: [Counter; NAMES.len()],
+    /// Whole attaches, in seconds.
+    pub attach: Histogram,
+    /// Whole detaches, in seconds.
+    pub detach: Histogram,
+    /// Store commits (one redb write transaction each), in seconds.
+    pub commit: Histogram,
+}
+
+/// Latency buckets: 100 µs doubling to 3.3 s.
+pub fn latency_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1e-4, 2.0, 16))
+}
+
+impl Default for Timings {
+    fn default() -> Timings {
+        Timings {
+            counters: Default::default(),
+            attach: latency_buckets(),
+            detach: latency_buckets(),
+            commit: latency_buckets(),
+        }
+    }
 }
 
 impl Timings {
@@ -81,6 +105,11 @@ impl Timings {
         c.count.fetch_add(1, Ordering::Relaxed);
         c.total_ns.fetch_add(ns, Ordering::Relaxed);
         c.max_ns.fetch_max(ns, Ordering::Relaxed);
+        match p {
+            Phase::Attach => self.attach.observe(d.as_secs_f64()),
+            Phase::Detach => self.detach.observe(d.as_secs_f64()),
+            _ => {}
+        }
     }
 
     /// Run `f`, recording its time under `p`.

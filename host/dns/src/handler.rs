@@ -15,7 +15,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
 use crate::table::Answer;
-use crate::{Inner, LOCAL_TTL, upstream};
+use crate::{Inner, LOCAL_TTL, QueryOutcome, upstream};
 
 /// The request handler of one network's server.
 pub struct NetHandler {
@@ -47,11 +47,14 @@ impl RequestHandler for NetHandler {
             }
             b
         };
+        let count = |o| self.inner.counts.add(o);
         if request.metadata.op_code != OpCode::Query {
+            count(QueryOutcome::Refused);
             let msg = builder().error_msg(&request.metadata, ResponseCode::NotImp);
             return response.send_response(msg).await.unwrap_or_else(|_| servfail());
         }
         let Ok(info) = request.request_info() else {
+            count(QueryOutcome::Refused);
             let msg = builder().error_msg(&request.metadata, ResponseCode::FormErr);
             return response.send_response(msg).await.unwrap_or_else(|_| servfail());
         };
@@ -79,6 +82,7 @@ impl RequestHandler for NetHandler {
                 let tcp = request.protocol() == Protocol::Tcp;
                 return match upstream::forward(request.as_slice(), tcp, &ups, self.inner.config.timeout).await {
                     Some(m) => {
+                        count(QueryOutcome::Forwarded);
                         let mut meta = m.metadata;
                         meta.id = request.metadata.id;
                         let msg =
@@ -86,6 +90,7 @@ impl RequestHandler for NetHandler {
                         response.send_response(msg).await.unwrap_or_else(|_| servfail())
                     }
                     None => {
+                        count(QueryOutcome::UpstreamFailed);
                         debug!(name = %text, "no upstream answered");
                         let msg = builder().error_msg(&request.metadata, ResponseCode::ServFail);
                         response.send_response(msg).await.unwrap_or_else(|_| servfail())
@@ -123,6 +128,7 @@ impl RequestHandler for NetHandler {
                     .collect()
             }
         };
+        count(if meta.response_code == ResponseCode::NXDomain { QueryOutcome::NxDomain } else { QueryOutcome::Local });
         let msg = builder().build(meta, records.iter(), [], [], []);
         response.send_response(msg).await.unwrap_or_else(|_| servfail())
     }

@@ -48,6 +48,54 @@ pub struct DnsConfig {
 pub(crate) struct Inner {
     pub(crate) table: RwLock<Table>,
     pub(crate) config: DnsConfig,
+    pub(crate) counts: Counts,
+}
+
+/// How queries ended, counted since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryOutcome {
+    /// Answered from weft's records (an empty NODATA answer included).
+    Local,
+    /// NXDOMAIN for a name of a network's zone.
+    NxDomain,
+    /// Forwarded and answered by an upstream.
+    Forwarded,
+    /// Forwarded, and no upstream answered in time (SERVFAIL).
+    UpstreamFailed,
+    /// Not a query weft answers (another opcode, a malformed message).
+    Refused,
+}
+
+impl QueryOutcome {
+    /// Every outcome, in a fixed order.
+    pub const ALL: [QueryOutcome; 5] = [
+        QueryOutcome::Local,
+        QueryOutcome::NxDomain,
+        QueryOutcome::Forwarded,
+        QueryOutcome::UpstreamFailed,
+        QueryOutcome::Refused,
+    ];
+
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryOutcome::Local => "local",
+            QueryOutcome::NxDomain => "nxdomain",
+            QueryOutcome::Forwarded => "forwarded",
+            QueryOutcome::UpstreamFailed => "upstream_failed",
+            QueryOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// One counter per [`QueryOutcome`].
+#[derive(Default)]
+pub(crate) struct Counts([std::sync::atomic::AtomicU64; 5]);
+
+impl Counts {
+    pub(crate) fn add(&self, o: QueryOutcome) {
+        self.0[o as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The DNS service: the shared table plus one hickory server per network.
@@ -60,9 +108,17 @@ impl Dns {
     /// A service with no network yet.
     pub fn new(config: DnsConfig) -> Dns {
         Dns {
-            inner: Arc::new(Inner { table: RwLock::new(Table::default()), config }),
+            inner: Arc::new(Inner { table: RwLock::new(Table::default()), config, counts: Counts::default() }),
             servers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Queries answered since start, by outcome.
+    pub fn queries(&self) -> Vec<(QueryOutcome, u64)> {
+        QueryOutcome::ALL
+            .into_iter()
+            .map(|o| (o, self.inner.counts.0[o as usize].load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
     }
 
     /// Start answering for a network on `listen` (its gateways), port 53.

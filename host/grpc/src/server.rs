@@ -320,6 +320,8 @@ pub struct Listeners {
     pub socket_group: Option<u32>,
     /// The mutual-TLS TCP listener.
     pub tls: Option<TlsSettings>,
+    /// Told of every call on both listeners (weftd's metrics).
+    pub observer: Option<crate::auth::RpcObserver>,
 }
 
 /// Bind the Unix socket at `path`: readable and writable by owner and
@@ -352,6 +354,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 fn router<C: Controller>(
     api: &Api<C>,
     access: &Arc<SharedAccess>,
+    observer: &Option<crate::auth::RpcObserver>,
     health: &tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
 ) -> Result<Router<Stack<AuthLayer, Identity>>, BoxError> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -363,7 +366,7 @@ fn router<C: Controller>(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     Ok(tonic::transport::Server::builder()
-        .layer(AuthLayer::new(access.clone()))
+        .layer(AuthLayer::new(access.clone(), observer.clone()))
         .add_service(NetworkServiceServer::new(api.clone()))
         .add_service(EndpointServiceServer::new(api.clone()))
         .add_service(PolicyServiceServer::new(api.clone()))
@@ -405,13 +408,13 @@ pub async fn serve<C: Controller>(
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let on_unix = router(&api, &access, &health_service)?.serve_with_incoming_shutdown(
+    let on_unix = router(&api, &access, &listeners.observer, &health_service)?.serve_with_incoming_shutdown(
         tokio_stream::StreamExt::map(UnixListenerStream::new(unix), |c| c.map(crate::authority::Lenient::new)),
         until_stopped(stopped.clone()),
     );
     let on_tls = match tls {
         Some(t) => Some(
-            router(&api, &access, &health_service)?
+            router(&api, &access, &listeners.observer, &health_service)?
                 .serve_with_incoming_shutdown(t.incoming(), until_stopped(stopped.clone())),
         ),
         None => None,

@@ -81,7 +81,7 @@ impl Ipam for WasmHost {
             endpoint: request.endpoint.clone(),
             static_address: request.static_address.map(to_wit),
         };
-        let result = m.call(&mut store, |pre, store| {
+        let result = self.run(crate::Kind::Ipam, &m, &mut store, |pre, store| {
             pre.instantiate(&mut *store)?.weft_ipam_allocator().call_allocate(
                 store,
                 wit_pool,

@@ -138,8 +138,38 @@ impl<T> Modules<T> {
     }
 }
 
+/// How a call into a component ended, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest answered (an answer that is a refusal, such as an
+    /// exhausted pool, included).
+    Ok,
+    /// The guest trapped.
+    Trap,
+    /// The guest ran past its deadline.
+    Deadline,
+    /// The call was not run: the tenant's call slots stayed full.
+    Rejected,
+}
+
+impl Outcome {
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Trap => "trap",
+            Outcome::Deadline => "deadline",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// Told of every call: the component's kind, how it ended, how long it took.
+pub type CallObserver = Arc<dyn Fn(Kind, Outcome, std::time::Duration) + Send + Sync>;
+
 /// The engine plus every loaded component, by name.
 pub struct WasmHost {
+    observer: std::sync::OnceLock<CallObserver>,
     engine: Engine,
     ipam: Modules<ipam::bindings::IpamPre<ipam::IpamState>>,
     policy: Modules<policy::bindings::PolicyPre<CallState>>,
@@ -153,6 +183,36 @@ pub struct CallState {
 }
 
 impl WasmHost {
+    /// Tell `observer` of every call from now on (once; later calls of
+    /// this are ignored).
+    pub fn observe_calls(&self, observer: CallObserver) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Run `f` in `m` ([`Loaded::call`]), telling the observer.
+    fn run<T, S: 'static, R>(
+        &self,
+        kind: Kind,
+        m: &Loaded<T>,
+        store: &mut wasmtime::Store<S>,
+        f: impl FnOnce(&T, &mut wasmtime::Store<S>) -> wasmtime::Result<R>,
+    ) -> wasmtime::Result<R> {
+        let t = std::time::Instant::now();
+        let r = m.call(store, f);
+        if let Some(o) = self.observer.get() {
+            let outcome = match &r {
+                Ok(_) => Outcome::Ok,
+                Err(e) if e.downcast_ref::<share::Busy>().is_some() => Outcome::Rejected,
+                Err(e) if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) => {
+                    Outcome::Deadline
+                }
+                Err(_) => Outcome::Trap,
+            };
+            o(kind, outcome, t.elapsed());
+        }
+        r
+    }
+
     /// A fresh store with the sandbox limits (the deadline comes with the
     /// call: [`Loaded::call`]).
     fn limited_store(&self) -> wasmtime::Store<CallState> {
@@ -209,6 +269,7 @@ impl WasmHost {
             engine::build().map_err(|e| PluginError::Load { module: "(engine)".into(), reason: e.to_string() })?;
         engine::start_ticker(&engine);
         Ok(WasmHost {
+            observer: std::sync::OnceLock::new(),
             engine,
             ipam: Modules::new(),
             policy: Modules::new(),

@@ -52,8 +52,8 @@ impl Naming for WasmHost {
             options: network.options.clone(),
         };
         let mut store = self.limited_store();
-        let out = m
-            .call(&mut store, |pre, store| {
+        let out = self
+            .run(crate::Kind::Naming, &m, &mut store, |pre, store| {
                 pre.instantiate(&mut *store)?.weft_naming_namer().call_names(store, &ep, &net, &network.config)
             })
             .map_err(|e| crate::classify(module, e).into_decision(module))?

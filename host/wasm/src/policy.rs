@@ -101,7 +101,7 @@ impl WasmHost {
         let failed = |e: PluginError| e.into_decision(module);
         let m = self.policy_module(module).map_err(failed)?;
         let mut store = self.limited_store();
-        m.call(&mut store, |pre, store| f(&pre.instantiate(&mut *store)?, store))
+        self.run(crate::Kind::Policy, &m, &mut store, |pre, store| f(&pre.instantiate(&mut *store)?, store))
             .map_err(|e| failed(crate::classify(module, e)))
     }
 }
