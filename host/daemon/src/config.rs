@@ -97,6 +97,10 @@ pub struct Config {
     /// as unavailable.
     #[arg(long, default_value_t = 2000)]
     pub etcd_timeout_ms: u64,
+    /// A network made at start if it does not exist (`[default_network]`
+    /// in the configuration file).
+    #[arg(skip)]
+    pub default_network: Option<weft_model::network::CreateNetwork>,
 }
 
 fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {

@@ -43,6 +43,8 @@ pub struct File {
     advertise_ip: Option<std::net::IpAddr>,
     node_ttl_secs: Option<u64>,
     etcd_timeout_ms: Option<u64>,
+    /// A bridge network weftd makes at start if it does not exist.
+    default_network: Option<DefaultNetwork>,
     /// The tenants each certificate-identified orchestrator may act for.
     #[serde(default)]
     orchestrators: BTreeMap<String, Orchestrator>,
@@ -59,6 +61,38 @@ pub struct File {
     upstreams: Vec<std::net::SocketAddr>,
     #[serde(skip)]
     access: Access,
+}
+
+/// `[default_network]`: Docker's `bridge` is `name = "bridge"`,
+/// `subnets = ["172.17.0.0/16"]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultNetwork {
+    name: String,
+    subnets: Vec<String>,
+    #[serde(default)]
+    driver: String,
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+}
+
+impl DefaultNetwork {
+    fn request(&self) -> weft_model::network::CreateNetwork {
+        weft_model::network::CreateNetwork {
+            name: self.name.clone(),
+            driver: self.driver.clone(),
+            subnets: self
+                .subnets
+                .iter()
+                .map(|s| weft_model::network::SubnetRequest { subnet: s.clone(), ..Default::default() })
+                .collect(),
+            internal: self.internal,
+            options: self.options.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// `[orchestrators.NAME]`.
@@ -112,6 +146,9 @@ pub fn parse(text: &str) -> Result<File, String> {
         let a = weft_dns::parse_upstream(s)
             .ok_or_else(|| format!("dns_upstream: {s:?} is not IP, IP:PORT or [IPv6]:PORT"))?;
         f.upstreams.push(a);
+    }
+    if let Some(d) = &f.default_network {
+        d.request().validate().map_err(|e| format!("[default_network]: {e}"))?;
     }
     check_rules("[tenant_defaults]", &f.tenant_defaults)?;
     for (name, r) in &f.tenants {
@@ -191,6 +228,7 @@ impl File {
         set(g, "advertise_ip", &mut cfg.advertise_ip, self.advertise_ip.map(Some));
         set(g, "node_ttl_secs", &mut cfg.node_ttl_secs, self.node_ttl_secs);
         set(g, "etcd_timeout_ms", &mut cfg.etcd_timeout_ms, self.etcd_timeout_ms);
+        cfg.default_network = self.default_network.as_ref().map(DefaultNetwork::request);
         self.access
     }
 
@@ -237,12 +275,22 @@ mod tests {
         assert!(parse("dns_upstream = [\"nope\"]").unwrap_err().contains("dns_upstream: \"nope\""));
         assert!(parse("log_format = \"xml\"").unwrap_err().contains("not text or json"));
         assert!(parse("").is_ok(), "an empty file is the defaults");
+        let e = parse("[default_network]\nname = \"bridge\"\nsubnets = [\"172.17.0.0/33\"]\n").unwrap_err();
+        assert!(e.starts_with("[default_network]: ") && e.contains("172.17.0.0/33"), "{e}");
+        let e = parse("[default_network]\nname = \"bridge\"\n").unwrap_err();
+        assert!(e.contains("missing field `subnets`"), "{e}");
+        let f = parse(include_str!("../../../scripts/install/weftd.toml")).unwrap();
+        assert_eq!(f.default_network.map(|d| d.request().name), Some("bridge".to_owned()), "the installed file");
     }
 
     #[test]
     fn the_documented_example_is_valid() {
         let doc = include_str!("../../../docs/configuration.md");
-        let example = doc.split("```toml\n").nth(1).and_then(|s| s.split("```").next()).expect("a toml example");
+        let blocks: Vec<&str> = doc.split("```toml\n").skip(1).filter_map(|s| s.split("```").next()).collect();
+        for b in &blocks {
+            parse(b).unwrap_or_else(|e| panic!("{e}:\n{b}"));
+        }
+        let example = blocks.iter().find(|b| b.contains("[[unix]]")).expect("the access example");
         let access = parse(example).unwrap().access();
         assert_eq!(access.unix_caller(991, 991).unwrap().role, Role::Orchestrator);
         let acme = weft_model::Tenant::parse("t", "acme").unwrap();

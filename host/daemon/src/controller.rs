@@ -171,6 +171,26 @@ impl Ctl {
         }
     }
 
+    /// Make the configured default network unless the default tenant has a
+    /// network of that name. A failure (its subnet is taken on this host,
+    /// say) is logged and weftd serves on without it.
+    pub(crate) async fn ensure_default_network(&self, req: CreateNetwork) {
+        let name = req.name.clone();
+        let exists = self.index.read(|st| {
+            st.networks
+                .values()
+                .any(|n| n.spec.tenant.as_str() == weft_model::ids::DEFAULT_TENANT && n.spec.name.as_str() == name)
+        });
+        if exists {
+            info!(network = %name, "default network exists");
+            return;
+        }
+        match self.create_network(&Caller::operator("weftd"), req).await {
+            Ok((v, _)) => info!(network = %name, bridge = %v.network.bridge, "default network created"),
+            Err(e) => warn!(network = %name, error = %e, "default network not created; serving without it"),
+        }
+    }
+
     /// Repairs made since start, by kind.
     pub(crate) fn repairs(&self) -> Vec<(String, u64)> {
         self.repairs.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()

@@ -55,6 +55,9 @@ async fn serve() -> anyhow::Result<()> {
         None => None,
     };
     let ctl = Arc::new(controller::Ctl::start(&cfg, access.clone()).await.context("starting weftd")?);
+    if let Some(req) = cfg.default_network.clone() {
+        ctl.ensure_default_network(req).await;
+    }
     let periodic = reconcile::spawn_periodic(ctl.clone(), cfg.reconcile_interval());
     let sync = ctl.cluster.clone().map(|c| cluster::sync::spawn(ctl.clone(), c));
     let watcher = drift::spawn(ctl.clone()).context("starting the drift watcher")?;
