@@ -45,6 +45,24 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// The first ```LANG block after `marker` in `doc` (a README or docs page
+/// whose configurations the tests run as written).
+pub fn block_after(doc: &str, marker: &str, lang: &str) -> String {
+    let rest = &doc[doc.find(marker).unwrap_or_else(|| panic!("no {marker:?} in the document"))..];
+    let open = format!("```{lang}\n");
+    let start = rest.find(&open).unwrap_or_else(|| panic!("no {lang} block after {marker:?}")) + open.len();
+    rest[start..][..rest[start..].find("\n```").expect("the block's end")].to_owned()
+}
+
+/// docs/orchestrators.md.
+pub const ORCHESTRATORS: &str = include_str!("../../docs/orchestrators.md");
+
+/// A conflist of docs/orchestrators.md, the socket made `socket`.
+pub fn documented_conflist(marker: &str, socket: &std::path::Path) -> serde_json::Value {
+    let text = block_after(ORCHESTRATORS, marker, "json").replace("/run/weft/weft.sock", &socket.display().to_string());
+    serde_json::from_str(&text).unwrap()
+}
+
 /// Run a command, panicking with its output if it fails.
 pub fn sh(args: &[&str]) -> Output {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));

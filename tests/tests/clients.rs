@@ -9,23 +9,15 @@ use std::process::Command;
 
 use weft_tests::Host;
 
-/// Calls health and ListNetworks with raw bytes (no generated code), once
-/// with grpc-python's default authority and once with the socket's path.
-const CLIENT: &str = r#"
-import grpc, sys
-path = sys.argv[1]
-for opts in ([], [("grpc.default_authority", path)]):
-    ch = grpc.insecure_channel("unix:" + path, options=opts)
-    health = ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10)
-    nets = ch.unary_unary("/weft.v1.NetworkService/ListNetworks")(b"", timeout=10)
-    print(health.hex(), b"web" in nets)
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_python_reaches_the_unix_socket_as_it_is() {
     let host = Host::new("pyclient");
     host.create_network("web", &["10.79.0.0/24"]).await.unwrap();
-    let out = Command::new("python3").args(["-c", CLIENT]).arg(host.socket()).output().unwrap();
+    // docs/orchestrators.md's client: health and ListNetworks with raw bytes
+    // (no generated code), with grpc-python's default authority and with
+    // the socket's path (what grpcurl -unix sends).
+    let client = weft_tests::block_after(weft_tests::ORCHESTRATORS, "(grpc-python client)", "python");
+    let out = Command::new("python3").args(["-c", &client]).arg(host.socket()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // SERVING is field 1 = 1; the list names the network.
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0801 True\n0801 True\n");

@@ -10,10 +10,9 @@
 
 use std::path::Path;
 
-use serde_json::json;
 use weft_grpc::pb;
 use weft_tests::engines::{Containerd, Podman};
-use weft_tests::{Host, Server, addr_of, http_get, probe_tcp};
+use weft_tests::{Host, ORCHESTRATORS, Server, addr_of, block_after, documented_conflist, http_get, probe_tcp};
 
 async fn endpoints(host: &Host, network: &str) -> Vec<pb::Endpoint> {
     let req = pb::ListEndpointsRequest { network: network.into(), ..Default::default() };
@@ -25,16 +24,7 @@ async fn endpoints(host: &Host, network: &str) -> Vec<pb::Endpoint> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_containers_on_a_weft_network() {
     let host = Host::new("podman");
-    let conflist = json!({
-        "cniVersion": "1.0.0",
-        "name": "weftnet",
-        "plugins": [{
-            "type": "weft",
-            "socket": host.socket(),
-            "subnets": ["10.66.0.0/24"],
-            "capabilities": {"portMappings": true, "ips": true, "mac": true, "dns": true, "aliases": true},
-        }],
-    });
+    let conflist = documented_conflist("(podman conflist)", &host.socket());
     let podman = Podman::new(&host, &conflist);
     let rootfs = podman.rootfs();
     let cgroup_parent = format!("--cgroup-parent={}", podman.cgroups.0);
@@ -88,19 +78,13 @@ async fn apply(host: &Host, network: &str, docs: &str) {
 async fn containerd_cri_pods_on_a_weft_network() {
     use k8s_cri::v1 as cri;
     let host = Host::new("cri");
-    let net = pb::CreateNetworkRequest {
-        name: "pods".into(),
-        subnets: vec![pb::Subnet { subnet: "10.67.0.0/24".into(), ..Default::default() }],
-        policy: "policy-k8s".into(),
-        ..Default::default()
-    };
-    host.networks().await.create_network(net).await.unwrap();
+    // The network as docs/orchestrators.md makes it.
+    let create = block_after(ORCHESTRATORS, "The pods' network", "sh");
+    let args: Vec<&str> = create.split_whitespace().skip(1).collect();
+    let out = host.cli(&args);
+    assert!(out.status.success(), "{create}: {}", String::from_utf8_lossy(&out.stderr));
     apply(&host, "", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: shop}}\n").await;
-    let conflist = json!({
-        "cniVersion": "1.0.0",
-        "name": "pods",
-        "plugins": [{"type": "weft", "socket": host.socket(), "capabilities": {"portMappings": true}}],
-    });
+    let conflist = documented_conflist("(containerd conflist)", &host.socket());
     let containerd = Containerd::start(&host, &conflist);
     let mut c = containerd.cri().await;
     let v = c.version(cri::VersionRequest::default()).await.unwrap().into_inner();

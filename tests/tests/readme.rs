@@ -10,10 +10,7 @@ use weft_tests::bin_dir;
 
 /// The ```sh block after `marker` in the README.
 fn block_after(marker: &str) -> String {
-    let readme = include_str!("../../README.md");
-    let rest = &readme[readme.find(marker).unwrap_or_else(|| panic!("README has no {marker:?}"))..];
-    let start = rest.find("```sh\n").expect("a sh block") + "```sh\n".len();
-    rest[start..][..rest[start..].find("\n```").expect("the block's end")].to_owned()
+    weft_tests::block_after(include_str!("../../README.md"), marker, "sh")
 }
 
 #[test]
