@@ -47,10 +47,10 @@ async fn metrics_count_what_weftd_did() {
 
     let rpc =
         |method: &str, code: &str| m.get(&format!("weft_rpc_requests_total{{method=\"{method}\",code=\"{code}\"}}"));
-    assert_eq!(rpc("EndpointService/AttachEndpoint", "Ok"), 2.0, "{:?}", m.0);
-    assert_eq!(rpc("EndpointService/DetachEndpoint", "Ok"), 1.0);
+    assert_eq!(rpc("EndpointService/AttachEndpoint", "OK"), 2.0, "{:?}", m.0);
+    assert_eq!(rpc("EndpointService/DetachEndpoint", "OK"), 1.0);
     assert_eq!(rpc("NetworkService/GetNetwork", "NotFound"), 1.0);
-    assert_eq!(rpc("EventService/Watch", "Ok"), 1.0);
+    assert_eq!(rpc("EventService/Watch", "OK"), 1.0);
     assert_eq!(m.get("weft_attach_duration_seconds_count"), 2.0);
     assert!(m.get("weft_attach_duration_seconds_sum") > 0.0);
     assert_eq!(m.get("weft_attach_duration_seconds_bucket{le=\"+Inf\"}"), 2.0);

@@ -104,7 +104,14 @@ async fn ensure_network(conf: &NetConf, ch: Channel) -> Result<(), CniError> {
     };
     match nets.create_network(req).await {
         Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::AlreadyExists && s.message().contains("network") => Ok(()),
+        // A concurrent ADD made it first; any other clash (a subnet) stands.
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            let get = pb::GetNetworkRequest { tenant: conf.tenant.clone(), name: conf.network().to_owned() };
+            match nets.get_network(get).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(CniError::from_status(&format!("creating network {:?}", conf.network()), &s)),
+            }
+        }
         Err(s) => Err(CniError::from_status(&format!("creating network {:?}", conf.network()), &s)),
     }
 }

@@ -79,7 +79,9 @@ impl Metrics {
     pub fn rpc_observer(self: &Arc<Self>) -> weft_grpc::auth::RpcObserver {
         let me = self.clone();
         weft_grpc::auth::RpcObserver(Arc::new(move |method, code| {
-            let labels = RpcLabels { method: method.to_owned(), code: format!("{code:?}") };
+            // gRPC's names for the codes (OK, NotFound, ...), as other servers label them.
+            let code = if code == tonic::Code::Ok { "OK".to_owned() } else { format!("{code:?}") };
+            let labels = RpcLabels { method: method.to_owned(), code };
             me.rpcs.get_or_create(&labels).inc();
         }))
     }
