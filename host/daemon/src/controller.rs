@@ -176,11 +176,9 @@ impl Ctl {
     /// say) is logged and weftd serves on without it.
     pub(crate) async fn ensure_default_network(&self, req: CreateNetwork) {
         let name = req.name.clone();
-        let exists = self.index.read(|st| {
-            st.networks
-                .values()
-                .any(|n| n.spec.tenant.as_str() == weft_model::ids::DEFAULT_TENANT && n.spec.name.as_str() == name)
-        });
+        let exists = Tenant::parse("tenant", "")
+            .and_then(|t| Ok((t, NetworkName::parse("name", &name)?)))
+            .is_ok_and(|(t, n)| self.index.read(|st| st.network_by_name(&t, &n).is_ok()));
         if exists {
             info!(network = %name, "default network exists");
             return;
