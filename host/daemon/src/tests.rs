@@ -346,3 +346,26 @@ async fn the_periodic_pass_restores_addresses_and_the_default_route_inside() {
     let stats = r.ctl.stats().await.unwrap();
     assert!(stats.repairs.iter().any(|(k, n)| k == "inside" && *n == 1), "{:?}", stats.repairs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_network_is_made_once_and_a_failure_is_not_fatal() {
+    let r = rig("default-net").await;
+    let names = |r: &Rig| {
+        r.store
+            .load()
+            .unwrap()
+            .networks
+            .into_iter()
+            .map(|n| (n.spec.name.to_string(), n.spec.subnets.len()))
+            .collect::<Vec<_>>()
+    };
+    r.ctl.ensure_default_network(network("bridge", "172.17.0.0/16")).await;
+    assert_eq!(names(&r), [("bridge".to_owned(), 1)]);
+    let revision = r.store.load().unwrap().revision;
+    // At the next start it exists: nothing is made or changed.
+    r.ctl.ensure_default_network(network("bridge", "172.18.0.0/16")).await;
+    assert_eq!(r.store.load().unwrap().revision, revision);
+    // One that cannot be made (its subnet is another network's): weftd goes on without it.
+    r.ctl.ensure_default_network(network("other", "172.17.5.0/24")).await;
+    assert_eq!(names(&r), [("bridge".to_owned(), 1)]);
+}
