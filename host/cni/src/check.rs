@@ -20,12 +20,12 @@ pub async fn check(conf: &NetConf, env: &Env) -> Result<(), CniError> {
         return Err(CniError::new(error::INVALID_CONFIG, "CHECK needs prevResult (the result of ADD)"));
     };
     let ch = connect(conf, error::TRY_AGAIN).await?;
-    let (net, ep) = attached(conf, env, ch).await?;
+    let ep = attached(conf, env, ch).await?;
     let mut diffs = recorded(prev, &ep);
     if ep.netns != env.netns {
         diffs.push(format!("weftd attached namespace {}, not CNI_NETNS {}", ep.netns, env.netns));
     }
-    diffs.extend(kernel(&net, &ep, prev).await?);
+    diffs.extend(kernel(&ep, prev).await?);
     if diffs.is_empty() {
         return Ok(());
     }
@@ -39,8 +39,7 @@ pub async fn check(conf: &NetConf, env: &Env) -> Result<(), CniError> {
 /// What the previous result says against weftd's record.
 fn recorded(prev: &Value, ep: &weft_grpc::pb::Endpoint) -> Vec<String> {
     let mut diffs = Vec::new();
-    let (addresses, mac) = named_in(prev);
-    let mut said = addresses.clone();
+    let (mut said, mac) = named_in(prev);
     let mut has = ep.addresses.clone();
     said.sort();
     has.sort();
@@ -56,11 +55,7 @@ fn recorded(prev: &Value, ep: &weft_grpc::pb::Endpoint) -> Vec<String> {
 }
 
 /// What the kernel has against weftd's record.
-async fn kernel(
-    net: &weft_grpc::pb::Network,
-    ep: &weft_grpc::pb::Endpoint,
-    prev: &Value,
-) -> Result<Vec<String>, CniError> {
+async fn kernel(ep: &weft_grpc::pb::Endpoint, prev: &Value) -> Result<Vec<String>, CniError> {
     let io = |what: &str, e: &dyn std::fmt::Display| CniError::new(error::IO_FAILURE, format!("{what}: {e}"));
     let name = |s: &str| IfName::parse("ifname", s).map_err(|e| io("an interface name", &e));
     let kernel = Kernel::new().map_err(|e| io("opening netlink", &e))?;
@@ -89,7 +84,7 @@ async fn kernel(
             diffs.push(format!("{} has no default route {dst}", ep.netns));
         }
     }
-    if crate::result::has_host_side(net) {
+    if crate::result::has_host_side(ep) {
         let host = name(&ep.host_ifname)?;
         match kernel.observe_link(&host).await.map_err(|e| io(&format!("reading {}", ep.host_ifname), &e))? {
             None => diffs.push(format!("host interface {} is missing", ep.host_ifname)),
@@ -98,8 +93,8 @@ async fn kernel(
                     diffs.push(format!("host interface {} is down", ep.host_ifname));
                 }
                 let master = link.master.as_ref().map(ToString::to_string).unwrap_or_default();
-                if master != net.bridge {
-                    diffs.push(format!("host interface {} is not a port of bridge {}", ep.host_ifname, net.bridge));
+                if master != ep.bridge {
+                    diffs.push(format!("host interface {} is not a port of bridge {}", ep.host_ifname, ep.bridge));
                 }
             }
         }

@@ -10,12 +10,12 @@ use weft_grpc::pb;
 
 use crate::conf::{RuntimeDns, at_least};
 
-/// The CNI result for `ep` (attached to `net`) in `version`. `dns` is what
-/// the runtime asked for; weft's own DNS server comes first.
-pub fn result(version: &str, net: &pb::Network, ep: &pb::Endpoint, dns: Option<&RuntimeDns>) -> Value {
+/// The CNI result for `ep` in `version`. `dns` is what the runtime asked
+/// for; weft's own DNS server comes first.
+pub fn result(version: &str, ep: &pb::Endpoint, dns: Option<&RuntimeDns>) -> Value {
     let mut interfaces = Vec::new();
-    if has_host_side(net) {
-        interfaces.push(json!({ "name": net.bridge }));
+    if has_host_side(ep) {
+        interfaces.push(json!({ "name": ep.bridge }));
         interfaces.push(json!({ "name": ep.host_ifname }));
     }
     let container = interfaces.len();
@@ -59,10 +59,10 @@ pub fn result(version: &str, net: &pb::Network, ep: &pb::Endpoint, dns: Option<&
     })
 }
 
-/// Endpoints of `net` are veth pairs on a bridge (bridge and overlay
-/// networks; a macvlan endpoint has no host side).
-pub fn has_host_side(net: &pb::Network) -> bool {
-    net.driver != "macvlan" && !net.bridge.is_empty()
+/// `ep` is a veth pair on a bridge (bridge and overlay networks; a
+/// macvlan endpoint has no host side, and weftd names no bridge for it).
+pub fn has_host_side(ep: &pb::Endpoint) -> bool {
+    !ep.bridge.is_empty()
 }
 
 /// The addresses (with prefix) and the container interface's MAC a
@@ -79,9 +79,9 @@ pub fn named_in(prev: &Value) -> (Vec<String>, Option<String>) {
 mod tests {
     use super::*;
 
-    fn ep() -> (pb::Network, pb::Endpoint) {
-        let net = pb::Network { bridge: "weft-ab".into(), driver: "bridge".into(), ..Default::default() };
-        let ep = pb::Endpoint {
+    fn ep() -> pb::Endpoint {
+        pb::Endpoint {
+            bridge: "weft-ab".into(),
             ifname: "eth0".into(),
             host_ifname: "veth0123".into(),
             mac: "02:42:0a:01:00:02".into(),
@@ -91,32 +91,33 @@ mod tests {
             dns_servers: vec!["10.1.0.1".into()],
             dns_search: vec!["pods".into()],
             ..Default::default()
-        };
-        (net, ep)
+        }
     }
 
     #[test]
     fn shaped_for_the_version_asked() {
-        let (net, ep) = ep();
-        let r = result("1.0.0", &net, &ep, None);
+        let ep = ep();
+        let r = result("1.0.0", &ep, None);
         assert_eq!(r["interfaces"].as_array().unwrap().len(), 3);
         assert_eq!(r["ips"][0], json!({"address": "10.1.0.2/24", "gateway": "10.1.0.1", "interface": 2}));
         assert_eq!(r["routes"][1], json!({"dst": "::/0", "gw": "fd00::1"}));
         assert_eq!(r["dns"], json!({"nameservers": ["10.1.0.1"], "search": ["pods"]}));
-        let old = result("0.3.1", &net, &ep, None);
+        let old = result("0.3.1", &ep, None);
         assert_eq!(old["ips"][1]["version"], "6");
         assert_eq!(named_in(&r), (ep.addresses.clone(), Some(ep.mac.clone())));
+        let macvlan = pb::Endpoint { bridge: String::new(), ..ep };
+        assert_eq!(result("1.0.0", &macvlan, None)["interfaces"].as_array().unwrap().len(), 1, "the container's only");
     }
 
     #[test]
     fn the_runtimes_dns_follows_wefts_own() {
-        let (net, ep) = ep();
+        let ep = ep();
         let asked = RuntimeDns {
             servers: vec!["9.9.9.9".into(), "10.1.0.1".into()],
             searches: vec![],
             options: vec!["ndots:2".into()],
         };
-        let r = result("1.1.0", &net, &ep, Some(&asked));
+        let r = result("1.1.0", &ep, Some(&asked));
         assert_eq!(r["dns"]["nameservers"], json!(["10.1.0.1", "9.9.9.9"]));
         assert_eq!(r["dns"]["options"], json!(["ndots:2"]));
     }

@@ -34,18 +34,18 @@ pub async fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
     env.require(&["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"])?;
     let req = attach_request(conf, env)?;
     let ch = connect(conf, error::TRY_AGAIN).await?;
-    if !conf.subnets().is_empty() {
-        ensure_network(conf, ch.clone()).await?;
-    }
-    let ep = EndpointServiceClient::new(ch.clone())
-        .attach_endpoint(req)
-        .await
-        .map_err(|s| {
-            CniError::from_status(&format!("attaching {} to network {:?}", env.container_id, conf.network()), &s)
-        })?
-        .into_inner();
-    let net = network(conf, ch).await.map_err(|s| read_error(conf, &s))?;
-    Ok(result(&conf.cni_version, &net, &ep, conf.runtime.dns.as_ref()))
+    let mut eps = EndpointServiceClient::new(ch.clone());
+    let attached = match eps.attach_endpoint(req.clone()).await {
+        // The network is made on first use, if the configuration says how.
+        Err(s) if s.code() == tonic::Code::NotFound && !conf.subnets().is_empty() => {
+            ensure_network(conf, ch).await?;
+            eps.attach_endpoint(req).await
+        }
+        r => r,
+    };
+    let what = format!("attaching {} to network {:?}", env.container_id, conf.network());
+    let ep = attached.map_err(|s| CniError::from_status(&what, &s))?.into_inner();
+    Ok(result(&conf.cni_version, &ep, conf.runtime.dns.as_ref()))
 }
 
 /// The attach request of this invocation.
@@ -151,16 +151,15 @@ async fn detach(conf: &NetConf, ch: Channel, key: &str) -> Result<(), CniError> 
 }
 
 /// The endpoint this configuration made for the container's interface.
-pub async fn attached(conf: &NetConf, env: &Env, ch: Channel) -> Result<(pb::Network, pb::Endpoint), CniError> {
+pub async fn attached(conf: &NetConf, env: &Env, ch: Channel) -> Result<pb::Endpoint, CniError> {
     let net = network(conf, ch).await.map_err(|s| read_error(conf, &s))?;
     let key = conf.request_key(&env.container_id, &env.ifname);
-    let ep = net.endpoints.iter().find(|e| e.request_key == key).cloned().ok_or_else(|| {
+    net.endpoints.into_iter().find(|e| e.request_key == key).ok_or_else(|| {
         CniError::new(
             error::UNKNOWN_CONTAINER,
             format!("no endpoint of container {} ({}) on network {:?}", env.container_id, env.ifname, conf.network()),
         )
-    })?;
-    Ok((net, ep))
+    })
 }
 
 /// GC: detach every endpoint this configuration made on the network whose

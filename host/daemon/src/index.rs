@@ -147,5 +147,8 @@ pub fn view_of(net: Option<&Network>, ep: &Endpoint) -> EndpointView {
         Some(n) if n.spec.dns => (n.spec.subnets.iter().map(|s| s.gateway).collect(), vec![n.spec.name.to_string()]),
         _ => (Vec::new(), Vec::new()),
     };
-    EndpointView { endpoint: ep.clone(), gateways, dns_servers, dns_search }
+    let bridge = net
+        .filter(|n| n.is_bridge() && ep.spec.mode == weft_model::endpoint::EndpointMode::Network)
+        .map(|n| n.bridge.clone());
+    EndpointView { endpoint: ep.clone(), gateways, dns_servers, dns_search, bridge }
 }

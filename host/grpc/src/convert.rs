@@ -176,6 +176,7 @@ pub fn endpoint(v: EndpointView) -> pb::Endpoint {
         groups: e.groups,
         node: e.node.unwrap_or_default(),
         request_key: e.spec.request_key.unwrap_or_default(),
+        bridge: v.bridge.map(|b| b.to_string()).unwrap_or_default(),
         aliases: e.spec.aliases,
         dns_servers: v.dns_servers.iter().map(ToString::to_string).collect(),
         dns_search: v.dns_search,

@@ -36,6 +36,9 @@ pub struct EndpointView {
     pub dns_servers: Vec<std::net::IpAddr>,
     /// DNS search domains for its resolv.conf.
     pub dns_search: Vec<String>,
+    /// The bridge its host veth is a port of (None: a macvlan endpoint, or
+    /// a mode without an interface of its own).
+    pub bridge: Option<crate::IfName>,
 }
 
 /// Addresses an object by tenant and name(s), as raw request strings.
