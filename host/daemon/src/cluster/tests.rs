@@ -62,7 +62,11 @@ async fn nodes_share_overlay_networks_and_program_each_others_endpoints() {
     let b = node(&store, "n1", "10.200.0.2").await;
     let (net, _) = a.ctl.create_network(&op(), overlay("10.95.0.0/24")).await.unwrap();
     let vx = net.network.overlay.clone().unwrap().vxlan.to_string();
-    wait("n1 serves the network", || b.kernel.state().links.contains_key(&("host".into(), vx.clone())));
+    // Its device, and its record: the kernel work of the adoption comes before the index holds it.
+    wait("n1 serves the network", || {
+        b.kernel.state().links.contains_key(&("host".into(), vx.clone()))
+            && b.ctl.index.read(|st| st.networks.values().any(|n| n.spec.name.as_str() == "ov"))
+    });
     // Attaches through both nodes at once: every address distinct, each
     // endpoint programmed on the other node behind its node's address.
     let calls = (0..20).map(|i| {
