@@ -20,10 +20,8 @@
 //!   `host-local`) then `portmap`, invoked as a runtime does (environment +
 //!   config on stdin, the bridge result passed as `prevResult`); DEL in
 //!   reverse order.
-//! - floor: the same kernel work with the standard tools and nothing else —
-//!   one `ip -batch` in the host namespace, one `ip -n NS -batch` inside the
-//!   container, one `nft -f` transaction adding the endpoint's DNAT and
-//!   forward elements.
+//! - the kernel floors (`floor.rs`): the same kernel work with nothing else,
+//!   by the standard tools per endpoint, and batched by one process.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -36,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use weft_grpc::client::{EndpointServiceClient, SystemServiceClient, connect_unix};
 use weft_grpc::pb;
-use weft_tests::{Host, Netns, bin_dir, on_ns, sh};
+use weft_tests::{Host, Netns, bin_dir, on_ns};
 
 use crate::firewall::{Counts, count_ruleset};
 use crate::stats::Summary;
@@ -49,8 +47,16 @@ const CNI_PATH: &str = "/usr/lib/cni";
 const BULK_CLIENTS: usize = 32;
 
 /// The systems compared, in table order.
-pub const SYSTEMS: [&str; 7] =
-    ["weft gRPC", "weft CLI", "weft bulk (32 clients)", "netavark 1.4", "CNI 1.1.1", "floor", "weft CNI plugin"];
+pub const SYSTEMS: [&str; 8] = [
+    "weft gRPC",
+    "weft CLI",
+    "weft bulk (32 clients)",
+    "netavark 1.4",
+    "CNI 1.1.1",
+    "floor (processes)",
+    "weft CNI plugin",
+    "floor (batched)",
+];
 
 /// One system at one N.
 #[derive(Clone, Debug, Default)]
@@ -61,8 +67,10 @@ pub struct Series {
     pub done: usize,
     /// Per-endpoint setup times (one per call; empty for bulk).
     pub setup: Vec<Duration>,
-    /// Per-endpoint teardown times.
+    /// Per-endpoint teardown times (one per call; empty for bulk).
     pub teardown: Vec<Duration>,
+    /// Wall time of all N teardowns (bulk and batched systems).
+    pub teardown_total: Duration,
     /// Wall time of all N setups.
     pub setup_total: Duration,
     /// nft rules and set/map elements in the host namespace with N attached.
@@ -74,6 +82,15 @@ impl Series {
     /// or wall time / N for bulk.
     pub fn per_endpoint(&self) -> Duration {
         if self.setup.is_empty() { self.setup_total / self.n.max(1) as u32 } else { Summary::of(&self.setup).p50 }
+    }
+
+    /// The same for teardown.
+    pub fn per_endpoint_teardown(&self) -> Duration {
+        if self.teardown.is_empty() {
+            self.teardown_total / self.done.max(1) as u32
+        } else {
+            Summary::of(&self.teardown).p50
+        }
     }
 
     /// Whether the time budget stopped the setups short of N.
@@ -94,6 +111,11 @@ pub struct Resources {
     /// One Prometheus scrape of weftd with the N endpoints (p50 of 20,
     /// the whole HTTP exchange over loopback).
     pub scrape: Duration,
+    /// After the last sequential detach returned: until every retired link
+    /// was deleted.
+    pub retired_gone: Duration,
+    /// The same after the 32-client detaches.
+    pub bulk_retired_gone: Duration,
 }
 
 /// p50 of 20 scrapes of `host`'s metrics, each checked to list its endpoints.
@@ -139,11 +161,11 @@ fn delta(before: &[pb::PhaseStat], after: Vec<pb::PhaseStat>) -> Vec<pb::PhaseSt
 
 /// An IPv4 address in `base`'s /16 for endpoint `i` (.0.2 upwards, skipping
 /// .0 and .255 of each /24).
-fn addr(base: [u8; 2], i: usize) -> Ipv4Addr {
+pub(crate) fn addr(base: [u8; 2], i: usize) -> Ipv4Addr {
     Ipv4Addr::new(base[0], base[1], (i / 250) as u8, (i % 250) as u8 + 2)
 }
 
-fn port(i: usize) -> u16 {
+pub(crate) fn port(i: usize) -> u16 {
     20000 + i as u16
 }
 
@@ -171,14 +193,16 @@ pub fn run(sizes: &[usize], peer_budget: Duration) -> Result<(Vec<Series>, Vec<R
         all.push(netavark(&containers, peer_budget)?);
         eprintln!("attach: N = {n}: CNI");
         all.push(cni(&containers, peer_budget)?);
-        eprintln!("attach: N = {n}: floor");
-        all.push(floor(&containers)?);
+        eprintln!("attach: N = {n}: floor (processes)");
+        all.push(crate::floor::processes(&containers)?);
+        eprintln!("attach: N = {n}: floor (batched)");
+        all.push(crate::floor::batched(&containers)?);
     }
     Ok((all, res))
 }
 
 /// Ping `to` from `from` (proof the system did the work).
-fn check_ping(system: &str, from: &Netns, to: Ipv4Addr) -> Result<()> {
+pub(crate) fn check_ping(system: &str, from: &Netns, to: Ipv4Addr) -> Result<()> {
     if !from.ping(&to.to_string()) {
         bail!("{system}: {} cannot ping {to} after setup", from.name);
     }
@@ -187,7 +211,7 @@ fn check_ping(system: &str, from: &Netns, to: Ipv4Addr) -> Result<()> {
 
 /// The address the first container pings: the last endpoint's, or the
 /// gateway's when there is only one.
-fn ping_target(base: [u8; 2], n: usize) -> Ipv4Addr {
+pub(crate) fn ping_target(base: [u8; 2], n: usize) -> Ipv4Addr {
     if n > 1 { addr(base, n - 1) } else { Ipv4Addr::new(base[0], base[1], 0, 1) }
 }
 
@@ -230,6 +254,7 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
         cpu: cpu(&attached).saturating_sub(cpu(&before)),
         phases: Vec::new(),
         scrape: scrape_time(&host)?,
+        ..Default::default()
     };
     check_ping("weft", &containers[0], ping_target([10, 91], n))?;
     s.counts = Some(count_ruleset(&host.ns.name)?);
@@ -238,6 +263,7 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
         c.detach_endpoint(detach_req(i)).await.with_context(|| format!("weft detach e{i}"))?;
         s.teardown.push(t.elapsed());
     }
+    res.retired_gone = retired_gone(&host)?;
     res.phases = delta(&before.phases, stats(&host).await?.phases);
     out.push(s);
 
@@ -273,30 +299,61 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
     let mut s = Series { system: SYSTEMS[2], n, done: n, ..Default::default() };
     let reqs: Arc<Vec<pb::AttachEndpointRequest>> =
         Arc::new(containers.iter().enumerate().map(|(i, ns)| attach_req(i, ns)).collect());
-    let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
+    clients(&host, n, move |mut c, i| {
+        let r = reqs[i].clone();
+        async move { c.attach_endpoint(r).await.map(|_| ()) }
+    })
+    .await?;
+    s.setup_total = t0.elapsed();
+    check_ping("weft bulk", &containers[0], ping_target([10, 91], n))?;
+    // And the N detaches by 32 clients.
+    let t0 = Instant::now();
+    clients(&host, n, |mut c, i| async move { c.detach_endpoint(detach_req(i)).await.map(|_| ()) }).await?;
+    s.teardown_total = t0.elapsed();
+    res.bulk_retired_gone = retired_gone(&host)?;
+    out.push(s);
+    Ok((out, res))
+}
+
+/// Calls 0..n shared by 32 clients, each on its own connection: `call(client, i)`.
+async fn clients<F, Fut>(host: &Host, n: usize, call: F) -> Result<()>
+where
+    F: Fn(EndpointServiceClient<tonic::transport::Channel>, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let (next, call) = (Arc::new(AtomicUsize::new(0)), Arc::new(call));
     let mut tasks = Vec::new();
     for _ in 0..BULK_CLIENTS.min(n) {
-        let (reqs, next, sock) = (reqs.clone(), next.clone(), host.socket());
+        let (next, call, sock) = (next.clone(), call.clone(), host.socket());
         tasks.push(tokio::spawn(async move {
-            let mut c = EndpointServiceClient::new(connect_unix(sock).await?);
+            let c = EndpointServiceClient::new(connect_unix(sock).await?);
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(r) = reqs.get(i) else { return Ok::<(), anyhow::Error>(()) };
-                c.attach_endpoint(r.clone()).await.with_context(|| format!("weft bulk attach e{i}"))?;
+                if i >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                call(c.clone(), i).await.with_context(|| format!("weft bulk call e{i}"))?;
             }
         }));
     }
     for t in tasks {
         t.await??;
     }
-    s.setup_total = t0.elapsed();
-    check_ping("weft bulk", &containers[0], ping_target([10, 91], n))?;
-    for i in 0..n {
-        c.detach_endpoint(detach_req(i)).await?;
+    Ok(())
+}
+
+/// How long after the last detach returned weftd's retired links (the
+/// detached veths, deleted in the background) were all gone.
+fn retired_gone(host: &Host) -> Result<Duration> {
+    let t = Instant::now();
+    while !host.retired_links().is_empty() {
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("retired links still there after 30 s: {:?}", host.retired_links());
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    out.push(s);
-    Ok((out, res))
+    Ok(t.elapsed())
 }
 
 /// weft through its CNI plugin, invoked as a runtime does: a process per
@@ -335,7 +392,7 @@ fn plugin_series(host: &Host, n: usize, containers: &[Netns]) -> Result<Series> 
 
 /// Run `cmd` with `stdin`, failing with its stderr; returns stdout and the
 /// wall time.
-fn timed(cmd: &mut Command, stdin: &str) -> Result<(String, Duration)> {
+pub(crate) fn timed(cmd: &mut Command, stdin: &str) -> Result<(String, Duration)> {
     let t = Instant::now();
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
@@ -349,7 +406,7 @@ fn timed(cmd: &mut Command, stdin: &str) -> Result<(String, Duration)> {
 
 /// Run `f` on a thread inside `host`'s namespace: the peers' processes are
 /// spawned from there and so run in it.
-fn in_host<T: Send + 'static>(host: &Netns, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) fn in_host<T: Send + 'static>(host: &Netns, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     on_ns(&host.name, f).join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
 }
 
@@ -383,7 +440,7 @@ type Step = Box<dyn Fn(usize, &str) -> Result<Duration> + Send + Sync>;
 /// A system's per-container setup and teardown, run from inside its host
 /// namespace. Setups stop early (after at least two) once `budget` has
 /// passed; only the containers set up are torn down.
-fn per_container(
+pub(crate) fn per_container(
     system: &'static str,
     containers: &[Netns],
     target: fn(usize) -> Ipv4Addr,
@@ -501,60 +558,4 @@ fn cni(containers: &[Netns], budget: Duration) -> Result<Series> {
     let s = per_container(SYSTEMS[4], containers, target, &host, budget, (Box::new(setup), Box::new(teardown)));
     let _ = std::fs::remove_dir_all(&data);
     s
-}
-
-/// The kernel floor: the same link, address, route and nft work through
-/// `ip -batch` and one `nft -f` transaction per endpoint.
-fn floor(containers: &[Netns]) -> Result<Series> {
-    let host = Netns::new("b", "flhost");
-    let h = host.name.as_str();
-    sh(&["ip", "-n", h, "link", "add", "wbfl0", "type", "bridge"]);
-    sh(&["ip", "-n", h, "addr", "add", "10.93.0.1/16", "dev", "wbfl0"]);
-    sh(&["ip", "-n", h, "link", "set", "wbfl0", "up"]);
-    sh(&["ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    let table = "table inet wbfloor {
-  map dnat4 { type inet_proto . inet_service : ipv4_addr . inet_service; }
-  chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-    fib daddr type local dnat ip to meta l4proto . th dport map @dnat4; }
-  chain forward { type filter hook forward priority filter; policy drop;
-    ct state established,related accept
-    ct status dnat accept
-    iifname \"wbfl0\" accept; }
-}
-";
-    in_host(&host, move || timed(Command::new("nft").args(["-f", "-"]), table).map(|_| ()))?;
-    let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
-    let names = Arc::new(names);
-    let setup = move |i: usize, _path: &str| -> Result<Duration> {
-        let a = addr([10, 93], i);
-        let (_, t1) = timed(
-            Command::new("ip").args(["-batch", "-"]),
-            &format!("link add vfl{i} type veth peer name eth0 netns {}\nlink set vfl{i} master wbfl0 up\n", names[i]),
-        )?;
-        let (_, t2) = timed(
-            Command::new("ip").args(["-n", &names[i], "-batch", "-"]),
-            &format!("addr add {a}/16 dev eth0\nlink set lo up\nlink set eth0 up\nroute add default via 10.93.0.1\n"),
-        )?;
-        let (_, t3) = timed(
-            Command::new("nft").args(["-f", "-"]),
-            &format!("add element inet wbfloor dnat4 {{ tcp . {} : {a} . 80 }}\n", port(i)),
-        )?;
-        Ok(t1 + t2 + t3)
-    };
-    let teardown = move |i: usize, _path: &str| -> Result<Duration> {
-        let (_, t1) = timed(
-            Command::new("nft").args(["-f", "-"]),
-            &format!("delete element inet wbfloor dnat4 {{ tcp . {} }}\n", port(i)),
-        )?;
-        let (_, t2) = timed(Command::new("ip").args(["-batch", "-"]), &format!("link del vfl{i}\n"))?;
-        Ok(t1 + t2)
-    };
-    per_container(
-        SYSTEMS[5],
-        containers,
-        |n| ping_target([10, 93], n),
-        &host,
-        Duration::MAX,
-        (Box::new(setup), Box::new(teardown)),
-    )
 }

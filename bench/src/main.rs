@@ -30,6 +30,7 @@
 mod attach;
 mod dns;
 mod firewall;
+mod floor;
 mod overlay;
 mod report;
 mod resilience;
@@ -90,7 +91,8 @@ fn main() -> Result<()> {
             let md = report::attach_markdown(&series, &res);
             println!("{md}");
             write(&out, "attach.md", &md)?;
-            write(&out, "attach-latency.svg", &report::attach_svg(&series))
+            write(&out, "attach-latency.svg", &report::latency_svg(&series, report::Phase::Attach))?;
+            write(&out, "detach-latency.svg", &report::latency_svg(&series, report::Phase::Detach))
         }
         Some("firewall") => {
             let runs = flag(&args, "--runs").map_or(Ok(3), |s| s.parse()).context("--runs")?;

@@ -18,6 +18,11 @@ pub fn attach_markdown(series: &[Series], res: &[Resources]) -> String {
         cut_short |= x.partial();
         let (a, d) = (Summary::of(&x.setup), Summary::of(&x.teardown));
         let cell = |v: &[Duration], d: Duration| if v.is_empty() { "—".to_owned() } else { ms(d) };
+        let detach = match (x.teardown.is_empty(), x.teardown_total.is_zero()) {
+            (false, _) => ms(d.p50),
+            (true, false) => format!("{} (wall / N)", ms(x.per_endpoint_teardown())),
+            (true, true) => "—".to_owned(),
+        };
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -26,7 +31,7 @@ pub fn attach_markdown(series: &[Series], res: &[Resources]) -> String {
             if x.setup.is_empty() { format!("{} (wall / N)", ms(x.per_endpoint())) } else { ms(a.p50) },
             cell(&x.setup, a.p95),
             cell(&x.setup, a.p99),
-            cell(&x.teardown, d.p50),
+            detach,
             cell(&x.teardown, d.p95),
             cell(&x.teardown, d.p99),
             if x.partial() {
@@ -43,40 +48,60 @@ pub fn attach_markdown(series: &[Series], res: &[Resources]) -> String {
              at N (ratios marked ≥).\n",
         );
     }
-    s.push_str("\nRatios of per-endpoint attach time (p50; bulk: wall time / N), same run:\n\n");
+    s.push_str("\nRatios of per-endpoint attach time (p50; bulk and batched: wall time / N), same run:\n\n");
     s.push_str(
-        "| N | netavark / weft gRPC | CNI / weft gRPC | weft gRPC / floor | weft CLI / floor | weft bulk / floor | \
-         weft CNI plugin / weft gRPC | plugin − gRPC, ms |\n",
+        "| N | netavark / weft gRPC | CNI / weft gRPC | weft gRPC / floor (processes) | weft gRPC / floor (batched) | \
+         weft CLI / floor (processes) | weft bulk / floor (batched) | weft CNI plugin / weft gRPC | \
+         plugin − gRPC, ms |\n",
     );
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for n in sizes(series) {
-        // (per-endpoint seconds, whether it is a lower bound)
-        let get = |sys: &str| {
-            series
-                .iter()
-                .find(|x| x.n == n && x.system == sys)
-                .map(|x| (x.per_endpoint().as_secs_f64(), x.partial()))
-                .unwrap_or((0.0, false))
-        };
-        let (w, cli, bulk, nv, cni, fl) =
-            (get(SYSTEMS[0]), get(SYSTEMS[1]), get(SYSTEMS[2]), get(SYSTEMS[3]), get(SYSTEMS[4]), get(SYSTEMS[5]));
-        let plugin = get(SYSTEMS[6]);
-        // A lower bound over an exact figure is a lower bound of the ratio.
-        let r = |(a, lower): (f64, bool), (b, _): (f64, bool)| match (b > 0.0, lower) {
-            (false, _) => "—".into(),
-            (true, true) => format!("≥ {:.2}×", a / b),
-            (true, false) => format!("{:.2}×", a / b),
-        };
+        let get = per_endpoint(series, n, Phase::Attach);
+        let (w, cli, bulk, nv, cni) =
+            (get(SYSTEMS[0]), get(SYSTEMS[1]), get(SYSTEMS[2]), get(SYSTEMS[3]), get(SYSTEMS[4]));
+        let (fl, plugin, batched) = (get(SYSTEMS[5]), get(SYSTEMS[6]), get(SYSTEMS[7]));
         let added = if plugin.0 > 0.0 { format!("{:.2}", (plugin.0 - w.0) * 1e3) } else { "—".into() };
         let _ = writeln!(
             s,
-            "| {n} | {} | {} | {} | {} | {} | {} | {added} |",
-            r(nv, w),
-            r(cni, w),
-            r(w, fl),
-            r(cli, fl),
-            r(bulk, fl),
-            r(plugin, w)
+            "| {n} | {} | {} | {} | {} | {} | {} | {} | {added} |",
+            ratio(nv, w),
+            ratio(cni, w),
+            ratio(w, fl),
+            ratio(w, batched),
+            ratio(cli, fl),
+            ratio(bulk, batched),
+            ratio(plugin, w)
+        );
+    }
+    s.push_str(
+        "\nRatios of per-endpoint detach time (p50; bulk and batched: wall time / N), same run, and how long \
+         after the last detach returned weftd's retired links were all deleted:\n\n",
+    );
+    s.push_str(
+        "| N | weft gRPC detach ms | weft bulk detach ms (wall / N) | netavark / weft gRPC | CNI / weft gRPC | \
+         weft gRPC / floor (processes) | weft gRPC / floor (batched) | weft bulk / floor (batched) | \
+         links gone after the last detach, ms (sequential; bulk) |\n",
+    );
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for n in sizes(series) {
+        let get = per_endpoint(series, n, Phase::Detach);
+        let (w, bulk, nv, cni) = (get(SYSTEMS[0]), get(SYSTEMS[2]), get(SYSTEMS[3]), get(SYSTEMS[4]));
+        let (fl, batched) = (get(SYSTEMS[5]), get(SYSTEMS[7]));
+        let gone = res
+            .iter()
+            .find(|r| r.n == n)
+            .map(|r| format!("{}; {}", ms(r.retired_gone), ms(r.bulk_retired_gone)))
+            .unwrap_or_else(|| "—".into());
+        let _ = writeln!(
+            s,
+            "| {n} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {gone} |",
+            w.0 * 1e3,
+            bulk.0 * 1e3,
+            ratio(nv, w),
+            ratio(cni, w),
+            ratio(w, fl),
+            ratio(w, batched),
+            ratio(bulk, batched)
         );
     }
     s.push_str("\nFirewall objects in the host namespace with N endpoints attached (whole ruleset):\n\n");
@@ -146,6 +171,44 @@ pub fn firewall_markdown(t: &[Throughput]) -> String {
     s
 }
 
+/// Attach or detach.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Attach,
+    Detach,
+}
+
+impl Phase {
+    fn of(self, x: &Series) -> Duration {
+        match self {
+            Phase::Attach => x.per_endpoint(),
+            Phase::Detach => x.per_endpoint_teardown(),
+        }
+    }
+}
+
+/// For one N: a system's per-endpoint seconds in `phase`, and whether it
+/// is a lower bound (0 if the system did not run).
+fn per_endpoint(series: &[Series], n: usize, phase: Phase) -> impl Fn(&str) -> (f64, bool) + '_ {
+    move |sys: &str| {
+        series
+            .iter()
+            .find(|x| x.n == n && x.system == sys)
+            .map(|x| (phase.of(x).as_secs_f64(), x.partial()))
+            .unwrap_or((0.0, false))
+    }
+}
+
+/// `a / b` as a ratio cell; a lower bound over an exact figure is a lower
+/// bound of the ratio.
+fn ratio((a, lower): (f64, bool), (b, _): (f64, bool)) -> String {
+    match (b > 0.0 && a > 0.0, lower) {
+        (false, _) => "—".into(),
+        (true, true) => format!("≥ {:.2}×", a / b),
+        (true, false) => format!("{:.2}×", a / b),
+    }
+}
+
 /// The system's name, with how far it got when its time budget ran out.
 fn label(x: &Series) -> String {
     if x.partial() { format!("{} — first {} of {}", x.system, x.done, x.n) } else { x.system.to_owned() }
@@ -158,18 +221,18 @@ fn sizes(series: &[Series]) -> Vec<usize> {
     v
 }
 
-/// Attach latency (per endpoint, ms, log scale) against N (log scale), one
-/// line per system.
-pub fn attach_svg(series: &[Series]) -> String {
+/// Attach or detach latency (per endpoint, ms, log scale) against N (log
+/// scale), one line per system.
+pub fn latency_svg(series: &[Series], phase: Phase) -> String {
     const W: f64 = 760.0;
     const H: f64 = 440.0;
     const L: f64 = 70.0;
     const R: f64 = 230.0;
     const T: f64 = 40.0;
     const B: f64 = 50.0;
-    const COLORS: [&str; 7] = ["#1f77b4", "#17becf", "#9467bd", "#d62728", "#ff7f0e", "#2ca02c", "#8c564b"];
+    const COLORS: [&str; 8] = ["#1f77b4", "#17becf", "#9467bd", "#d62728", "#ff7f0e", "#2ca02c", "#8c564b", "#7f7f7f"];
     let ns = sizes(series);
-    let vals: Vec<f64> = series.iter().map(|x| x.per_endpoint().as_secs_f64() * 1e3).filter(|v| *v > 0.0).collect();
+    let vals: Vec<f64> = series.iter().map(|x| phase.of(x).as_secs_f64() * 1e3).filter(|v| *v > 0.0).collect();
     let lo = vals.iter().copied().fold(f64::INFINITY, f64::min).max(1e-3);
     let hi = vals.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
     let (ylo, yhi) = (lo.log10().floor(), hi.log10().ceil());
@@ -182,8 +245,9 @@ pub fn attach_svg(series: &[Series]) -> String {
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
 <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Attach latency per endpoint (p50; bulk: wall / N), one published port each</text>\n",
-        W / 2.0
+<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{} latency per endpoint (p50; bulk, batched: wall / N), one published port each</text>\n",
+        W / 2.0,
+        if phase == Phase::Attach { "Attach" } else { "Detach" }
     );
     let mut e = ylo as i32;
     while e as f64 <= yhi {
@@ -218,7 +282,7 @@ pub fn attach_svg(series: &[Series]) -> String {
         let pts: Vec<(f64, f64, bool)> = ns
             .iter()
             .filter_map(|&n| series.iter().find(|x| x.n == n && x.system == *sys))
-            .map(|x| (x.n, x.per_endpoint().as_secs_f64() * 1e3, x.partial()))
+            .map(|x| (x.n, phase.of(x).as_secs_f64() * 1e3, x.partial()))
             .filter(|(_, v, _)| *v > 0.0)
             .map(|(n, v, p)| (x(n), y(v), p))
             .collect();

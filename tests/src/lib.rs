@@ -457,6 +457,33 @@ impl Host {
         self.ns.links()
     }
 
+    /// The links weftd retired (detached endpoints' host veths, down and in
+    /// its link group) and has not deleted yet.
+    pub fn retired_links(&self) -> Vec<String> {
+        let group = weft_plan::RETIRED_GROUP.to_string();
+        let out = self.ns.exec(&["ip", "-o", "link", "show", "group", &group]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_owned()))
+            .collect()
+    }
+
+    /// Wait until weftd has deleted every link it retired: a detach returns
+    /// once its link is out of service, and the deletion follows in the
+    /// background (within 1 s, measured by `weft-bench attach`; the bound
+    /// here only keeps a broken reaper from hanging a test).
+    pub fn retired_deleted(&self) {
+        let t = std::time::Instant::now();
+        loop {
+            let left = self.retired_links();
+            if left.is_empty() {
+                return;
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "retired links not deleted after 10 s: {left:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// The host namespace's nftables tables.
     pub fn nft_tables(&self) -> String {
         String::from_utf8_lossy(&self.ns.exec(&["nft", "list", "tables"]).stdout).into_owned()

@@ -471,6 +471,7 @@ async fn etcd_and_node_failures() {
     assert_eq!(bridge.driver, "bridge");
     let local_ns = c.hosts[1].container("local");
     c.hosts[1].attach("local", "l1", &local_ns).await.expect("bridge attaches work with etcd down");
+    c.hosts[0].retired_deleted();
     let links_before = c.hosts[0].host_links();
     let late = c.hosts[0].container("late");
     let t = std::time::Instant::now();

@@ -158,12 +158,14 @@ async fn add_check_del_with_real_namespaces() {
     // DEL, and DEL again; DEL of c2 once its namespace is gone (no CNI_NETNS).
     let host_ifname = eps[0].host_ifname.clone();
     assert_eq!(ok(cni(&host, "DEL", &conf1, &e1)), Value::Null);
+    host.retired_deleted();
     assert!(!host.host_links().contains(&host_ifname), "host veth gone");
     ok(cni(&host, "DEL", &conf1, &e1));
     let c2_host = endpoints(&host).await[0].host_ifname.clone();
     drop(c2);
     ok(cni(&host, "DEL", &conf2, &[("CNI_CONTAINERID", "c2"), ("CNI_NETNS", ""), ("CNI_IFNAME", "eth0")]));
     assert!(endpoints(&host).await.is_empty());
+    host.retired_deleted();
     assert!(!host.host_links().contains(&c2_host));
     // The address was released: a new attach may have it.
     let c3 = host.container("c3");

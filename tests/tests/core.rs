@@ -83,11 +83,16 @@ async fn detach_and_rm_leave_nothing_behind() {
     assert!(host.host_links().contains(&net.bridge));
     assert!(host.host_links().contains(&ep.host_ifname));
     assert!(host.nft_tables().contains("inet weft"));
+    assert!(c1.ping("10.93.0.1"));
 
     let mut eps = host.endpoints().await;
     eps.detach_endpoint(pb::DetachEndpointRequest { network: "n1".into(), name: "c1".into(), ..Default::default() })
         .await
         .unwrap();
+    // Out of service at once; deleted in the background right after.
+    assert_eq!(host.retired_links(), vec![ep.host_ifname.clone()], "host veth retired");
+    assert!(!c1.ping("10.93.0.1"), "no traffic once the detach returned");
+    host.retired_deleted();
     assert!(!host.host_links().contains(&ep.host_ifname), "host veth gone");
     assert!(!c1.links().contains(&"eth0".to_string()), "container interface gone");
     let listed = eps.list_endpoints(pb::ListEndpointsRequest::default()).await.unwrap().into_inner();
@@ -110,10 +115,46 @@ async fn detach_and_rm_leave_nothing_behind() {
         .delete_network(pb::DeleteNetworkRequest { name: "n1".into(), ..Default::default() })
         .await
         .unwrap();
+    host.retired_deleted();
     assert_eq!(host.host_links(), before, "bridge gone, nothing else left");
     assert!(!host.nft_tables().contains("weft"), "weft's table is removed with the last network");
     let nets = host.networks().await.list_networks(pb::ListNetworksRequest::default()).await.unwrap().into_inner();
     assert!(nets.networks.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_batched_link_deletion_leaves_nothing_after_restart() {
+    let mut host = Host::new("crashdel");
+    host.create_network("n1", &["10.95.0.0/24"]).await.unwrap();
+    let cs: Vec<_> = (0..3).map(|i| host.container(&format!("c{i}"))).collect();
+    let mut veths = Vec::new();
+    for (i, c) in cs.iter().enumerate() {
+        veths.push(host.attach("n1", &format!("e{i}"), c).await.unwrap().host_ifname);
+    }
+    let links_before: Vec<String> = host.host_links().into_iter().filter(|l| !veths.contains(l)).collect();
+    let mut eps = host.endpoints().await;
+    for i in 0..3 {
+        let req = pb::DetachEndpointRequest { network: "n1".into(), name: format!("e{i}"), ..Default::default() };
+        eps.detach_endpoint(req).await.unwrap();
+    }
+    // Killed right after the detaches returned: the deletion waits for
+    // detaches to pause (25 ms), so the retired links are still there.
+    host.kill9();
+    let left = host.retired_links();
+    eprintln!("retired links left by the crash: {left:?}");
+    assert!(!left.is_empty() || host.host_links() == links_before, "either left retired or already deleted");
+    assert!(!cs[0].ping("10.95.0.1"), "a retired link carries nothing");
+    host.start();
+    assert!(host.retired_links().is_empty(), "deleted at start");
+    assert_eq!(host.host_links(), links_before, "nothing of the endpoints left on the host");
+    for c in &cs {
+        assert_eq!(c.links(), ["lo"], "nothing left in {}", c.name);
+    }
+    let stats = String::from_utf8_lossy(&host.cli(&["stats"]).stdout).into_owned();
+    assert!(stats.contains("repairs none"), "a retired link is not an orphan to repair: {stats}");
+    // The names are free: the same namespace and interface attach again.
+    host.attach("n1", "again", &cs[0]).await.unwrap();
+    assert!(cs[0].ping("10.95.0.1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

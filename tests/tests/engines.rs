@@ -63,6 +63,7 @@ async fn podman_containers_on_a_weft_network() {
     let veths: Vec<String> = eps.iter().map(|e| e.host_ifname.clone()).collect();
     podman.ok(&["rm", "--force", "--time", "0", "web", "client"]);
     assert!(endpoints(&host, "weftnet").await.is_empty());
+    host.retired_deleted();
     let links = host.host_links();
     assert!(veths.iter().all(|v| !links.contains(v)), "{links:?}");
     assert!(netns.iter().all(|n| !Path::new(n).exists()), "{netns:?}");
@@ -152,6 +153,7 @@ async fn containerd_cri_pods_on_a_weft_network() {
         c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() }).await.unwrap();
     }
     assert!(endpoints(&host, "pods").await.is_empty());
+    host.retired_deleted();
     let links = host.host_links();
     assert!(eps.iter().all(|e| !links.contains(&e.host_ifname)), "{links:?}");
     assert!(netns.iter().all(|n| !Path::new(n).exists()), "{netns:?}");

@@ -204,5 +204,6 @@ async fn concurrent_identical_attaches_and_detaches_have_one_winner() {
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
     assert!(results.iter().all(|r| r.is_ok() || *r == Err(Code::NotFound)), "{results:?}");
     assert_eq!(host.log().matches("detached").count(), 1, "logged once");
+    host.retired_deleted();
     assert_eq!(c1.links(), vec!["lo".to_string()]);
 }

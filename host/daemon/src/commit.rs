@@ -6,9 +6,9 @@
 //! 2. apply the kernel ops (netlink first, then nftables under the nft
 //!    lock; teardown ops are retried), and re-render weft's whole table if
 //!    the change asks; on failure undo the applied prefix;
-//! 3. in commit order: take the next revision, write ONE store
-//!    transaction (objects, cursors, revision, events), update the index,
-//!    publish the events;
+//! 3. in commit order: take the next revision, write the store
+//!    transaction (objects, cursors, revision, events; concurrent commits
+//!    share one, `record.rs`), update the index, publish the events;
 //! 4. update the caller's lease view and the DNS table, record timings.
 //!
 //! The caller holds the network lock(s) the change needs; this holds the
@@ -27,9 +27,11 @@ use weft_store::Store;
 use weft_store::etcd::{ClusterError, ClusterStore};
 
 use crate::change::{Change, DnsChange, Guard};
-use crate::events::{Events, now_ms};
+use crate::events::Events;
 use crate::index::{Index, State};
 use crate::locks::NetSlot;
+use crate::record::{Recorder, apply_to_index};
+use crate::retire::Retired;
 use crate::timings::{Phase, Timings};
 
 /// How often a failing teardown op is tried before the change fails.
@@ -71,23 +73,23 @@ impl CommitError {
 pub struct Committer {
     /// The kernel.
     pub kernel: Arc<dyn KernelApi>,
-    /// The durable store.
-    pub store: Arc<dyn Store>,
     /// The in-memory index.
     pub index: Arc<Index>,
     /// The event log.
-    pub events: Events,
+    pub events: Arc<Events>,
     /// The embedded DNS server.
     pub dns: weft_dns::Dns,
     /// Cluster mode: the cluster store (etcd).
     pub etcd: Option<Arc<dyn ClusterStore>>,
     /// Per-phase timings.
-    pub timings: Timings,
+    pub timings: Arc<Timings>,
+    /// Retired links awaiting their batched deletion.
+    pub retired: Arc<Retired>,
     /// Serialises nftables transactions, so the newest render always wins
     /// and element changes never interleave with a render.
     nft_lock: tokio::sync::Mutex<()>,
-    /// Commit order: revision, store transaction, index update, publish.
-    order: std::sync::Mutex<()>,
+    /// Step 3, group-committed.
+    recorder: Arc<Recorder>,
 }
 
 impl Committer {
@@ -99,16 +101,17 @@ impl Committer {
         events: Events,
         dns: weft_dns::Dns,
     ) -> Committer {
+        let (events, timings) = (Arc::new(events), Arc::new(Timings::default()));
         Committer {
+            retired: Arc::new(Retired::new(kernel.clone())),
+            recorder: Arc::new(Recorder::new(store, index.clone(), events.clone(), timings.clone())),
             kernel,
-            store,
             index,
             events,
             dns,
             etcd: None,
-            timings: Timings::default(),
+            timings,
             nft_lock: tokio::sync::Mutex::new(()),
-            order: std::sync::Mutex::new(()),
         }
     }
 
@@ -119,16 +122,24 @@ impl Committer {
         if change.is_empty() {
             return Ok(self.events.revision());
         }
+        let change = Arc::new(change);
         self.claim(&change)?;
         if let Err(e) = self.share(&change).await {
             self.release_claims(&change);
             return Err(e);
         }
+        for ep in &change.new_endpoints {
+            self.retired.settle(ep.netns_id).await;
+        }
+        let retiring = self.retiring(&change);
         let result = self.apply_and_record(&change).await;
         if result.is_err() {
             self.unshare(&change).await;
             self.release_claims(&change);
             return result;
+        }
+        if let Some(netns_ids) = retiring {
+            self.retired.retired(netns_ids);
         }
         if let Some(slot) = slot {
             for l in &change.leases {
@@ -148,6 +159,16 @@ impl Committer {
             self.timings.record(p, t.elapsed());
         }
         result
+    }
+
+    /// If the change retires links: the namespaces of the endpoints it
+    /// deletes (read before the commit removes them from the index).
+    fn retiring(&self, change: &Change) -> Option<Vec<u64>> {
+        if !change.ops.iter().any(|o| matches!(o, Op::RetireLink { .. })) {
+            return None;
+        }
+        let st = self.index.lock();
+        Some(change.batch.delete_endpoints.iter().map(|id| st.endpoints.get(id).map_or(0, |e| e.netns_id)).collect())
     }
 
     /// Step 1: check and hold what the change creates.
@@ -238,7 +259,7 @@ impl Committer {
     }
 
     /// Steps 2 and 3.
-    async fn apply_and_record(&self, change: &Change) -> Result<u64, CommitError> {
+    async fn apply_and_record(&self, change: &Arc<Change>) -> Result<u64, CommitError> {
         self.apply_ops(change).await.map_err(CommitError::Kernel)?;
         if change.render_nft
             && let Err(e) = self.render(change).await
@@ -247,7 +268,7 @@ impl Committer {
             return Err(CommitError::Kernel(e));
         }
         let t = Instant::now();
-        let recorded = self.record(change);
+        let recorded = self.recorder.record(change.clone()).await;
         if let Some(p) = change.phases.store {
             self.timings.record(p, t.elapsed());
         }
@@ -346,43 +367,6 @@ impl Committer {
         self.kernel.apply(&[Op::Nft { script }]).await.map_err(|e| e.error)
     }
 
-    /// Step 3: revision, store, index, events — in commit order.
-    fn record(&self, change: &Change) -> Result<u64, weft_store::StoreError> {
-        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        if change.batch.writes_nothing() && change.events.is_empty() {
-            // Kernel work only (a follow-up route): no record, no revision.
-            let mut st = self.index.lock();
-            apply_to_index(&mut st, change, 0);
-            return Ok(self.events.revision());
-        }
-        let revision = self.events.revision() + 1;
-        let time_ms = now_ms();
-        let events: Vec<_> = change
-            .events
-            .iter()
-            .cloned()
-            .map(|mut e| {
-                e.revision = revision;
-                e.time_ms = time_ms;
-                e
-            })
-            .collect();
-        let trim = self.events.trim_point(events.len(), revision);
-        let mut batch = change.batch.clone();
-        batch.revision = Some(revision);
-        batch.events = events.clone();
-        batch.trim_events_below = trim;
-        let t = std::time::Instant::now();
-        self.store.commit(&batch)?;
-        self.timings.commit.observe(t.elapsed().as_secs_f64());
-        {
-            let mut st = self.index.lock();
-            apply_to_index(&mut st, change, revision);
-        }
-        self.events.publish(revision, events, trim);
-        Ok(revision)
-    }
-
     async fn apply_dns(&self, changes: &[DnsChange]) {
         for d in changes {
             match d {
@@ -417,58 +401,6 @@ impl Committer {
 
 fn is_nft(op: &Op) -> bool {
     matches!(op, Op::Nft { .. } | Op::NftElements { .. })
-}
-
-/// Put what `change` writes into `st` (the store batch, compiled policies,
-/// the end of pending claims) at `revision` (0: a preview, revision kept).
-pub fn apply_to_index(st: &mut State, change: &Change, revision: u64) {
-    let b = &change.batch;
-    for n in &change.new_networks {
-        st.pending_networks.remove(&n.id);
-    }
-    for e in &change.new_endpoints {
-        st.pending_endpoints.remove(&e.id);
-    }
-    for n in &b.put_networks {
-        st.networks.insert(n.id.clone(), n.clone());
-    }
-    for id in &b.delete_networks {
-        st.networks.remove(id);
-        st.policies.remove(id);
-    }
-    for e in &b.put_endpoints {
-        st.endpoints.insert(e.id.clone(), e.clone());
-    }
-    for id in &b.delete_endpoints {
-        st.endpoints.remove(id);
-    }
-    for d in &b.put_documents {
-        st.documents.insert(d.store_key(), d.clone());
-    }
-    for k in &b.delete_documents {
-        st.documents.remove(k);
-    }
-    for m in &b.put_modules {
-        st.modules.insert(m.store_key(), m.clone());
-    }
-    for k in &b.delete_modules {
-        st.modules.remove(k);
-    }
-    for e in &change.remote_put {
-        st.remote.insert(e.id.clone(), e.clone());
-    }
-    for id in &change.remote_delete {
-        st.remote.remove(id);
-    }
-    for (id, p) in &change.policies {
-        match p {
-            Some(p) => st.policies.insert(id.clone(), p.clone()),
-            None => st.policies.remove(id),
-        };
-    }
-    if revision > 0 {
-        st.revision = revision;
-    }
 }
 
 /// The cross-network rules an endpoint must meet when it is committed:

@@ -127,6 +127,7 @@ impl Ctl {
         let modules = ctl.modules.load(snap.modules.clone()).await;
         ctl.load(snap, modules).await;
         ctl.reconcile(Trigger::Start).await;
+        ctl.commit.retired.clone().spawn();
         Ok(ctl)
     }
 
@@ -324,6 +325,8 @@ impl Ctl {
             // The detached endpoint may have held its namespace's default route.
             let ops = self.index.read(|st| reelect_default_route(st, &ep));
             if !ops.is_empty() {
+                // The retired interface still holds the route until deleted.
+                self.commit.retired.settle(ep.netns_id).await;
                 let mut c = Change::new("moving the default route");
                 c.ops = ops;
                 if let Err(e) = self.commit.commit(c, None).await {

@@ -19,6 +19,8 @@ mod metrics;
 mod modules;
 mod quota;
 mod reconcile;
+mod record;
+mod retire;
 mod timings;
 mod worker;
 

@@ -91,6 +91,9 @@ impl Ctl {
     /// One reconcile pass.
     pub async fn reconcile(&self, trigger: Trigger) {
         let _pass = self.reconciling.lock().await;
+        // Links retired by detaches (and left by a crash before their
+        // deletion) go first, so the pass sees only links in service.
+        self.commit.retired.reap_all().await;
         let networks: Vec<Network> = self.index.read(|st| st.networks.values().cloned().collect());
         self.undo_pending().await;
         for net in &networks {

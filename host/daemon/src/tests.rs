@@ -237,13 +237,13 @@ async fn a_failure_at_any_op_of_an_attach_leaves_kernel_store_and_index_unchange
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_detach_whose_link_deletion_fails_leaves_the_endpoint_working() {
+async fn a_detach_whose_link_retirement_fails_leaves_the_endpoint_working() {
     let r = rig("detach-fail").await;
     r.ctl.create_network(&op(), network("web", "10.2.0.0/24")).await.unwrap();
     r.ctl.attach(&op(), attach("a")).await.unwrap();
     let before = r.kernel.state();
     assert!(!before.elements.is_empty(), "the published port is an element");
-    r.kernel.fail_when(|op| matches!(op, Op::DeleteLink { .. }));
+    r.kernel.fail_when(|op| matches!(op, Op::RetireLink { .. }));
     let e = r.ctl.detach(detaching("a")).await.expect_err("link deletion fails");
     r.kernel.heal();
     assert!(e.to_string().contains("rolled back"), "{e}");
@@ -253,6 +253,75 @@ async fn a_detach_whose_link_deletion_fails_leaves_the_endpoint_working() {
     r.ctl.detach(detaching("a")).await.unwrap();
     assert!(r.kernel.state().elements.is_empty());
     assert!(r.store.load().unwrap().endpoints.is_empty());
+}
+
+/// The host links of the fake kernel: (name, up, retired).
+fn host_links(r: &Rig) -> Vec<(String, bool, bool)> {
+    r.kernel
+        .state()
+        .links
+        .iter()
+        .filter(|((ns, _), _)| ns == "host")
+        .map(|((_, n), l)| (n.clone(), l.up, l.retired))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detach_retires_the_link_and_its_deletion_follows_in_one_call() {
+    let r = rig("retire").await;
+    r.ctl.create_network(&op(), network("web", "10.2.0.0/24")).await.unwrap();
+    let mut veths = Vec::new();
+    // (Names of different lengths: `attach` publishes a port by length.)
+    for name in ["a", "bb", "ccc"] {
+        veths.push(r.ctl.attach(&op(), attach(name)).await.unwrap().0.endpoint.host_ifname.to_string());
+    }
+    let ops_before = r.kernel.applied().len();
+    for name in ["a", "bb"] {
+        r.ctl.detach(detaching(name)).await.unwrap();
+    }
+    // Retired at once: down, in the group, record gone; not deleted yet.
+    let links = host_links(&r);
+    for v in &veths[..2] {
+        assert!(links.contains(&(v.clone(), false, true)), "{v} retired: {links:?}");
+    }
+    assert!(links.contains(&(veths[2].clone(), true, false)), "c untouched: {links:?}");
+    assert_eq!(r.store.load().unwrap().endpoints.len(), 1);
+    // A re-attach into a's namespace with a's interface name deletes the
+    // retired links first (a's container end still holds eth0 there).
+    r.ctl.attach(&op(), attach("a")).await.expect("re-attach right after the detach");
+    let links = host_links(&r);
+    assert!(links.iter().all(|(_, _, retired)| !retired), "retired links deleted first: {links:?}");
+    let deletions = r.kernel.applied()[ops_before..].iter().filter(|o| matches!(o, Op::DeleteRetired)).count();
+    assert_eq!(deletions, 1, "both retired links went in one deletion");
+    // Without an attach to force it, the deletion follows within a second.
+    r.ctl.detach(detaching("ccc")).await.unwrap();
+    let t = std::time::Instant::now();
+    while host_links(&r).iter().any(|(n, ..)| n == &veths[2]) {
+        assert!(t.elapsed() < Duration::from_secs(1), "retired link still there after 1 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_link_left_by_a_crash_is_deleted_and_not_an_orphan() {
+    let r = rig("retire-crash").await;
+    let bridge = r.ctl.create_network(&op(), network("web", "10.2.0.0/24")).await.unwrap().0.network.bridge;
+    // As a crash between a detach and the deletion leaves it: no record,
+    // still a port of the bridge, down, in the group.
+    let veth = ("host".to_owned(), "veth0123456789a".to_owned());
+    r.kernel.edit(|st| {
+        let link = weft_kernel::fake::FakeLink {
+            kind: "veth".into(),
+            master: Some(bridge.to_string()),
+            retired: true,
+            ..Default::default()
+        };
+        st.links.insert(veth.clone(), link);
+    });
+    let repairs = r.ctl.stats().await.unwrap().repairs;
+    r.ctl.reconcile(Trigger::Periodic).await;
+    assert!(!r.kernel.state().links.contains_key(&veth), "deleted");
+    assert_eq!(r.ctl.stats().await.unwrap().repairs, repairs, "not an orphan repair");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

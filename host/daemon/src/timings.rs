@@ -42,11 +42,13 @@ pub enum Phase {
     DetachStore,
     /// Cluster mode: one etcd transaction of a change.
     ClusterTxn,
+    /// One store transaction (holding one commit, or a group of them).
+    StoreTxn,
 }
 
 /// Each phase's name, in `Phase` order (the counters are indexed by
 /// `Phase as usize`).
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 15] = [
     "attach",
     "attach.validate",
     "attach.wasm.classify",
@@ -61,6 +63,7 @@ const NAMES: [&str; 14] = [
     "detach.netlink",
     "detach.store",
     "cluster.etcd_txn",
+    "store.txn",
 ];
 
 #[derive(Default)]

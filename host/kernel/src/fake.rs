@@ -32,6 +32,8 @@ pub struct FakeLink {
     pub addresses: BTreeSet<IpNet>,
     /// A veth's other end: (namespace label, name).
     pub peer: Option<(String, String)>,
+    /// In weft's retired link group (`RetireLink`), awaiting deletion.
+    pub retired: bool,
 }
 
 /// Everything the fake kernel holds. Compared whole by tests.
@@ -61,6 +63,25 @@ pub struct FakeKernel {
     state: Mutex<FakeState>,
     ops: Mutex<Vec<Op>>,
     fail: Mutex<Option<Failer>>,
+}
+
+/// Delete `link` of namespace `ns` and what goes with it (a veth's peer,
+/// its routes, forwarding entries, neighbours; ports lose their master).
+fn delete_link(st: &mut FakeState, ns: &str, link: &IfName) {
+    let Some(l) = st.links.remove(&(ns.to_owned(), link.to_string())) else { return };
+    // A device's forwarding entries and neighbours go with it.
+    st.fdb.retain(|(d, _), _| d != link.as_str());
+    st.neighbours.retain(|(d, _), _| d != link.as_str());
+    if let Some(p) = l.peer {
+        st.links.remove(&p);
+        st.routes.retain(|(n, _), (_, d)| !(n == &p.0 && d == &p.1));
+    }
+    st.routes.retain(|(n, _), (_, d)| !(n == ns && d == link.as_str()));
+    for port in st.links.values_mut() {
+        if port.master.as_deref() == Some(link.as_str()) {
+            port.master = None;
+        }
+    }
 }
 
 fn einval(op: &str, target: impl std::fmt::Display, errno: i32, why: &str) -> KernelError {
@@ -217,23 +238,34 @@ impl FakeKernel {
                 need(st, &key(dev), "route add default")?;
                 st.routes.entry((ns, via.is_ipv4())).or_insert((*via, dev.to_string()));
             }
-            Op::DeleteLink { link, .. } => {
-                if let Some(l) = st.links.remove(&key(link)) {
-                    // A device's forwarding entries and neighbours go with it.
-                    st.fdb.retain(|(d, _), _| d != link.as_str());
-                    st.neighbours.retain(|(d, _), _| d != link.as_str());
-                    if let Some(p) = l.peer {
-                        st.links.remove(&p);
-                        st.routes.retain(|(n, _), (_, d)| !(n == &p.0 && d == &p.1));
-                    }
-                    st.routes.retain(|(n, _), (_, d)| !(n == &ns && d == link.as_str()));
-                    for port in st.links.values_mut() {
-                        if port.master.as_deref() == Some(link.as_str()) {
-                            port.master = None;
-                        }
-                    }
+            Op::RetireLink { link, .. } => {
+                if let Some(l) = st.links.get_mut(&key(link)) {
+                    l.up = false;
+                    l.master = None;
+                    l.retired = true;
                 }
             }
+            Op::ReviveLink { link, master } => {
+                need(st, &key(link), "link set group default up")?;
+                need(st, &key(master), "link set master")?;
+                if let Some(l) = st.links.get_mut(&key(link)) {
+                    l.up = true;
+                    l.master = Some(master.to_string());
+                    l.retired = false;
+                }
+            }
+            Op::DeleteRetired => {
+                let retired: Vec<IfName> = st
+                    .links
+                    .iter()
+                    .filter(|((n, _), l)| *n == ns && l.retired)
+                    .filter_map(|((_, name), _)| IfName::parse("link", name).ok())
+                    .collect();
+                for link in retired {
+                    delete_link(st, &ns, &link);
+                }
+            }
+            Op::DeleteLink { link, .. } => delete_link(st, &ns, link),
             Op::Nft { script } => {
                 if *script == weft_plan::nft::render_removal() {
                     st.table = None;
@@ -300,7 +332,7 @@ impl KernelApi for FakeKernel {
         Ok(st
             .links
             .iter()
-            .filter(|((ns, _), l)| ns == "host" && l.master.as_deref() == Some(master.as_str()))
+            .filter(|((ns, _), l)| ns == "host" && !l.retired && l.master.as_deref() == Some(master.as_str()))
             .filter_map(|((_, n), _)| IfName::parse("ifname", n).ok())
             .collect())
     }

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 
 pub use error::KernelError;
 pub use netns::check_netns;
-use weft_plan::nft::Change;
 use weft_plan::{Ns, ObservedLink, Op};
 
 use crate::netlink::Netlink;
@@ -62,7 +61,8 @@ pub trait KernelApi: Send + Sync {
     async fn apply(&self, ops: &[Op]) -> Result<(), ApplyError>;
     /// The link `name` in weftd's namespace as it is now; None if missing.
     async fn observe_link(&self, name: &weft_model::IfName) -> Result<Option<ObservedLink>, KernelError>;
-    /// The ports of bridge `master` in weftd's namespace.
+    /// The ports of bridge `master` in weftd's namespace, retired links
+    /// (awaiting deletion) left out.
     async fn ports_of(&self, master: &weft_model::IfName) -> Result<Vec<weft_model::IfName>, KernelError>;
     /// Interface `ifname` and the default routes inside namespace `netns`.
     async fn observe_inside(&self, netns: &std::path::Path, ifname: &weft_model::IfName)
@@ -84,13 +84,14 @@ pub trait KernelApi: Send + Sync {
 /// namespaces by path.
 pub struct Kernel {
     host: Netlink,
+    nft: nftnl::NftSocket,
 }
 
 impl Kernel {
     /// Open a netlink connection in the current network namespace. Must be
     /// called inside a tokio runtime.
     pub fn new() -> Result<Kernel, KernelError> {
-        Ok(Kernel { host: Netlink::open()? })
+        Ok(Kernel { host: Netlink::open()?, nft: nftnl::NftSocket::open()? })
     }
 
     /// Execute `ops` in order. Consecutive ops in one container namespace
@@ -127,16 +128,8 @@ impl Kernel {
         match op {
             Op::Sysctl { key, value, .. } => write_sysctl(key, value),
             Op::Nft { script } => nft::apply(script).await,
-            // Adding takes ~50 µs and runs inline. A deletion waits out an RCU
-            // grace period in the kernel (~10 ms): off the runtime's workers,
-            // so other requests go on meanwhile.
-            Op::NftElements { change: Change::Add, elements } => nftnl::apply(Change::Add, elements),
-            Op::NftElements { change: Change::Delete, elements } => {
-                let elements = elements.clone();
-                tokio::task::spawn_blocking(move || nftnl::apply(Change::Delete, &elements))
-                    .await
-                    .map_err(|e| KernelError::new("nft delete element", "blocking task", e))?
-            }
+            // ~50 µs either way, on weftd's kept socket: runs inline.
+            Op::NftElements { change, elements } => self.nft.apply(*change, elements),
             Op::MoveToNetns { link, netns } => self.host.move_to_netns(link, netns).await,
             other => self.host.apply(other).await,
         }

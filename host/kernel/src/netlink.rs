@@ -128,7 +128,8 @@ impl Netlink {
         }
     }
 
-    /// The names of every link that is a port of `master`.
+    /// The links in service that are ports of bridge `master` (retired
+    /// ones, awaiting deletion, are not).
     pub async fn ports_of(&self, master: &IfName) -> Result<Vec<IfName>, KernelError> {
         let Some(midx) = self.index_of(master).await? else {
             return Ok(Vec::new());
@@ -137,7 +138,12 @@ impl Netlink {
         let mut out = Vec::new();
         while let Some(m) = links.try_next().await.map_err(|e| KernelError::netlink("link show", "all", e))? {
             let port = m.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(i) if *i == midx));
-            if port && let Some(n) = link_name(&m) {
+            // A retired link is out of service, waiting for its deletion.
+            let retired = m.attributes.iter().any(|a| matches!(a, LinkAttribute::Group(weft_plan::RETIRED_GROUP)));
+            if port
+                && !retired
+                && let Some(n) = link_name(&m)
+            {
                 out.push(n);
             }
         }
@@ -474,6 +480,33 @@ impl Netlink {
                         if e.is_not_found() { Ok(()) } else { Err(e) }
                     }
                 }
+            }
+            // By name, in one request: no lookup of the index first.
+            Op::RetireLink { link: l, .. } => {
+                let msg = LinkUnspec::new_with_name(l.as_str())
+                    .down()
+                    .nocontroller()
+                    .link_group(weft_plan::RETIRED_GROUP)
+                    .build();
+                absent_ok(link.set(msg).execute().await, "link set down nomaster group", l.to_string())
+            }
+            Op::ReviveLink { link: l, master } => {
+                let midx = self.index(master).await?;
+                link.set(LinkUnspec::new_with_name(l.as_str()).controller(midx).link_group(0).up().build())
+                    .execute()
+                    .await
+                    .map_err(|e| {
+                        KernelError::netlink("link set master group default up", format!("{l} master {master}"), e)
+                    })
+            }
+            Op::DeleteRetired => {
+                let mut msg = LinkUnspec::new_with_index(0).build();
+                msg.attributes.push(LinkAttribute::Group(weft_plan::RETIRED_GROUP));
+                absent_ok(
+                    link.del_with_message(msg).execute().await,
+                    "link del group",
+                    weft_plan::RETIRED_GROUP.to_string(),
+                )
             }
             Op::Sysctl { .. } | Op::Nft { .. } | Op::NftElements { .. } | Op::MoveToNetns { .. } => Err(
                 KernelError::new("apply", format!("{op:?}"), "not a netlink operation (executed by the kernel facade)"),

@@ -13,7 +13,7 @@ use weft_model::network::Network;
 use weft_model::policy::RuleSet;
 use weft_model::{IfName, Mac};
 
-pub use ops::{Ns, Op};
+pub use ops::{Ns, Op, RETIRED_GROUP};
 
 /// Sysctl that turns on IPv4 forwarding (needed for routed egress).
 pub const SYSCTL_IPV4_FORWARD: &str = "net/ipv4/ip_forward";
@@ -260,12 +260,15 @@ pub fn plan_default_routes(net: &Network, ep: &Endpoint) -> Vec<Op> {
         .collect()
 }
 
-/// Ops that detach an endpoint: deleting the host end of a veth removes the
-/// pair; a macvlan child is deleted inside the namespace (if the namespace
-/// is gone, so is the child).
+/// Ops that detach an endpoint: the host end of a veth is retired (down at
+/// once, deleted with the pair later, with other retired links, by
+/// [`Op::DeleteRetired`]); a macvlan child is deleted inside the namespace
+/// (if the namespace is gone, so is the child).
 pub fn plan_endpoint_removal(net: &Network, ep: &Endpoint) -> Vec<Op> {
     match (&ep.spec.mode, net.is_bridge()) {
-        (EndpointMode::Network, true) => vec![Op::DeleteLink { ns: Ns::Host, link: ep.host_ifname.clone() }],
+        (EndpointMode::Network, true) => {
+            vec![Op::RetireLink { link: ep.host_ifname.clone(), master: net.bridge.clone() }]
+        }
         (EndpointMode::Network, false) => {
             vec![Op::DeleteLink { ns: Ns::Path(ep.spec.netns.clone()), link: ep.spec.ifname.clone() }]
         }
@@ -290,6 +293,7 @@ pub fn undo(applied: &[Op]) -> Vec<Op> {
                 elements: elements.clone(),
             }),
             // Deleting the interface is enough for the endpoint's own ops.
+            Op::RetireLink { link, master } => Some(Op::ReviveLink { link: link.clone(), master: master.clone() }),
             Op::SetFdb { dev, mac, dst } => Some(Op::DeleteFdb { dev: dev.clone(), mac: *mac, dst: *dst }),
             Op::DeleteFdb { dev, mac, dst } => Some(Op::SetFdb { dev: dev.clone(), mac: *mac, dst: *dst }),
             Op::SetNeighbour { dev, addr, mac } => {

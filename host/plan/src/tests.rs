@@ -112,7 +112,12 @@ fn undo_deletes_what_was_created_in_reverse() {
     // host end removes both, whatever was applied after it.
     let undo_ops = undo(&ops[..3]);
     assert_eq!(undo_ops, vec![Op::DeleteLink { ns: Ns::Host, link: ep.host_ifname.clone() }]);
-    assert_eq!(plan_endpoint_removal(&net, &ep), undo_ops);
+    // A detach retires the host end (its deletion is batched later), and
+    // undoing the retirement puts it back in service.
+    let removal = plan_endpoint_removal(&net, &ep);
+    let (link, master) = (ep.host_ifname.clone(), net.bridge.clone());
+    assert_eq!(removal, vec![Op::RetireLink { link: link.clone(), master: master.clone() }]);
+    assert_eq!(undo(&removal), vec![Op::ReviveLink { link, master }]);
     assert!(!ops.iter().any(|o| matches!(o, Op::MoveToNetns { .. } | Op::Rename { .. })));
     let created = plan_network(&net, None);
     assert_eq!(undo(&created), plan_network_removal(&net));

@@ -42,7 +42,7 @@ const REVISION: &str = "revision";
 pub const DB_FILE: &str = "weft.redb";
 
 /// A store operation failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[error("state store: {op}: {reason}")]
 pub struct StoreError {
     /// What was being done.
@@ -145,7 +145,11 @@ pub trait Store: Send + Sync {
     /// Everything stored.
     fn load(&self) -> Result<Snapshot, StoreError>;
     /// Apply every write of `batch` in one transaction.
-    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.commit_all(std::slice::from_ref(batch))
+    }
+    /// Apply `batches` in order, all in one transaction (group commit).
+    fn commit_all(&self, batches: &[Batch]) -> Result<(), StoreError>;
 }
 
 /// The embedded redb store.
@@ -269,9 +273,11 @@ impl Store for RedbStore {
         Ok(Snapshot { networks, endpoints, cursors, documents, modules, revision, events })
     }
 
-    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+    fn commit_all(&self, batches: &[Batch]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| err("commit")(&e))?;
-        write_batch(&txn, batch).map_err(|e| err("commit")(&e))?;
+        for batch in batches {
+            write_batch(&txn, batch).map_err(|e| err("commit")(&e))?;
+        }
         txn.commit().map_err(|e| err("commit")(&e))
     }
 }
