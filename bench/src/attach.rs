@@ -47,7 +47,7 @@ const CNI_PATH: &str = "/usr/lib/cni";
 const BULK_CLIENTS: usize = 32;
 
 /// The systems compared, in table order.
-pub const SYSTEMS: [&str; 8] = [
+pub const SYSTEMS: [&str; 9] = [
     "weft gRPC",
     "weft CLI",
     "weft bulk (32 clients)",
@@ -56,6 +56,7 @@ pub const SYSTEMS: [&str; 8] = [
     "floor (processes)",
     "weft CNI plugin",
     "floor (batched)",
+    "weft network rm --force",
 ];
 
 /// One system at one N.
@@ -116,6 +117,8 @@ pub struct Resources {
     pub retired_gone: Duration,
     /// The same after the 32-client detaches.
     pub bulk_retired_gone: Duration,
+    /// The same after `network rm --force`.
+    pub rm_retired_gone: Duration,
 }
 
 /// p50 of 20 scrapes of `host`'s metrics, each checked to list its endpoints.
@@ -312,6 +315,24 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
     clients(&host, n, |mut c, i| async move { c.detach_endpoint(detach_req(i)).await.map(|_| ()) }).await?;
     s.teardown_total = t0.elapsed();
     res.bulk_retired_gone = retired_gone(&host)?;
+    out.push(s);
+
+    // The N again, torn down by removing the network with --force.
+    let mut s = Series { system: SYSTEMS[8], n, done: n, ..Default::default() };
+    let reqs: Arc<Vec<pb::AttachEndpointRequest>> =
+        Arc::new(containers.iter().enumerate().map(|(i, ns)| attach_req(i, ns)).collect());
+    let t0 = Instant::now();
+    clients(&host, n, move |mut c, i| {
+        let r = reqs[i].clone();
+        async move { c.attach_endpoint(r).await.map(|_| ()) }
+    })
+    .await?;
+    s.setup_total = t0.elapsed();
+    let t0 = Instant::now();
+    let rm = pb::DeleteNetworkRequest { name: "bench".into(), force: true, ..Default::default() };
+    host.networks().await.delete_network(rm).await.context("weft network rm --force")?;
+    s.teardown_total = t0.elapsed();
+    res.rm_retired_gone = retired_gone(&host)?;
     out.push(s);
     Ok((out, res))
 }

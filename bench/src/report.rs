@@ -78,25 +78,26 @@ pub fn attach_markdown(series: &[Series], res: &[Resources]) -> String {
          after the last detach returned weftd's retired links were all deleted:\n\n",
     );
     s.push_str(
-        "| N | weft gRPC detach ms | weft bulk detach ms (wall / N) | netavark / weft gRPC | CNI / weft gRPC | \
-         weft gRPC / floor (processes) | weft gRPC / floor (batched) | weft bulk / floor (batched) | \
-         links gone after the last detach, ms (sequential; bulk) |\n",
+        "| N | weft gRPC detach ms | weft bulk detach ms (wall / N) | rm --force ms (wall / N) | \
+         netavark / weft gRPC | CNI / weft gRPC | weft gRPC / floor (processes) | weft gRPC / floor (batched) | \
+         weft bulk / floor (batched) | links gone after the last detach, ms (sequential; bulk; rm --force) |\n",
     );
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for n in sizes(series) {
         let get = per_endpoint(series, n, Phase::Detach);
         let (w, bulk, nv, cni) = (get(SYSTEMS[0]), get(SYSTEMS[2]), get(SYSTEMS[3]), get(SYSTEMS[4]));
-        let (fl, batched) = (get(SYSTEMS[5]), get(SYSTEMS[7]));
+        let (fl, batched, rm) = (get(SYSTEMS[5]), get(SYSTEMS[7]), get(SYSTEMS[8]));
         let gone = res
             .iter()
             .find(|r| r.n == n)
-            .map(|r| format!("{}; {}", ms(r.retired_gone), ms(r.bulk_retired_gone)))
+            .map(|r| format!("{}; {}; {}", ms(r.retired_gone), ms(r.bulk_retired_gone), ms(r.rm_retired_gone)))
             .unwrap_or_else(|| "—".into());
         let _ = writeln!(
             s,
-            "| {n} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {gone} |",
+            "| {n} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {gone} |",
             w.0 * 1e3,
             bulk.0 * 1e3,
+            rm.0 * 1e3,
             ratio(nv, w),
             ratio(cni, w),
             ratio(w, fl),
@@ -279,6 +280,10 @@ pub fn latency_svg(series: &[Series], phase: Phase) -> String {
         H - T - B
     );
     for (k, sys) in SYSTEMS.iter().enumerate() {
+        // Its attaches are the bulk attach again: only its teardown is its own.
+        if phase == Phase::Attach && *sys == SYSTEMS[8] {
+            continue;
+        }
         let pts: Vec<(f64, f64, bool)> = ns
             .iter()
             .filter_map(|&n| series.iter().find(|x| x.n == n && x.system == *sys))

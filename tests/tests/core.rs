@@ -123,6 +123,80 @@ async fn detach_and_rm_leave_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_rm_force_detaches_every_endpoint_in_one_change() {
+    let host = Host::new("rmforce");
+    let before = host.host_links();
+    host.create_network("n1", &["10.91.0.0/24"]).await.unwrap();
+    let other = host.create_network("n2", &["10.92.0.0/24"]).await.unwrap();
+    let cs: Vec<_> = (0..3).map(|i| host.container(&format!("c{i}"))).collect();
+    for (i, c) in cs.iter().enumerate() {
+        let req = pb::AttachEndpointRequest {
+            network: "n1".into(),
+            name: format!("e{i}"),
+            netns: c.path(),
+            publish: vec![format!("{}:8080/tcp", 18080 + i)],
+            ..Default::default()
+        };
+        host.endpoints().await.attach_endpoint(req).await.unwrap();
+    }
+    // c0 is on n2 too: after the removal its default route moves there.
+    host.attach("n2", "c0-back", &cs[0]).await.unwrap();
+    let srv = tcp_server(&cs[1].name, "0.0.0.0:8080");
+    assert_eq!(tcp_connect(&host.ns.name, "127.0.0.1:18081").unwrap(), "hello", "published before");
+    srv.join().unwrap();
+    let out = host.cli(&["network", "rm", "n1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 endpoint(s) attached") && err.contains("--force"), "{err}");
+    let out = host.cli(&["network", "rm", "--force", "--dry-run", "n1"]);
+    assert!(out.status.success(), "{out:?}");
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(plan.matches("down nomaster group").count(), 3, "{plan}");
+    let listed = host.endpoints().await.list_endpoints(pb::ListEndpointsRequest::default()).await.unwrap();
+    assert_eq!(listed.into_inner().endpoints.len(), 4, "a dry run changes nothing");
+
+    let stats = String::from_utf8_lossy(&host.cli(&["stats"]).stdout).into_owned();
+    let rev = stats.split("revision ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_owned();
+    let out = host.cli(&["network", "rm", "--force", "n1"]);
+    assert!(out.status.success(), "{out:?}");
+    // One change: the three detaches and the removal share one revision.
+    let events = host.cli(&["events", "--since", &rev, "--count", "4", "-o", "json"]);
+    let text = String::from_utf8_lossy(&events.stdout).into_owned();
+    let gone: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["network"] == "n1" && (e["kind"] == "endpoint.detached" || e["kind"] == "network.removed"))
+        .collect();
+    assert_eq!(gone.len(), 4, "{text}");
+    assert!(gone.iter().all(|e| e["revision"] == gone[0]["revision"]), "one revision: {text}");
+    assert!(tcp_connect(&host.ns.name, "127.0.0.1:18081").is_err(), "the port is no longer published");
+    assert!(!cs[1].ping("10.91.0.1"), "no traffic");
+    let listed = host.endpoints().await.list_endpoints(pb::ListEndpointsRequest::default()).await.unwrap();
+    let names: Vec<String> = listed.into_inner().endpoints.into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["c0-back"], "only the other network's endpoint is left");
+    host.retired_deleted();
+    let routes = String::from_utf8_lossy(&cs[0].exec(&["ip", "route", "show", "default"]).stdout).into_owned();
+    assert!(routes.contains("via 10.92.0.1"), "the default route moved to n2: {routes}");
+    for c in &cs[1..] {
+        assert_eq!(c.links(), ["lo"], "nothing left in {}", c.name);
+    }
+    let left: Vec<String> = host.host_links().into_iter().filter(|l| !before.contains(l)).collect();
+    assert_eq!(left.len(), 2, "n2's bridge and c0-back's veth only: {left:?}");
+    assert!(left.contains(&other.bridge));
+    // The ports and addresses are free again.
+    host.create_network("n1", &["10.91.0.0/24"]).await.unwrap();
+    let req = pb::AttachEndpointRequest {
+        network: "n1".into(),
+        name: "again".into(),
+        netns: cs[1].path(),
+        ips: vec!["10.91.0.3".into()],
+        publish: vec!["18081:8080/tcp".into()],
+        ..Default::default()
+    };
+    host.endpoints().await.attach_endpoint(req).await.expect("same address, port and interface");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_before_the_batched_link_deletion_leaves_nothing_after_restart() {
     let mut host = Host::new("crashdel");
     host.create_network("n1", &["10.95.0.0/24"]).await.unwrap();

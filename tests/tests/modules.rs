@@ -142,7 +142,7 @@ async fn upload_bind_isolate_and_reload_without_recompiling() {
     }
     host.networks()
         .await
-        .delete_network(pb::DeleteNetworkRequest { tenant: "acme".into(), name: "n".into(), dry_run: false })
+        .delete_network(pb::DeleteNetworkRequest { tenant: "acme".into(), name: "n".into(), ..Default::default() })
         .await
         .unwrap();
     let (ok, _, err) = cli(&host, "acme", &["module", "rm", "seq"]);

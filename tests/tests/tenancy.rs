@@ -95,7 +95,7 @@ async fn call(ch: &Channel, rpc: Rpc, tenant: &str, t: &Target, netns: &str) -> 
             NetworkServiceClient::new(ch).list_networks(pb::ListNetworksRequest { tenant }).await.map(|r| text(&r))
         }
         Rpc::DeleteNetwork => {
-            let req = pb::DeleteNetworkRequest { tenant, name: t.network.into(), dry_run: true };
+            let req = pb::DeleteNetworkRequest { tenant, name: t.network.into(), dry_run: true, force: false };
             NetworkServiceClient::new(ch).delete_network(req).await.map(|r| text(&r))
         }
         Rpc::UpdateNetwork => {

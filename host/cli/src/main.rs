@@ -161,12 +161,15 @@ enum NetworkCmd {
         /// Network name.
         name: String,
     },
-    /// Remove networks (refused while endpoints are attached).
+    /// Remove networks (refused while endpoints are attached, unless --force).
     #[command(alias = "remove")]
     Rm {
         /// Network names.
         #[arg(required = true)]
         names: Vec<String>,
+        /// Detach the network's endpoints too, in the same change.
+        #[arg(short, long)]
+        force: bool,
     },
     /// Change a live network: bind another policy component (its documents
     /// are recompiled and applied in one transaction; on failure the old
@@ -439,13 +442,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                     let n = c.get_network(pb::GetNetworkRequest { tenant, name }).await.map_err(status)?.into_inner();
                     if json { output::print_json(&output::network_json(&n)) } else { output::network_detail(&n) }
                 }
-                NetworkCmd::Rm { names } => {
+                NetworkCmd::Rm { names, force } => {
                     for name in names {
                         let r = c
                             .delete_network(pb::DeleteNetworkRequest {
                                 tenant: tenant.clone(),
                                 name: name.clone(),
                                 dry_run,
+                                force,
                             })
                             .await
                             .map_err(status)?

@@ -323,19 +323,26 @@ impl Ctl {
         drop(slot);
         if !req.dry_run {
             // The detached endpoint may have held its namespace's default route.
-            let ops = self.index.read(|st| reelect_default_route(st, &ep));
-            if !ops.is_empty() {
-                // The retired interface still holds the route until deleted.
-                self.commit.retired.settle(ep.netns_id).await;
-                let mut c = Change::new("moving the default route");
-                c.ops = ops;
-                if let Err(e) = self.commit.commit(c, None).await {
-                    warn!(endpoint = %ep.spec.name, error = ?e, "moving the default route");
-                }
-            }
+            self.move_default_route(&ep).await;
             info!(endpoint = %ep.spec.name, revision = outcome.revision, "detached");
         }
         Ok(outcome)
+    }
+
+    /// After `gone` left its namespace: the default route there goes to
+    /// the endpoint that should now hold it, if any.
+    async fn move_default_route(&self, gone: &weft_model::endpoint::Endpoint) {
+        let ops = self.index.read(|st| reelect_default_route(st, gone));
+        if ops.is_empty() {
+            return;
+        }
+        // The retired interface still holds the route until deleted.
+        self.commit.retired.settle(gone.netns_id).await;
+        let mut c = Change::new("moving the default route");
+        c.ops = ops;
+        if let Err(e) = self.commit.commit(c, None).await {
+            warn!(endpoint = %gone.spec.name, error = ?e, "moving the default route");
+        }
     }
 
     /// Lock the tenant's scope and networks, decide a policy change, commit.
@@ -398,10 +405,10 @@ impl Controller for Ctl {
         }))
     }
 
-    async fn delete_network(&self, r: Ref) -> Result<Outcome, ControlError> {
+    async fn delete_network(&self, r: Ref, force: bool) -> Result<Outcome, ControlError> {
         let net_id = self.network_id(&r.tenant, &r.network, "name")?;
         let slot = self.locks.network(&net_id).await;
-        let (net, mut change) = self.index.read(|st| delete_network(st, &r))?;
+        let (net, mut change, detached) = self.index.read(|st| delete_network(st, &r, force))?;
         if net.is_overlay() && !r.dry_run {
             self.unshare_network(&net).await?;
             change.remote_delete = self
@@ -412,7 +419,11 @@ impl Controller for Ctl {
         drop(slot);
         if !r.dry_run {
             self.locks.drop_network(&net.id);
-            info!(network = %net.spec.name, tenant = %net.spec.tenant, revision = outcome.revision, "network deleted");
+            for ep in &detached {
+                self.move_default_route(ep).await;
+            }
+            info!(network = %net.spec.name, tenant = %net.spec.tenant, endpoints = detached.len(),
+                revision = outcome.revision, "network deleted");
         }
         Ok(outcome)
     }

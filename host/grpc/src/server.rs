@@ -94,8 +94,9 @@ impl<C: Controller> NetworkService for Api<C> {
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
         let (who, r) = scoped(r, Rpc::DeleteNetwork, |m| &mut m.tenant)?;
         let a = audited(&who, Rpc::DeleteNetwork, &r.tenant, r.name.clone(), r.dry_run);
-        let o =
-            a.record(self.ctl.delete_network(convert::mutation(r.tenant, r.name, String::new(), r.dry_run)).await)?;
+        let o = a.record(
+            self.ctl.delete_network(convert::mutation(r.tenant, r.name, String::new(), r.dry_run), r.force).await,
+        )?;
         Ok(Response::new(pb::DeleteNetworkResponse { revision: o.revision, dry_run: convert::plan(o.plan) }))
     }
     async fn update_network(&self, r: Request<pb::UpdateNetworkRequest>) -> Result<Response<pb::Network>, Status> {

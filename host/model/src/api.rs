@@ -297,8 +297,8 @@ pub trait Controller: Send + Sync + 'static {
         &self,
         tenant: String,
     ) -> impl Future<Output = Result<(Vec<NetworkView>, u64), ControlError>> + Send;
-    /// Delete a network with no endpoints.
-    fn delete_network(&self, r: Ref) -> impl Future<Output = Result<Outcome, ControlError>> + Send;
+    /// Delete a network with no endpoints, or (`force`) with its endpoints.
+    fn delete_network(&self, r: Ref, force: bool) -> impl Future<Output = Result<Outcome, ControlError>> + Send;
     /// Attach a container namespace to a network.
     fn attach(
         &self,

@@ -311,7 +311,7 @@ async fn drop_network(ctl: &Ctl, net: &Network) {
         ..Default::default()
     };
     let decided = ctl.index.read(|st| {
-        crate::decide::network::delete_network(st, &r).map(|(_, mut c)| {
+        crate::decide::network::delete_network(st, &r, false).map(|(_, mut c, _)| {
             c.remote_delete = st.remote.values().filter(|e| e.network_id == net.id).map(|e| e.id.clone()).collect();
             c
         })

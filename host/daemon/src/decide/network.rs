@@ -6,13 +6,15 @@
 
 use std::sync::Arc;
 
+use weft_model::endpoint::Endpoint;
 use weft_model::event::{Event, EventKind};
 use weft_model::module::store_key;
 use weft_model::network::{Network, NetworkSpec};
 use weft_model::{ControlError, InvalidRequest, NetworkName, Tenant};
-use weft_plan::{plan_network, plan_network_removal};
+use weft_plan::{plan_endpoint_removal, plan_network, plan_network_removal};
 use weft_wasm::Kind;
 
+use super::endpoint::endpoint_event;
 use super::{Decider, network_info, new_id, policy_error};
 use crate::change::{Change, DnsChange, Guard};
 use crate::index::{Index, State, documents_for};
@@ -89,26 +91,45 @@ pub fn find_network(st: &State, r: &weft_model::api::Ref) -> Result<Network, Con
     Ok(st.network_by_name(&tenant, &name)?.clone())
 }
 
-/// Decide a network remove (refused while endpoints are attached). The
-/// caller holds the network's lock, so no attach is in flight.
-pub fn delete_network(st: &State, r: &weft_model::api::Ref) -> Result<(Network, Change), ControlError> {
+/// Decide a network remove: refused while endpoints are attached, unless
+/// `force`, which detaches them in the same change (their links retired,
+/// records, DNS names and events with the network's; the table render
+/// drops their elements). The caller holds the network's lock, so no
+/// attach is in flight. An overlay network's endpoints are shared with the
+/// cluster one by one: `force` does not cover them.
+pub fn delete_network(
+    st: &State,
+    r: &weft_model::api::Ref,
+    force: bool,
+) -> Result<(Network, Change, Vec<Endpoint>), ControlError> {
     let net = find_network(st, r)?;
-    let attached: Vec<String> = st.endpoints_of(&net.id).map(|e| e.spec.name.to_string()).collect();
-    if !attached.is_empty() {
+    let attached: Vec<Endpoint> = st.endpoints_of(&net.id).cloned().collect();
+    if !attached.is_empty() && (!force || net.is_overlay()) {
+        let names: Vec<&str> = attached.iter().map(|e| e.spec.name.as_str()).collect();
+        let hint = match (force, net.is_overlay()) {
+            (true, _) => "an overlay network's endpoints are detached one by one: detach them first",
+            _ => "detach them first, or remove it with --force",
+        };
         return Err(ControlError::FailedPrecondition(format!(
-            "network {:?} has {} endpoint(s) attached ({}); detach them first",
+            "network {:?} has {} endpoint(s) attached ({}); {hint}",
             net.spec.name.as_str(),
             attached.len(),
-            attached.join(", ")
+            names.join(", ")
         )));
     }
     let mut change = Change::new(format!("deleting network {:?}", net.spec.name.as_str()));
-    change.ops = plan_network_removal(&net);
+    for ep in &attached {
+        change.ops.extend(plan_endpoint_removal(&net, ep));
+        change.batch.delete_endpoints.push(ep.id.clone());
+        change.dns.push(DnsChange::Remove(net.id.clone(), ep.id.clone()));
+        change.events.push(endpoint_event(EventKind::EndpointDetached, ep));
+    }
+    change.ops.extend(plan_network_removal(&net));
     change.teardown = true;
     change.render_nft = true;
     change.batch.delete_networks.push(net.id.clone());
     change.policies.push((net.id.clone(), None));
     change.dns.push(DnsChange::Stop(net.id.clone()));
     change.events.push(network_event(EventKind::NetworkRemoved, &net));
-    Ok((net, change))
+    Ok((net, change, attached))
 }
