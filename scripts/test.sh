@@ -20,3 +20,5 @@ target/debug/weft-bench firewall --runs 1 --secs 1 --out target/bench-smoke
 target/debug/weft-bench neighbours --attaches 10 --out target/bench-smoke
 target/debug/weft-bench repair --trials 2 --out target/bench-smoke
 target/debug/weft-bench overlay --attaches 5 --secs 1 --nodes 4 --out target/bench-smoke
+target/debug/weft-bench dns --names 10 --secs 1 --outstanding 16 --out target/bench-smoke
+target/debug/weft-bench policy --runs 1 --secs 1 --out target/bench-smoke

@@ -12,8 +12,14 @@
 //! - `weft-bench firewall [--runs 3] [--secs 3] [--out DIR]`: iperf3 between
 //!   two containers with 0 / 10,000 published ports and 0 / 1,000 policy
 //!   rules. Writes `DIR/firewall.md`.
-//! - `weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]`: weft's embedded DNS
-//!   against aardvark-dns.
+//! - `weft-bench dns [--names 100] [--secs 5] [--outstanding 64] [--out DIR]`:
+//!   weft's embedded DNS (its fast path and its general path) against
+//!   aardvark-dns and an echo server's floor, then queries lost while names
+//!   come and go. Writes `DIR/dns.md`.
+//! - `weft-bench policy [--runs 3] [--secs 3] [--out DIR]`: new TCP
+//!   connections per second between two containers with no policy, one
+//!   rule, and 1,000 rules of each kind in front of it. Writes
+//!   `DIR/policy.md`.
 //! - `weft-bench neighbours [--attaches 200] [--rounds 3] [--share N] [--out DIR]`:
 //!   one tenant's attach latency while another tenant's modules spin to
 //!   their deadline, from one client and from 16 at once (`--share`: weftd's
@@ -28,6 +34,7 @@
 //!   `DIR/overlay.md`.
 
 mod attach;
+mod conns;
 mod dns;
 mod firewall;
 mod floor;
@@ -43,7 +50,8 @@ use anyhow::{Context, Result, bail};
 
 const USAGE: &str = "usage: weft-bench attach [--sizes 1,10,100,1000] [--peer-budget SECS] [--out DIR]
        weft-bench firewall [--runs 3] [--secs 3] [--out DIR]
-       weft-bench dns [NAMES] [SECONDS] [OUTSTANDING]
+       weft-bench policy [--runs 3] [--secs 3] [--out DIR]
+       weft-bench dns [--names 100] [--secs 5] [--outstanding 64] [--out DIR]
        weft-bench neighbours [--attaches 200] [--rounds 3] [--share N] [--out DIR]
        weft-bench repair [--trials 20] [--out DIR]
        weft-bench overlay [--attaches 100] [--secs 3] [--nodes 10] [--out DIR]";
@@ -103,6 +111,17 @@ fn main() -> Result<()> {
             println!("{md}");
             write(&out, "firewall.md", &md)
         }
+        Some("policy") => {
+            let runs = flag(&args, "--runs").map_or(Ok(3), |s| s.parse()).context("--runs")?;
+            let secs = flag(&args, "--secs").map_or(Ok(3), |s| s.parse()).context("--secs")?;
+            if runs == 0 || secs == 0 {
+                bail!("--runs and --secs must be at least 1");
+            }
+            let out = out_dir(&args)?;
+            let md = conns::markdown(&conns::run(runs, secs)?);
+            println!("{md}");
+            write(&out, "policy.md", &md)
+        }
         Some("neighbours") => {
             let n = flag(&args, "--attaches").map_or(Ok(200), |s| s.parse()).context("--attaches")?;
             if n == 0 {
@@ -144,8 +163,16 @@ fn main() -> Result<()> {
             write(&out, "overlay.md", &md)
         }
         Some("dns") => {
-            let n = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
-            dns::run(n(1, 100) as usize, n(2, 5), n(3, 64) as usize)
+            let n =
+                |name: &str, d: usize| flag(&args, name).map_or(Ok(d), |s| s.parse()).with_context(|| name.to_owned());
+            let (names, secs, outstanding) = (n("--names", 100)?, n("--secs", 5)?, n("--outstanding", 64)?);
+            if !(1..=250).contains(&names) || secs == 0 || !(1..=1024).contains(&outstanding) {
+                bail!("--names must be 1 to 250, --secs at least 1, --outstanding 1 to 1024");
+            }
+            let out = out_dir(&args)?;
+            let md = dns::run(names, secs as u64, outstanding)?;
+            println!("{md}");
+            write(&out, "dns.md", &md)
         }
         _ => bail!("{USAGE}"),
     }

@@ -26,7 +26,8 @@ pub struct NetHandler {
 /// The EDNS payload size weft advertises (RFC 9715's safe default).
 const EDNS_PAYLOAD: u16 = 1232;
 
-fn servfail() -> ResponseInfo {
+/// What a failed send reports (an answer that never left).
+pub(crate) fn servfail() -> ResponseInfo {
     let mut m = Metadata::new(0, hickory_proto::op::MessageType::Response, OpCode::Query);
     m.response_code = ResponseCode::ServFail;
     hickory_proto::op::Header { metadata: m, counts: Default::default() }.into()

@@ -8,11 +8,15 @@
 //! record table is shared in memory and updated in place, so an attach or a
 //! detach is visible to the very next query and no socket is ever restarted.
 //!
-//! Wire format, EDNS and truncation are hickory's; this crate decides what
-//! to answer.
+//! Over UDP, a query for one of weft's own names is answered on a fast path
+//! straight from the wire bytes (`fast`); everything else — forwarding, other
+//! record types, TCP, malformed messages — goes through hickory, whose wire
+//! format, EDNS and truncation handling this crate relies on.
 
+mod fast;
 mod handler;
 mod table;
+mod udp;
 mod upstream;
 
 use std::collections::HashMap;
@@ -22,7 +26,7 @@ use std::time::Duration;
 
 use hickory_server::Server;
 use ipnet::IpNet;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tracing::{info, warn};
 use weft_model::naming::NameRecord;
 
@@ -98,10 +102,27 @@ impl Counts {
     }
 }
 
-/// The DNS service: the shared table plus one hickory server per network.
+/// One network's listeners: UDP loops of weft's own (the fast path, then
+/// the handler) and hickory's server for TCP.
+struct Served {
+    udp: Vec<udp::Listener>,
+    tcp: Server<NetHandler>,
+}
+
+impl Served {
+    /// Stop every listener; the UDP sockets are closed when this returns.
+    async fn stop(mut self) -> Result<(), String> {
+        for l in self.udp {
+            l.stop().await;
+        }
+        self.tcp.shutdown_gracefully().await.map_err(|e| e.to_string())
+    }
+}
+
+/// The DNS service: the shared table plus the listeners of each network.
 pub struct Dns {
     inner: Arc<Inner>,
-    servers: Mutex<HashMap<String, Server<NetHandler>>>,
+    servers: Mutex<HashMap<String, Served>>,
 }
 
 impl Dns {
@@ -132,25 +153,27 @@ impl Dns {
         upstreams: Option<Vec<SocketAddr>>,
     ) -> std::io::Result<()> {
         self.inner.table.write().unwrap_or_else(|p| p.into_inner()).add_network(network_id, name, subnets, upstreams);
-        let mut server = Server::new(NetHandler { inner: self.inner.clone(), network_id: network_id.to_owned() });
+        let handler = || NetHandler { inner: self.inner.clone(), network_id: network_id.to_owned() };
+        let udp_handler = Arc::new(handler());
+        let mut served = Served { udp: Vec::new(), tcp: Server::new(handler()) };
         for ip in listen {
             let addr = SocketAddr::new(*ip, DNS_PORT);
             let bound = async {
-                server.register_socket(UdpSocket::bind(addr).await?);
-                server.register_listener(TcpListener::bind(addr).await?, TCP_IDLE, 64);
+                served.udp.push(udp::Listener::start(addr, udp_handler.clone())?);
+                served.tcp.register_listener(TcpListener::bind(addr).await?, TCP_IDLE, 64);
                 Ok::<(), std::io::Error>(())
             }
             .await;
             if let Err(e) = bound {
-                let _ = server.shutdown_gracefully().await;
+                let _ = served.stop().await;
                 self.inner.table.write().unwrap_or_else(|p| p.into_inner()).remove_network(network_id);
                 return Err(std::io::Error::new(e.kind(), format!("DNS on {addr}: {e}")));
             }
         }
         info!(network = name, addresses = ?listen, "DNS serving");
-        let old = self.servers.lock().unwrap_or_else(|p| p.into_inner()).insert(network_id.to_owned(), server);
-        if let Some(mut old) = old {
-            let _ = old.shutdown_gracefully().await;
+        let old = self.servers.lock().unwrap_or_else(|p| p.into_inner()).insert(network_id.to_owned(), served);
+        if let Some(old) = old {
+            let _ = old.stop().await;
         }
         Ok(())
     }
@@ -158,8 +181,8 @@ impl Dns {
     /// Stop answering for a network.
     pub async fn stop_network(&self, network_id: &str) {
         let server = self.servers.lock().unwrap_or_else(|p| p.into_inner()).remove(network_id);
-        if let Some(mut s) = server
-            && let Err(e) = s.shutdown_gracefully().await
+        if let Some(s) = server
+            && let Err(e) = s.stop().await
         {
             warn!(network = network_id, error = %e, "stopping DNS");
         }
