@@ -546,3 +546,54 @@ items:
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(reach(&c, "y/a"), "deleted: x/a is no longer isolated");
 }
+
+/// Peers by selector are member sets whose elements each endpoint brings:
+/// a pod attached after the policy is let in on exactly the allowed ports
+/// (added by the attach's netlink batch, ranges included), and its
+/// elements leave with it, so whoever gets its address next is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_attached_after_a_policy_carry_their_peer_flows() {
+    let c = cluster("k8late", &[("x", "a"), ("x", "b")]).await;
+    let to_a = |port: u16| -> SocketAddr { format!("{}:{port}", c.pods[0].addr).parse().unwrap() };
+    let policy = np(
+        "x",
+        "late",
+        r#"{"podSelector":{"matchLabels":{"pod":"a"}},"ingress":[{"from":[{"podSelector":{"matchLabels":{"pod":"c"}}}],"ports":[{"port":80},{"port":70,"endPort":79}]},{"from":[{"podSelector":{"matchLabels":{"pod":"c"}}},{"ipBlock":{"cidr":"10.0.0.0/8","except":["10.91.0.0/24"]}}],"ports":[{"port":81,"protocol":"UDP"}]}]}"#,
+    );
+    apply(&c.host, "", &policy).await.unwrap();
+    assert!(!probe_tcp(&c.pods[1].netns.name, to_a(80), Duration::from_millis(800)).join().unwrap(), "x/b is not c");
+
+    let attach = |name: &str, pod: &str, netns: &Netns| pb::AttachEndpointRequest {
+        network: NET.into(),
+        name: name.into(),
+        netns: netns.path(),
+        labels: [("pod".to_string(), pod.to_string()), ("io.kubernetes.pod.namespace".into(), "x".to_string())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let late = c.host.container("xc");
+    let ep = c.host.endpoints().await.attach_endpoint(attach("x-c", "c", &late)).await.unwrap().into_inner();
+    let wait = Duration::from_millis(1500);
+    assert!(probe_tcp(&late.name, to_a(80), wait).join().unwrap(), "x/c attached after the policy: 80/tcp");
+    assert!(!probe_tcp(&late.name, to_a(81), wait).join().unwrap(), "81/tcp is not allowed");
+    assert!(probe_udp(&late.name, to_a(81), wait).join().unwrap(), "81/udp is allowed");
+    assert!(!probe_udp(&late.name, to_a(80), wait).join().unwrap(), "80/udp is not allowed");
+
+    // Its elements go with it; the next pod, whatever address it gets, is
+    // not let in by them.
+    let req = pb::DetachEndpointRequest { network: NET.into(), name: "x-c".into(), ..Default::default() };
+    c.host.endpoints().await.detach_endpoint(req).await.unwrap();
+    let next = c.host.container("xd");
+    let ep2 = c.host.endpoints().await.attach_endpoint(attach("x-d", "d", &next)).await.unwrap().into_inner();
+    assert!(
+        !probe_tcp(&next.name, to_a(80), wait).join().unwrap(),
+        "x/d ({:?}, x/c was {:?})",
+        ep2.addresses,
+        ep.addresses
+    );
+    // And x/c comes back in with a new attach.
+    let again = c.host.container("xc2");
+    c.host.endpoints().await.attach_endpoint(attach("x-c", "c", &again)).await.unwrap();
+    assert!(probe_tcp(&again.name, to_a(80), wait).join().unwrap(), "x/c again");
+}

@@ -35,6 +35,7 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_DATA_VALUE: u16 = 1;
 /// Most bytes of elements in one message (an attribute's length is u16).
 const MAX_LIST_BYTES: usize = 60_000;
@@ -100,6 +101,9 @@ pub(crate) fn encode(change: Change, elements: &[Element], seq0: u32) -> (Vec<u8
         for e in els {
             let mut el = Vec::new();
             nested(&mut el, NFTA_SET_ELEM_KEY, &value(&e.key));
+            if !e.key_end.is_empty() {
+                nested(&mut el, NFTA_SET_ELEM_KEY_END, &value(&e.key_end));
+            }
             if !e.data.is_empty() {
                 nested(&mut el, NFTA_SET_ELEM_DATA, &value(&e.data));
             }
@@ -248,6 +252,7 @@ mod tests {
         let e = Element {
             set: "pub4_any".into(),
             key: vec![Field::Proto(Proto::Tcp), Field::Port(8080)],
+            key_end: vec![],
             data: vec![
                 Field::Addr("10.0.0.2".parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]))),
                 Field::Port(80),

@@ -12,6 +12,11 @@
 //! - [`endpoint_elements`]: one endpoint's set and map elements, which attach
 //!   and detach add or delete in one nf_tables netlink batch (`weft-kernel`,
 //!   no `nft` process on that path); `Element` also prints as nft syntax.
+//!
+//! Policy rules become set elements too (`policy`): the chains hold a fixed
+//! number of lookups per policy group, whatever the number of rules.
+
+mod policy;
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -19,7 +24,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use weft_model::endpoint::Endpoint;
 use weft_model::network::Network;
-use weft_model::policy::{Direction, Peer, Rule, RuleProto, RuleSet};
+use weft_model::policy::{Direction, RuleSet};
 use weft_model::ports::Proto;
 
 /// The nftables family of weft's table.
@@ -53,6 +58,8 @@ pub enum Change {
 pub enum Field {
     /// `inet_proto`.
     Proto(Proto),
+    /// `inet_proto` by number (ICMP and ICMPv6 in policy sets).
+    L4(u8),
     /// `inet_service`.
     Port(u16),
     /// `ipv4_addr` or `ipv6_addr`.
@@ -65,6 +72,7 @@ impl Field {
     pub fn to_bytes(self, out: &mut Vec<u8>) {
         match self {
             Field::Proto(p) => out.extend([proto_number(p), 0, 0, 0]),
+            Field::L4(n) => out.extend([n, 0, 0, 0]),
             Field::Port(port) => {
                 out.extend(port.to_be_bytes());
                 out.extend([0, 0]);
@@ -79,6 +87,7 @@ impl std::fmt::Display for Field {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Field::Proto(p) => f.write_str(p.as_str()),
+            Field::L4(n) => write!(f, "{n}"),
             Field::Port(p) => write!(f, "{p}"),
             Field::Addr(a) => write!(f, "{a}"),
         }
@@ -103,14 +112,35 @@ pub struct Element {
     pub set: String,
     /// The key's fields (a concatenation when more than one).
     pub key: Vec<Field>,
+    /// In an interval set, the end of the key's range (field by field);
+    /// empty for a single key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_end: Vec<Field>,
     /// A map element's value; empty in a set.
     pub data: Vec<Field>,
+}
+
+impl Element {
+    /// A set element with a single key.
+    pub fn point(set: &str, key: Vec<Field>) -> Element {
+        Element { set: set.to_owned(), key, key_end: Vec::new(), data: Vec::new() }
+    }
 }
 
 impl std::fmt::Display for Element {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let join = |v: &[Field]| v.iter().map(Field::to_string).collect::<Vec<_>>().join(" . ");
-        f.write_str(&join(&self.key))?;
+        if self.key_end.is_empty() {
+            f.write_str(&join(&self.key))?;
+        } else {
+            let fields: Vec<String> = self
+                .key
+                .iter()
+                .zip(&self.key_end)
+                .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                .collect();
+            f.write_str(&fields.join(" . "))?;
+        }
         if !self.data.is_empty() {
             write!(f, " : {}", join(&self.data))?;
         }
@@ -119,9 +149,11 @@ impl std::fmt::Display for Element {
 }
 
 /// The set and map elements of one endpoint:
-/// DNAT entries of its published ports, and its addresses in the sets of
+/// DNAT entries of its published ports, its addresses in the sets of
 /// the policy groups it was classified into (and the isolation sets of
-/// isolated groups). `policy` is its network's compiled rule set.
+/// isolated groups), and its flows in the member sets of rules that name
+/// one of its groups as a peer. `policy` is its network's compiled rule
+/// set.
 pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
     let v4 = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv4);
     let v6 = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv6);
@@ -143,7 +175,7 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
                     (false, None) => ("pub6_any", vec![p, hp]),
                     (false, Some(h)) => ("pub6_ip", vec![Field::Addr(h), p, hp]),
                 };
-                out.push(Element { set: map.to_owned(), key, data });
+                out.push(Element { set: map.to_owned(), key, key_end: Vec::new(), data });
             }
         }
     }
@@ -152,7 +184,7 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
         let Some(idx) = groups.iter().position(|x| x == g) else { continue };
         for a in [v4, v6].into_iter().flatten() {
             let fam = if a.is_ipv4() { 4 } else { 6 };
-            let el = |set: String| Element { set, key: vec![Field::Addr(a)], data: Vec::new() };
+            let el = |set: String| Element::point(&set, vec![Field::Addr(a)]);
             out.push(el(group_set(&ep.network_id, idx, fam)));
             for iso in &policy.isolated {
                 if &iso.group == g {
@@ -168,18 +200,22 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
             }
         }
     }
+    policy::member_elements(ep, policy, &mut out);
     out
 }
 
 /// The elements an endpoint on another node (cluster mode) has on this
-/// one: its addresses in its policy groups' sets, so a rule naming a group
-/// matches it across hosts. Its published ports and isolation are its own
-/// node's.
+/// one: its addresses in its policy groups' sets and its flows in member
+/// sets, so a rule naming a group matches it across hosts. Its published
+/// ports and isolation are its own node's.
 pub fn remote_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
     let groups: Vec<String> = (0..policy.groups().len())
         .flat_map(|i| [group_set(&ep.network_id, i, 4), group_set(&ep.network_id, i, 6)])
         .collect();
-    endpoint_elements(ep, policy).into_iter().filter(|e| groups.contains(&e.set)).collect()
+    endpoint_elements(ep, policy)
+        .into_iter()
+        .filter(|e| groups.contains(&e.set) || policy::is_member_set(&e.set))
+        .collect()
 }
 
 /// The name of the set holding a network's group members of one family.
@@ -232,31 +268,24 @@ pub fn render_cluster_ruleset<'a>(
         }
     }
     // Every named set and map, with its type and elements.
-    let mut sets: Vec<(String, &str, &str, Vec<String>)> = vec![
-        ("pub4_any".into(), "map", "inet_proto . inet_service : ipv4_addr . inet_service", vec![]),
-        ("pub4_ip".into(), "map", "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service", vec![]),
-        ("pub6_any".into(), "map", "inet_proto . inet_service : ipv6_addr . inet_service", vec![]),
-        ("pub6_ip".into(), "map", "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service", vec![]),
-        ("iso_in4".into(), "set", "ipv4_addr", vec![]),
-        ("iso_in6".into(), "set", "ipv6_addr", vec![]),
-        ("iso_out4".into(), "set", "ipv4_addr", vec![]),
-        ("iso_out6".into(), "set", "ipv6_addr", vec![]),
+    let decl = |kind, name: &str, ty| policy::Decl { kind, name: name.into(), ty, interval: false, elements: vec![] };
+    let mut sets = vec![
+        decl("map", "pub4_any", "inet_proto . inet_service : ipv4_addr . inet_service"),
+        decl("map", "pub4_ip", "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service"),
+        decl("map", "pub6_any", "inet_proto . inet_service : ipv6_addr . inet_service"),
+        decl("map", "pub6_ip", "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service"),
+        decl("set", "iso_in4", "ipv4_addr"),
+        decl("set", "iso_in6", "ipv6_addr"),
+        decl("set", "iso_out4", "ipv4_addr"),
+        decl("set", "iso_out6", "ipv6_addr"),
     ];
     let mut rules_in = String::new();
     let mut rules_out = String::new();
     for (n, rs) in &networks {
-        let groups = rs.groups();
-        for idx in 0..groups.len() {
-            sets.push((group_set(&n.id, idx, 4), "set", "ipv4_addr", vec![]));
-            sets.push((group_set(&n.id, idx, 6), "set", "ipv6_addr", vec![]));
-        }
-        for r in &rs.rules {
-            let out = match r.direction {
-                Direction::Ingress => &mut rules_in,
-                Direction::Egress => &mut rules_out,
-            };
-            policy_rule(out, n, &groups, r);
-        }
+        let c = policy::compile(n, rs);
+        sets.extend(c.sets);
+        rules_in.push_str(&c.ingress);
+        rules_out.push_str(&c.egress);
     }
     let by_network: std::collections::HashMap<&str, &RuleSet> =
         networks.iter().map(|(n, rs)| (n.id.as_str(), *rs)).collect();
@@ -266,11 +295,11 @@ pub fn render_cluster_ruleset<'a>(
         let rs = by_network.get(ep.network_id.as_str()).copied().unwrap_or(&empty);
         let elements = if is_remote { remote_elements(ep, rs) } else { endpoint_elements(ep, rs) };
         for e in elements {
-            let (set, el) = (e.set.clone(), e.to_string());
-            if let Some(m) = sets.iter_mut().find(|m| m.0 == set)
-                && !m.3.contains(&el)
+            let el = e.to_string();
+            if let Some(m) = sets.iter_mut().find(|m| m.name == e.set)
+                && !m.elements.contains(&el)
             {
-                m.3.push(el);
+                m.elements.push(el);
             }
         }
     }
@@ -285,8 +314,8 @@ pub fn render_cluster_ruleset<'a>(
     set(&mut s, "set", "intra", "ifname . ifname", false, &intra);
     set(&mut s, "set", "nat4", "ipv4_addr", true, &nat4);
     set(&mut s, "set", "nat6", "ipv6_addr", true, &nat6);
-    for (name, kind, ty, els) in &sets {
-        set(&mut s, kind, name, ty, false, els);
+    for d in &sets {
+        set(&mut s, d.kind, &d.name, d.ty, d.interval, &d.elements);
     }
     s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
     s.push_str(DNAT_RULES);
@@ -341,76 +370,6 @@ fn isolation_chain(s: &mut String, chain: &str, dir: &str, iso: &str, rules: &st
     let _ = writeln!(s, "\t\tmeta nfproto ipv6 ip6 {dir} != @{iso}6 return");
     s.push_str(rules);
     s.push_str("\t\tdrop\n\t}\n");
-}
-
-/// One allow rule as nftables rules (one per peer and family), each ending
-/// in `return`: the flow passes this direction's check.
-fn policy_rule(out: &mut String, net: &Network, groups: &[String], r: &Rule) {
-    let Some(gidx) = groups.iter().position(|g| g == &r.group) else { return };
-    let any = [Peer::Any];
-    let peers: &[Peer] = if r.peers.is_empty() { &any } else { &r.peers };
-    let (me, them) = match r.direction {
-        Direction::Ingress => ("daddr", "saddr"),
-        Direction::Egress => ("saddr", "daddr"),
-    };
-    for fam in [4u8, 6] {
-        let (ip, nfproto) = if fam == 4 { ("ip", "ipv4") } else { ("ip6", "ipv6") };
-        let proto = match r.proto {
-            RuleProto::Any => String::new(),
-            RuleProto::Icmp => format!(" meta l4proto {}", if fam == 4 { "icmp" } else { "ipv6-icmp" }),
-            RuleProto::Ports(p) if r.ports.is_empty() => format!(" meta l4proto {p}"),
-            RuleProto::Ports(p) => {
-                let ports: Vec<String> =
-                    r.ports.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
-                format!(" meta l4proto {p} th dport {{ {} }}", ports.join(", "))
-            }
-        };
-        for peer in peers {
-            let peer_match = match peer {
-                Peer::Any => String::new(),
-                Peer::Group(h) => match groups.iter().position(|g| g == h) {
-                    Some(i) => format!(" {ip} {them} @{}", group_set(&net.id, i, fam)),
-                    None => continue,
-                },
-                Peer::Network => {
-                    let subnets: Vec<String> = net
-                        .spec
-                        .subnets
-                        .iter()
-                        .filter(|s| s.subnet.network().is_ipv4() == (fam == 4))
-                        .map(|s| s.subnet.to_string())
-                        .collect();
-                    if subnets.is_empty() {
-                        continue;
-                    }
-                    format!(" {ip} {them} {{ {} }}", subnets.join(", "))
-                }
-                Peer::Cidr { prefix, except } => {
-                    if prefix.network().is_ipv4() != (fam == 4) {
-                        continue;
-                    }
-                    let mut m = format!(" {ip} {them} {prefix}");
-                    if !except.is_empty() {
-                        let ex: Vec<String> = except.iter().map(ToString::to_string).collect();
-                        let _ = write!(m, " {ip} {them} != {{ {} }}", ex.join(", "));
-                    }
-                    m
-                }
-            };
-            let set = group_set(&net.id, gidx, fam);
-            let _ = writeln!(
-                out,
-                "\t\tmeta nfproto {nfproto} {ip} {me} @{set}{peer_match}{proto} return comment \"{}\"",
-                comment(r)
-            );
-        }
-    }
-}
-
-/// A rule's origin as an nftables comment (quotes removed, bounded).
-fn comment(r: &Rule) -> String {
-    let c = format!("{} ({})", r.name, r.source);
-    c.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).take(120).collect()
 }
 
 /// The script that removes weft's table (used when the last network goes).

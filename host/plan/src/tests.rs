@@ -382,3 +382,62 @@ fn overlay_network_and_remote_endpoints() {
     let br = network("n1", &["10.89.0.0/24"], false);
     assert!(plan_overlay(&br, local, None).is_empty() && plan_remote_endpoint(&br, &ep, vtep).is_empty());
 }
+
+#[test]
+fn policy_rules_do_not_grow_with_rules_or_peers() {
+    use weft_model::policy::{Direction, Isolation, Peer, Rule, RuleProto};
+    use weft_model::ports::Proto;
+    let net = network("p", &["10.89.0.0/24", "fd00:89::/64"], false);
+    let rule = |peers: Vec<Peer>, port: u16| Rule {
+        name: format!("r{port}"),
+        source: "policy/srv".into(),
+        group: "srv".into(),
+        direction: Direction::Ingress,
+        peers,
+        proto: RuleProto::Ports(Proto::Tcp),
+        ports: vec![(port, port)],
+    };
+    let with =
+        |rules: Vec<Rule>| RuleSet { isolated: vec![Isolation::new("srv", Direction::Ingress, "policy/srv")], rules };
+    let cidr = |s: String| Peer::Cidr { prefix: s.parse().unwrap(), except: vec![] };
+    let client = || rule(vec![Peer::Group("cli".into())], 8080);
+    let count = |rs: &RuleSet| rule_count(&nft::render_ruleset(&[(&net, rs)], []));
+    let base = count(&with(vec![client()]));
+    let mut blocks: Vec<Rule> =
+        (0..1000).map(|i| rule(vec![cidr(format!("172.16.{}.{}/32", i / 256, i % 256))], 8080)).collect();
+    blocks.push(client());
+    let mut ports: Vec<Rule> = (0..1000).map(|i| rule(vec![cidr("0.0.0.0/0".into())], 9000 + i)).collect();
+    ports.push(client());
+    let mut selectors: Vec<Rule> = (0..1000).map(|i| rule(vec![Peer::Group(format!("p{i}"))], 8080)).collect();
+    selectors.push(client());
+    // One more lookup for the address peers' set (the client's is a member set).
+    assert_eq!(count(&with(blocks)), base + 1);
+    assert_eq!(count(&with(ports)), base + 1);
+    assert_eq!(count(&with(selectors)), base);
+
+    // A peer's flows travel with it, merged: cli is a peer of two rules.
+    let two = with(vec![
+        rule(vec![Peer::Group("cli".into())], 8080),
+        Rule { ports: vec![(8081, 8090), (9000, 9000)], ..rule(vec![Peer::Group("cli2".into())], 0) },
+    ]);
+    let mut cli = endpoint(&net, &["10.89.0.3/24", "fd00:89::3/64"]);
+    cli.groups = vec!["cli".into(), "cli2".into()];
+    let members: Vec<String> = nft::endpoint_elements(&cli, &two)
+        .iter()
+        .filter(|e| e.set.starts_with('m'))
+        .map(|e| format!("{} {e}", e.set))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            "m4_pxxxxxxxxxxx_0_ipp 10.89.0.3 . 6 . 8080-8090",
+            "m4_pxxxxxxxxxxx_0_ipp 10.89.0.3 . 6 . 9000",
+            "m6_pxxxxxxxxxxx_0_ipp fd00:89::3 . 6 . 8080-8090",
+            "m6_pxxxxxxxxxxx_0_ipp fd00:89::3 . 6 . 9000",
+        ]
+    );
+    // On another node the same elements come with it.
+    let remote: Vec<String> =
+        nft::remote_elements(&cli, &two).iter().filter(|e| e.set.starts_with('m')).map(|e| e.to_string()).collect();
+    assert_eq!(remote.len(), 4);
+}
