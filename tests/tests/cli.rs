@@ -46,11 +46,16 @@ fn network_and_endpoint_commands() {
         "c1",
         "--label",
         "app=x",
+        "--port-name",
+        "http=80",
+        "--port-name",
+        "dns=53/udp",
         "-o",
         "json",
     ])))
     .unwrap();
     assert_eq!(ep["addresses"][0], "10.88.0.129/24", "allocated from the ip-range");
+    assert_eq!(ep["port_names"], serde_json::json!(["http=80/tcp", "dns=53/udp"]));
     assert_eq!(ep["gateways"][0], "10.88.0.254");
     let mtu = String::from_utf8_lossy(&c1.exec(&["cat", "/sys/class/net/eth0/mtu"]).stdout).trim().to_owned();
     assert_eq!(mtu, "1400");
@@ -72,7 +77,8 @@ fn network_and_endpoint_commands() {
 
     let list: Value = serde_json::from_str(&ok(host.cli(&["endpoint", "ls", "-o", "json"]))).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
-    assert!(ok(host.cli(&["endpoint", "inspect", "web", "c1"])).contains("02:42:0a:58:00:81"));
+    let detail = ok(host.cli(&["endpoint", "inspect", "web", "c1"]));
+    assert!(detail.contains("02:42:0a:58:00:81") && detail.contains("Port name:  dns=53/udp"), "{detail}");
 
     // Errors: the daemon's message, non-zero exit, nothing changed.
     let out = host.cli(&["network", "create", "bad", "--subnet", "10.0.0.0/33"]);
@@ -82,6 +88,29 @@ fn network_and_endpoint_commands() {
     let out = host.cli(&["network", "rm", "web"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("detach them first"));
+    let c2 = host.container("c2");
+    for (bad, why) in [
+        ("HTTP=80", "port_names[1]: \"HTTP=80\": port name \"HTTP\" may hold only lower-case letters"),
+        ("http=8080", "port_names[1]: http=8080/tcp: the name \"http\" is already 80/tcp"),
+    ] {
+        let out = host.cli(&[
+            "endpoint",
+            "attach",
+            "web",
+            "--netns",
+            &c2.path(),
+            "--name",
+            "c2",
+            "--port-name",
+            "http=80",
+            "--port-name",
+            bad,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{bad}: {err}");
+    }
+    let list: Value = serde_json::from_str(&ok(host.cli(&["endpoint", "ls", "-o", "json"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "a refused attach leaves nothing");
 
     ok(host.cli(&["endpoint", "detach", "web", "c1"]));
     ok(host.cli(&["network", "rm", "web"]));

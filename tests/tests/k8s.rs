@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use weft_grpc::pb;
-use weft_tests::{Host, Netns, Server, addr_of, probe_tcp, probe_udp};
+use weft_tests::{Host, Netns, Server, addr_of, in_ns, probe_tcp, probe_udp};
 
 const NET: &str = "cluster";
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -584,6 +584,9 @@ async fn pods_attached_after_a_policy_carry_their_peer_flows() {
     // not let in by them.
     let req = pb::DetachEndpointRequest { network: NET.into(), name: "x-c".into(), ..Default::default() };
     c.host.endpoints().await.detach_endpoint(req).await.unwrap();
+    let gone = addr_of(&ep.addresses[0]);
+    let table = in_ns(&c.host.ns.name, &["nft", "-j", "list", "table", "inet", "weft"]);
+    assert!(!String::from_utf8_lossy(&table.stdout).contains(&format!("\"{gone}\"")), "{gone} left in weft's table");
     let next = c.host.container("xd");
     let ep2 = c.host.endpoints().await.attach_endpoint(attach("x-d", "d", &next)).await.unwrap().into_inner();
     assert!(

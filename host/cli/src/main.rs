@@ -252,6 +252,10 @@ enum EndpointCmd {
         /// Publish a port: [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|udp|sctp].
         #[arg(short = 'p', long = "publish")]
         publish: Vec<String>,
+        /// Name a container port: NAME=PORT[/tcp|udp|sctp] (repeatable), what
+        /// a NetworkPolicy's `port: NAME` means on this endpoint.
+        #[arg(long = "port-name")]
+        port_names: Vec<String>,
         /// none (only lo), host (no interface) or container:ENDPOINT (share
         /// that endpoint's namespace); default: an interface on the network.
         #[arg(long, default_value = "")]
@@ -551,6 +555,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     mac,
                     labels,
                     publish,
+                    port_names,
                     mode,
                     aliases,
                     allow_foreign_netns,
@@ -571,6 +576,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         dry_run,
                         allow_foreign_netns,
                         request_key,
+                        port_names,
                     };
                     let e = c.attach_endpoint(req).await.map_err(status)?.into_inner();
                     if plan(&e.dry_run) {

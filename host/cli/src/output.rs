@@ -56,6 +56,7 @@ pub fn endpoint_json(e: &pb::Endpoint) -> Value {
         "host_ifname": e.host_ifname,
         "labels": sorted(&e.labels),
         "publish": e.publish,
+        "port_names": e.port_names,
         "mode": e.mode,
         "groups": e.groups,
         "aliases": e.aliases,
@@ -212,6 +213,9 @@ pub fn endpoint_detail(e: &pb::Endpoint) {
     println!("State:      {}", e.state);
     for p in &e.publish {
         println!("Publish:    {p}");
+    }
+    for p in &e.port_names {
+        println!("Port name:  {p}");
     }
     for (k, v) in sorted(&e.labels) {
         println!("Label:      {k}={v}");

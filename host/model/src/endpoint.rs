@@ -12,7 +12,7 @@ use crate::error::InvalidRequest;
 use crate::ids::{EndpointName, IfName, Mac, NetworkName, Tenant};
 use crate::net::parse_ip;
 use crate::network::validate_labels;
-use crate::ports::PortMapping;
+use crate::ports::{MAX_NAMED_PORTS, NamedPort, PortMapping};
 
 /// The interface name inside the container when the request names none.
 pub const DEFAULT_IFNAME: &str = "eth0";
@@ -48,6 +48,8 @@ pub struct AttachEndpoint {
     pub labels: BTreeMap<String, String>,
     /// Published ports in Docker's `-p` syntax.
     pub publish: Vec<String>,
+    /// Named container ports, `NAME=PORT[/PROTO]`.
+    pub port_names: Vec<String>,
     /// `""` (an interface on the network), `none`, `host` or `container:NAME`.
     pub mode: String,
     /// Extra DNS names of the endpoint on this network.
@@ -193,6 +195,9 @@ pub struct EndpointSpec {
     /// Published ports.
     #[serde(default)]
     pub publish: Vec<PortMapping>,
+    /// Named container ports (what a policy's `port: NAME` means on it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_names: Vec<NamedPort>,
     /// How the endpoint joins the network.
     #[serde(default)]
     pub mode: EndpointMode,
@@ -218,6 +223,7 @@ impl EndpointSpec {
             ("mac", self.mac == made.mac),
             ("labels", self.labels == made.labels),
             ("publish", self.publish == made.publish),
+            ("port_names", self.port_names == made.port_names),
             ("mode", self.mode == made.mode),
             ("aliases", self.aliases == made.aliases),
         ];
@@ -244,6 +250,7 @@ impl AttachEndpoint {
                 ("ips", !self.ips.is_empty()),
                 ("mac", !self.mac.is_empty()),
                 ("publish", !self.publish.is_empty()),
+                ("port_names", !self.port_names.is_empty()),
                 ("ifname", !self.ifname.is_empty()),
             ] {
                 if given {
@@ -279,9 +286,11 @@ impl AttachEndpoint {
         }
         let mac = if self.mac.is_empty() { None } else { Some(Mac::parse("mac", &self.mac)?) };
         validate_labels(&self.labels)?;
-        for (field, n, max) in
-            [("aliases", self.aliases.len(), MAX_ALIASES), ("publish", self.publish.len(), MAX_PUBLISH)]
-        {
+        for (field, n, max) in [
+            ("aliases", self.aliases.len(), MAX_ALIASES),
+            ("publish", self.publish.len(), MAX_PUBLISH),
+            ("port_names", self.port_names.len(), MAX_NAMED_PORTS),
+        ] {
             if n > max {
                 return Err(InvalidRequest::new(field, format!("{n} entries; at most {max} per endpoint")));
             }
@@ -308,6 +317,16 @@ impl AttachEndpoint {
             }
             publish.push(m);
         }
+        let mut port_names: Vec<NamedPort> = Vec::new();
+        for (i, p) in self.port_names.iter().enumerate() {
+            let field = format!("port_names[{i}]");
+            let n = NamedPort::parse(&field, p)?;
+            if let Some(other) = port_names.iter().find(|o| o.name == n.name) {
+                let why = format!("{n}: the name {:?} is already {}/{}", n.name, other.port, other.proto);
+                return Err(InvalidRequest::new(field, why));
+            }
+            port_names.push(n);
+        }
         Ok(EndpointSpec {
             tenant,
             network,
@@ -319,6 +338,7 @@ impl AttachEndpoint {
             mac,
             labels: self.labels.clone(),
             publish,
+            port_names,
             mode,
             aliases,
             request_key: if self.request_key.is_empty() { None } else { Some(check_request_key(&self.request_key)?) },

@@ -153,6 +153,64 @@ impl fmt::Display for PortMapping {
     }
 }
 
+/// Most named ports one endpoint may declare.
+pub const MAX_NAMED_PORTS: usize = 64;
+
+/// A named container port, as a Kubernetes container declares one
+/// (`ports: [{name: http, containerPort: 80}]`): `NAME=PORT[/PROTO]`. A
+/// NetworkPolicy may allow `port: http`, which means this port on each
+/// destination endpoint that declares the name, and nothing on one that
+/// does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedPort {
+    /// The name: an IANA service name as Kubernetes checks it (1 to 15
+    /// lower-case letters, digits and '-', at least one letter, no '-' at
+    /// either end or twice in a row).
+    pub name: String,
+    /// The container port.
+    pub port: u16,
+    /// Its protocol.
+    pub proto: Proto,
+}
+
+impl NamedPort {
+    /// Parse `NAME=PORT[/tcp|udp|sctp]` (TCP when no protocol is given).
+    pub fn parse(field: &str, s: &str) -> Result<NamedPort, InvalidRequest> {
+        let bad = |why: String| InvalidRequest::new(field, format!("{}: {why}", crate::ids::shown(s)));
+        let (name, rest) = s.split_once('=').ok_or_else(|| bad("expected NAME=PORT[/PROTO]".into()))?;
+        let (p, proto) = match rest.rsplit_once('/') {
+            Some((p, proto)) => (p, Proto::parse(field, proto)?),
+            None => (rest, Proto::Tcp),
+        };
+        check_port_name(name).map_err(bad)?;
+        Ok(NamedPort { name: name.to_owned(), port: port(p).map_err(bad)?, proto })
+    }
+}
+
+impl fmt::Display for NamedPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}/{}", self.name, self.port, self.proto)
+    }
+}
+
+/// Kubernetes' rule for a port name (`IsValidPortName`).
+pub fn check_port_name(name: &str) -> Result<(), String> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!("port name {name:?} must be 1 to 15 characters"));
+    }
+    if !ok_chars {
+        return Err(format!("port name {name:?} may hold only lower-case letters, digits and '-'"));
+    }
+    if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(format!("port name {name:?} must contain a letter"));
+    }
+    if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        return Err(format!("port name {name:?} may not start or end with '-' or hold \"--\""));
+    }
+    Ok(())
+}
+
 fn port(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(0) | Err(_) => Err(format!("port {s:?} must be a number from 1 to 65535")),

@@ -45,3 +45,27 @@ fn broadcast_and_multicast_host_ips_are_refused() {
     }
     assert!(PortMapping::parse("publish", "192.0.2.1:8080:80").is_ok());
 }
+
+#[test]
+fn named_ports_follow_kubernetes_rules() {
+    let n = NamedPort::parse("port_names[0]", "http=80").unwrap();
+    assert_eq!((n.name.as_str(), n.port, n.proto), ("http", 80, Proto::Tcp));
+    assert_eq!(NamedPort::parse("port_names[0]", "dns-udp=53/udp").unwrap().to_string(), "dns-udp=53/udp");
+    assert_eq!(NamedPort::parse("p", "serve-80-tcp=80/tcp").unwrap().name, "serve-80-tcp");
+    for (bad, why) in [
+        ("http", "NAME=PORT"),
+        ("=80", "1 to 15"),
+        ("a-very-long-port-name=80", "1 to 15"),
+        ("HTTP=80", "lower-case"),
+        ("web_ui=80", "lower-case"),
+        ("8080=80", "a letter"),
+        ("-http=80", "start or end"),
+        ("ht--tp=80", "start or end"),
+        ("http=0", "1 to 65535"),
+        ("http=80/icmp", "icmp"),
+    ] {
+        let e = NamedPort::parse("port_names[2]", bad).unwrap_err();
+        assert_eq!(e.field, "port_names[2]", "{bad}");
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+}

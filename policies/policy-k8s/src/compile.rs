@@ -458,7 +458,7 @@ fn port_ranges(field: &str, ports: &[PolicyPort]) -> Result<PortsByProto, String
                     return Err(format!("{f}.port: {n} must be a number, not the string {s:?}"));
                 }
                 return Err(format!(
-                    "{f}.port: named port {s:?} is not supported by weft (endpoints declare no container ports); use a number"
+                    "{f}.port: named port {s:?} is not matched by this policy-k8s yet (endpoints can declare names with --port-name, rules over them are not compiled); use a number"
                 ));
             }
             Some(IntOrString::Int(n)) => {
