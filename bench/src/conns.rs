@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use nix::sys::socket::{Backlog, Shutdown, listen, shutdown};
 use weft_grpc::pb;
-use weft_tests::{Host, addr_of, on_ns};
+use weft_tests::{Host, on_ns};
 
-use crate::firewall::{Counts, count_ruleset};
+use crate::firewall::{Counts, count_ruleset, server_and_client};
 
 /// The server's port.
 const PORT: u16 = 8080;
@@ -159,31 +159,7 @@ impl Drop for Server {
 pub fn run(runs: usize, secs: u32) -> Result<Vec<Rate>> {
     let rt = crate::tokio_rt(1)?;
     let host = Host::new("bcn");
-    let (srv, cli) = (host.container("srv"), host.container("cli"));
-    let srv_addr = rt.block_on(async {
-        let req = pb::CreateNetworkRequest {
-            name: "conns".into(),
-            subnets: vec![pb::Subnet { subnet: "10.96.0.0/24".into(), ..Default::default() }],
-            policy: "policy-k8s".into(),
-            ..Default::default()
-        };
-        host.networks().await.create_network(req).await?;
-        let mut addr = String::new();
-        for (name, ns) in [("srv", &srv), ("cli", &cli)] {
-            let req = pb::AttachEndpointRequest {
-                network: "conns".into(),
-                name: name.into(),
-                netns: ns.path(),
-                labels: [("app".to_string(), name.to_string())].into_iter().collect(),
-                ..Default::default()
-            };
-            let ep = host.endpoints().await.attach_endpoint(req).await?.into_inner();
-            if name == "srv" {
-                addr = addr_of(&ep.addresses[0]);
-            }
-        }
-        Ok::<_, anyhow::Error>(addr)
-    })?;
+    let (srv, cli, srv_addr) = server_and_client(&rt, &host, "conns", "10.96.0.0/24")?;
     let at: SocketAddr = format!("{srv_addr}:{PORT}").parse()?;
     let _server = Server::start(&srv.name, at)?;
     let apply = |documents: String| {
@@ -203,9 +179,7 @@ pub fn run(runs: usize, secs: u32) -> Result<Vec<Rate>> {
             r.push(per_sec);
             timeouts += lost;
         }
-        let mut sorted = r.clone();
-        sorted.sort_by(f64::total_cmp);
-        Ok(Rate { scenario, counts, per_sec: sorted[sorted.len() / 2], runs: r, timeouts })
+        Ok(Rate { scenario, counts, per_sec: crate::stats::median(&r), runs: r, timeouts })
     };
     let mut out = vec![measure("no policy")?];
     apply(policy(""))?;

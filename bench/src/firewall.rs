@@ -87,16 +87,20 @@ fn policy_with_rules(rules: usize) -> String {
     )
 }
 
-/// Throughput between two containers of one weft network under each
-/// scenario (each measured `runs` times for `secs` seconds).
-pub fn throughput(runs: usize, secs: u32) -> Result<Vec<Throughput>> {
-    let rt = crate::tokio_rt(1)?;
-    let host = Host::new("bfw");
-    let (srv, cli, many) = (host.container("srv"), host.container("cli"), host.container("many"));
+/// A `policy-k8s` network `network` on `subnet` with two containers
+/// attached, labelled `app: srv` and `app: cli`: the server's and the
+/// client's namespaces and the server's address.
+pub fn server_and_client(
+    rt: &tokio::runtime::Runtime,
+    host: &Host,
+    network: &str,
+    subnet: &str,
+) -> Result<(Netns, Netns, String)> {
+    let (srv, cli) = (host.container("srv"), host.container("cli"));
     let srv_addr = rt.block_on(async {
         let req = pb::CreateNetworkRequest {
-            name: "perf".into(),
-            subnets: vec![pb::Subnet { subnet: "10.95.0.0/24".into(), ..Default::default() }],
+            name: network.into(),
+            subnets: vec![pb::Subnet { subnet: subnet.into(), ..Default::default() }],
             policy: "policy-k8s".into(),
             ..Default::default()
         };
@@ -104,7 +108,7 @@ pub fn throughput(runs: usize, secs: u32) -> Result<Vec<Throughput>> {
         let mut addr = String::new();
         for (name, ns) in [("srv", &srv), ("cli", &cli)] {
             let req = pb::AttachEndpointRequest {
-                network: "perf".into(),
+                network: network.into(),
                 name: name.into(),
                 netns: ns.path(),
                 labels: [("app".to_string(), name.to_string())].into_iter().collect(),
@@ -117,6 +121,16 @@ pub fn throughput(runs: usize, secs: u32) -> Result<Vec<Throughput>> {
         }
         Ok::<_, anyhow::Error>(addr)
     })?;
+    Ok((srv, cli, srv_addr))
+}
+
+/// Throughput between two containers of one weft network under each
+/// scenario (each measured `runs` times for `secs` seconds).
+pub fn throughput(runs: usize, secs: u32) -> Result<Vec<Throughput>> {
+    let rt = crate::tokio_rt(1)?;
+    let host = Host::new("bfw");
+    let (srv, cli, srv_addr) = server_and_client(&rt, &host, "perf", "10.95.0.0/24")?;
+    let many = host.container("many");
     let _server = Iperf(
         Command::new("ip")
             .args(["netns", "exec", &srv.name, "iperf3", "-s", "-B", &srv_addr])
@@ -132,9 +146,7 @@ pub fn throughput(runs: usize, secs: u32) -> Result<Vec<Throughput>> {
         for _ in 0..runs {
             r.push(iperf_once(&cli, &srv_addr, secs)?);
         }
-        let mut sorted = r.clone();
-        sorted.sort_by(f64::total_cmp);
-        Ok(Throughput { scenario, counts, gbits: sorted[sorted.len() / 2], runs: r })
+        Ok(Throughput { scenario, counts, gbits: crate::stats::median(&r), runs: r })
     };
     let mut out = vec![measure("0 published ports, 0 policy rules")?];
     rt.block_on(async {

@@ -200,7 +200,7 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
             }
         }
     }
-    policy::member_elements(ep, policy, &mut out);
+    policy::member_elements(ep, [v4, v6], policy, &mut out);
     out
 }
 
@@ -220,7 +220,12 @@ pub fn remote_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
 
 /// The name of the set holding a network's group members of one family.
 fn group_set(network_id: &str, idx: usize, fam: u8) -> String {
-    format!("g{fam}_{}_{idx}", &network_id[..network_id.len().min(12)])
+    format!("g{fam}_{}_{idx}", short_id(network_id))
+}
+
+/// A network's id as set names carry it (its first 12 characters).
+fn short_id(network_id: &str) -> &str {
+    &network_id[..network_id.len().min(12)]
 }
 
 /// `elements` grouped by set, sets in name order, elements in their order.

@@ -37,7 +37,7 @@ use weft_model::endpoint::Endpoint;
 use weft_model::network::Network;
 use weft_model::policy::{Direction, Peer, Rule, RuleProto, RuleSet};
 
-use super::{Element, Field, group_set, proto_number};
+use super::{Element, Field, group_set, proto_number, short_id};
 
 /// What a rule's flows are keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -264,7 +264,7 @@ fn dir_tag(d: Direction) -> u8 {
 
 fn set_name(kind: char, net: &str, (gidx, dir, fam, shape): Family, layer: Option<usize>) -> String {
     let layer = layer.map(|l| l.to_string()).unwrap_or_default();
-    format!("{kind}{fam}_{}_{gidx}_{}{}{layer}", &net[..net.len().min(12)], dir as char, shape.suffix())
+    format!("{kind}{fam}_{}_{gidx}_{}{}{layer}", short_id(net), dir as char, shape.suffix())
 }
 
 /// What the rules of one set family hold.
@@ -404,10 +404,10 @@ fn comment(names: &[String]) -> String {
     c.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).take(120).collect()
 }
 
-/// The member-set elements endpoint `ep` brings: its address (first of
+/// The member-set elements endpoint `ep` brings: its `addrs` (the first of
 /// each family) with the protocols and ports of every rule of `rs` that
 /// names one of its groups as a peer, merged per set.
-pub(super) fn member_elements(ep: &Endpoint, rs: &RuleSet, out: &mut Vec<Element>) {
+pub(super) fn member_elements(ep: &Endpoint, addrs: [Option<IpAddr>; 2], rs: &RuleSet, out: &mut Vec<Element>) {
     let groups = rs.groups();
     let mut acc: BTreeMap<(Family, u8), Vec<(u16, u16)>> = BTreeMap::new();
     for r in &rs.rules {
@@ -421,9 +421,7 @@ pub(super) fn member_elements(ep: &Endpoint, rs: &RuleSet, out: &mut Vec<Element
             acc.entry(((gidx, dir_tag(r.direction), fam, shape), proto)).or_default().extend(ports);
         }
     }
-    let v4 = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv4);
-    let v6 = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv6);
-    for a in [v4, v6].into_iter().flatten() {
+    for a in addrs.into_iter().flatten() {
         let fam = if a.is_ipv4() { 4 } else { 6 };
         for (&(f @ (_, _, ffam, shape), proto), ports) in &acc {
             if ffam != fam {
