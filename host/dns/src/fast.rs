@@ -17,10 +17,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::table::Answer;
-use crate::{Inner, LOCAL_TTL, QueryOutcome};
+use crate::{EDNS_PAYLOAD, Inner, LOCAL_TTL, QueryOutcome};
 
-/// The largest UDP answer weft sends (its advertised EDNS payload).
-const EDNS_PAYLOAD: u16 = 1232;
 /// A UDP answer to a client without EDNS (RFC 1035 §4.2.1).
 const PLAIN_UDP: usize = 512;
 /// Resource record types and the class weft answers here.

@@ -15,16 +15,13 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
 use crate::table::Answer;
-use crate::{Inner, LOCAL_TTL, QueryOutcome, upstream};
+use crate::{EDNS_PAYLOAD, Inner, LOCAL_TTL, QueryOutcome, upstream};
 
 /// The request handler of one network's server.
 pub struct NetHandler {
     pub(crate) inner: Arc<Inner>,
     pub(crate) network_id: String,
 }
-
-/// The EDNS payload size weft advertises (RFC 9715's safe default).
-const EDNS_PAYLOAD: u16 = 1232;
 
 /// What a failed send reports (an answer that never left).
 pub(crate) fn servfail() -> ResponseInfo {

@@ -37,6 +37,9 @@ use crate::table::Table;
 pub const LOCAL_TTL: u32 = 60;
 /// The DNS port.
 pub const DNS_PORT: u16 = 53;
+/// The EDNS payload size weft advertises and the largest UDP answer it
+/// sends (RFC 9715's safe default); both UDP paths use it.
+pub(crate) const EDNS_PAYLOAD: u16 = 1232;
 /// How long an idle TCP client may keep its connection.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 

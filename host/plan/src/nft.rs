@@ -200,7 +200,7 @@ pub fn endpoint_elements(ep: &Endpoint, policy: &RuleSet) -> Vec<Element> {
             }
         }
     }
-    policy::member_elements(ep, [v4, v6], policy, &mut out);
+    policy::member_elements(ep, [v4, v6], policy, &groups, &mut out);
     out
 }
 

@@ -406,9 +406,15 @@ fn comment(names: &[String]) -> String {
 
 /// The member-set elements endpoint `ep` brings: its `addrs` (the first of
 /// each family) with the protocols and ports of every rule of `rs` that
-/// names one of its groups as a peer, merged per set.
-pub(super) fn member_elements(ep: &Endpoint, addrs: [Option<IpAddr>; 2], rs: &RuleSet, out: &mut Vec<Element>) {
-    let groups = rs.groups();
+/// names one of its groups as a peer, merged per set. `groups` is
+/// `rs.groups()`, which the caller has already worked out.
+pub(super) fn member_elements(
+    ep: &Endpoint,
+    addrs: [Option<IpAddr>; 2],
+    rs: &RuleSet,
+    groups: &[String],
+    out: &mut Vec<Element>,
+) {
     let mut acc: BTreeMap<(Family, u8), Vec<(u16, u16)>> = BTreeMap::new();
     for r in &rs.rules {
         let is_peer = r.peers.iter().any(|p| matches!(p, Peer::Group(h) if ep.groups.contains(h)));
