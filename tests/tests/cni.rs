@@ -118,8 +118,11 @@ async fn add_check_del_with_real_namespaces() {
         "portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}],
         "aliases": {"pods": ["api"]},
         "dns": {"servers": ["192.0.2.53"], "searches": ["svc.local"], "options": ["ndots:2"]},
+        "portNames": [{"name": "http", "containerPort": 80}, {"name": "dns", "containerPort": 53, "protocol": "UDP"}],
     });
     let r2 = ok(cni(&host, "ADD", &conf2, &env("c2", &c2.path())));
+    let named = endpoints(&host).await.into_iter().find(|e| e.mac == "02:00:00:77:00:50").unwrap().port_names;
+    assert_eq!(named, ["http=80/tcp", "dns=53/udp"], "weft's portNames capability");
     assert_eq!(r2["ips"][0]["address"], "10.77.0.50/24");
     assert_eq!(r2["ips"][0]["version"], "4");
     assert_eq!(r2["interfaces"][2]["mac"], "02:00:00:77:00:50");

@@ -20,6 +20,9 @@ const NET: &str = "cluster";
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
 const PORTS: [u16; 2] = [80, 81];
+/// The pod that declares no named ports (every other pod declares
+/// `serve-80-tcp` ... `serve-81-udp`, as upstream's pods do).
+const UNNAMED: &str = "z/c";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proto {
@@ -104,6 +107,11 @@ async fn cluster(tag: &str, pods: &[(&'static str, &'static str)]) -> Cluster {
     let mut out = Vec::new();
     for (ns, name) in pods {
         let netns = host.container(&format!("{ns}{name}"));
+        let port_names = if format!("{ns}/{name}") == UNNAMED {
+            Vec::new()
+        } else {
+            PORTS.iter().flat_map(|p| ["tcp", "udp"].map(|proto| format!("serve-{p}-{proto}={p}/{proto}"))).collect()
+        };
         let req = pb::AttachEndpointRequest {
             network: NET.into(),
             name: format!("{ns}-{name}"),
@@ -111,6 +119,7 @@ async fn cluster(tag: &str, pods: &[(&'static str, &'static str)]) -> Cluster {
             labels: [("pod".to_string(), name.to_string()), ("io.kubernetes.pod.namespace".into(), ns.to_string())]
                 .into_iter()
                 .collect(),
+            port_names,
             ..Default::default()
         };
         let ep = host.endpoints().await.attach_endpoint(req).await.unwrap().into_inner();
@@ -195,6 +204,12 @@ async fn check(c: &Cluster, case: &str, expect: &Expect, failures: &mut Vec<Stri
 
 fn to_xa(t: &Pod) -> bool {
     t.is("x/a")
+}
+
+/// Whether `port`/`proto` is the named port `want` on `t` (which declares
+/// it unless it is the unnamed pod).
+fn named(t: &Pod, port: u16, proto: Proto, want: (u16, Proto)) -> bool {
+    !t.is(UNNAMED) && (port, proto) == want
 }
 
 fn verdict(b: bool) -> &'static str {
@@ -327,6 +342,99 @@ async fn network_policy_conformance() {
         f,
     )
     .await;
+    // Named ports (upstream's "named port" cases): `port: serve-81-tcp` is
+    // port 81/TCP on each destination that declares the name; z/c declares
+    // none, so a named port matches nothing on it.
+    case(
+        &c,
+        "named port: ingress on one named port",
+        &[np(
+            "x",
+            "p",
+            r#"{"podSelector":{"matchLabels":{"pod":"a"}},"ingress":[{"ports":[{"port":"serve-81-tcp"}]}]}"#,
+        )],
+        &|_, t, port, proto| !to_xa(t) || named(t, port, proto, (81, Proto::Tcp)),
+        f,
+    )
+    .await;
+    case(
+        &c,
+        "named port: ingress from namespace y on one named UDP port",
+        &[np(
+            "x",
+            "p",
+            r#"{"podSelector":{"matchLabels":{"pod":"a"}},"ingress":[{
+                "from":[{"namespaceSelector":{"matchLabels":{"ns":"y"}}}],
+                "ports":[{"protocol":"UDP","port":"serve-80-udp"}]}]}"#,
+        )],
+        &|fr, t, port, proto| !to_xa(t) || (fr.ns == "y" && named(t, port, proto, (80, Proto::Udp))),
+        f,
+    )
+    .await;
+    case(
+        &c,
+        "named port: resolved per destination, none on a pod that does not declare it",
+        &[np("z", "p", r#"{"podSelector":{},"ingress":[{"ports":[{"port":"serve-80-tcp"},{"port":81}]}]}"#)],
+        &|_, t, port, proto| {
+            t.ns != "z" || (proto == Proto::Tcp && (port == 81 || named(t, port, proto, (80, Proto::Tcp))))
+        },
+        f,
+    )
+    .await;
+    case(
+        &c,
+        "named port: egress on one named port",
+        &[np(
+            "x",
+            "p",
+            r#"{"podSelector":{"matchLabels":{"pod":"a"}},"policyTypes":["Egress"],"egress":[{"ports":[{"port":"serve-80-tcp"}]}]}"#,
+        )],
+        &|fr, t, port, proto| !fr.is("x/a") || named(t, port, proto, (80, Proto::Tcp)),
+        f,
+    )
+    .await;
+    case(
+        &c,
+        "named port: egress to namespace y on a named port",
+        &[np(
+            "x",
+            "p",
+            r#"{"podSelector":{"matchLabels":{"pod":"a"}},"policyTypes":["Egress"],"egress":[{
+                "to":[{"namespaceSelector":{"matchLabels":{"ns":"y"}}}],"ports":[{"port":"serve-81-tcp"}]}]}"#,
+        )],
+        &|fr, t, port, proto| !fr.is("x/a") || (t.ns == "y" && named(t, port, proto, (81, Proto::Tcp))),
+        f,
+    )
+    .await;
+    // Upstream's "should enforce updated policy": the same policy applied
+    // again with another named port replaces the first.
+    let on = |name: &str| {
+        np(
+            "x",
+            "p",
+            &format!(
+                r#"{{"podSelector":{{"matchLabels":{{"pod":"a"}}}},"ingress":[{{"ports":[{{"port":"{name}"}}]}}]}}"#
+            ),
+        )
+    };
+    apply(&c.host, "", &on("serve-80-tcp")).await.unwrap();
+    check(
+        &c,
+        "named port: before the update",
+        &|_, t, port, proto| !to_xa(t) || named(t, port, proto, (80, Proto::Tcp)),
+        f,
+    )
+    .await;
+    apply(&c.host, "", &on("serve-81-tcp")).await.unwrap();
+    check(
+        &c,
+        "named port: after the update",
+        &|_, t, port, proto| !to_xa(t) || named(t, port, proto, (81, Proto::Tcp)),
+        f,
+    )
+    .await;
+    delete(&c.host, &on("serve-81-tcp")).await;
+
     let yb = c.pods.iter().find(|p| p.is("y/b")).unwrap().addr.clone();
     case(
         &c,
@@ -486,11 +594,11 @@ items:
     assert!(no.starts_with("denied"), "{no}");
 
     // A document the component refuses changes nothing and says why.
-    let named = np("x", "named", r#"{"podSelector":{},"ingress":[{"ports":[{"port":"http"}]}]}"#);
+    let named = np("x", "named", r#"{"podSelector":{},"ingress":[{"ports":[{"port":"Http"}]}]}"#);
     let e = apply(&c.host, "", &named).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
-        e.message().contains("NetworkPolicy x/named: spec.ingress[0].ports[0].port: named port \"http\""),
+        e.message().contains("NetworkPolicy x/named: spec.ingress[0].ports[0].port: named port \"Http\" may hold only"),
         "{}",
         e.message()
     );

@@ -45,6 +45,29 @@ pub struct PortMap {
     pub host_ip: String,
 }
 
+/// One `portNames` entry (weft's `portNames` capability): a container port
+/// declared by name, as a Kubernetes container declares one, so that a
+/// NetworkPolicy `port: http` can resolve it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortName {
+    /// The name (an IANA service name: `http`).
+    pub name: String,
+    /// The port in the container.
+    pub container_port: u16,
+    /// tcp (default), udp or sctp.
+    #[serde(default)]
+    pub protocol: String,
+}
+
+impl PortName {
+    /// As weft's API takes it: `NAME=PORT/PROTO`.
+    pub fn to_request(&self) -> String {
+        let proto = if self.protocol.is_empty() { "tcp".to_owned() } else { self.protocol.to_ascii_lowercase() };
+        format!("{}={}/{proto}", self.name, self.container_port)
+    }
+}
+
 /// The `dns` capability: what the runtime wants in the container's resolv.conf.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct RuntimeDns {
@@ -78,6 +101,9 @@ pub struct RuntimeConfig {
     /// podman's `aliases` capability: network name to DNS names.
     #[serde(default)]
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// weft's `portNames` capability: named container ports.
+    #[serde(default)]
+    pub port_names: Vec<PortName>,
 }
 
 /// One attachment of GC's valid list.
@@ -376,6 +402,17 @@ mod tests {
         assert_eq!(c.attachment_of("cni/podsx/abc/eth0"), None);
         assert_eq!(c.attachment_of("mine"), None);
         assert_eq!(c.network(), "pods");
+    }
+
+    #[test]
+    fn port_names_capability_reads_container_ports() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","type":"weft","runtimeConfig":{"portNames":[
+                {"name":"http","containerPort":8080},{"name":"dns","containerPort":53,"protocol":"UDP"}]}}"#,
+        )
+        .unwrap();
+        let got: Vec<String> = c.runtime.port_names.iter().map(PortName::to_request).collect();
+        assert_eq!(got, ["http=8080/tcp", "dns=53/udp"]);
     }
 
     #[test]

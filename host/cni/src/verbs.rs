@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use weft_grpc::client::{ClientTls, EndpointServiceClient, NetworkServiceClient, connect_tls, connect_unix};
 use weft_grpc::pb;
 
-use crate::conf::{DEFAULT_SOCKET, Env, NetConf};
+use crate::conf::{DEFAULT_SOCKET, Env, NetConf, PortName};
 use crate::error::{self, CniError};
 use crate::result::result;
 
@@ -80,6 +80,7 @@ fn attach_request(conf: &NetConf, env: &Env) -> Result<pb::AttachEndpointRequest
         mac: rt.mac.clone(),
         labels: env.args.labels().into_iter().collect(),
         publish,
+        port_names: rt.port_names.iter().map(PortName::to_request).collect(),
         aliases,
         request_key: conf.request_key(&env.container_id, &env.ifname),
         ..Default::default()

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::ipam::DecisionError;
-use crate::ports::Proto;
+use crate::ports::{MAX_NAMED_PORTS, Proto, check_port_name};
 
 /// The default policy component, a built-in addressed by its folder name.
 pub const DEFAULT_POLICY: &str = "policy-isolation";
@@ -76,8 +76,23 @@ pub struct Rule {
     pub peers: Vec<Peer>,
     /// Protocol.
     pub proto: RuleProto,
-    /// Inclusive port ranges; empty means every port.
+    /// Inclusive port ranges; empty (and no `named_ports`) means every
+    /// port.
     pub ports: Vec<(u16, u16)>,
+    /// Named container ports of `proto` ([`crate::ports::NamedPort`]),
+    /// resolved per destination endpoint: the group's member on ingress,
+    /// the peer on egress. A name the destination does not declare matches
+    /// nothing on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_ports: Vec<String>,
+}
+
+impl Rule {
+    /// Whether the rule allows every port of its protocol (no numeric and
+    /// no named ports).
+    pub fn every_port(&self) -> bool {
+        self.ports.is_empty() && self.named_ports.is_empty()
+    }
 }
 
 /// Members of `group` are isolated in `direction`: only flows a rule allows
@@ -150,8 +165,18 @@ impl RuleSet {
                     return Err(format!("rule {:?}: port range {a}-{b} is not valid", r.name));
                 }
             }
-            if !r.ports.is_empty() && !matches!(r.proto, RuleProto::Ports(_)) {
+            if !r.every_port() && !matches!(r.proto, RuleProto::Ports(_)) {
                 return Err(format!("rule {:?}: ports need protocol tcp, udp or sctp", r.name));
+            }
+            if r.named_ports.len() > MAX_NAMED_PORTS {
+                return Err(format!(
+                    "rule {:?}: {} named ports (at most {MAX_NAMED_PORTS})",
+                    r.name,
+                    r.named_ports.len()
+                ));
+            }
+            if let Some(why) = r.named_ports.iter().find_map(|n| check_port_name(n).err()) {
+                return Err(format!("rule {:?}: {why}", r.name));
             }
             for p in &r.peers {
                 if let Peer::Cidr { prefix, except } = p

@@ -9,6 +9,7 @@ fn rule(group: &str, peers: Vec<Peer>) -> Rule {
         peers,
         proto: RuleProto::Ports(Proto::Tcp),
         ports: vec![(80, 80)],
+        named_ports: vec![],
     }
 }
 
@@ -37,5 +38,13 @@ fn bad_rule_sets_are_refused() {
     assert!(RuleSet { isolated: vec![], rules: vec![r] }.validate().is_err());
     assert!(
         RuleSet { isolated: vec![Isolation::new("", Direction::Egress, "doc")], rules: vec![] }.validate().is_err()
-    );
+    ); // Named ports: a protocol with ports, and names Kubernetes accepts.
+    let named = |proto, name: &str| {
+        let mut r = rule("db", vec![]);
+        (r.proto, r.ports, r.named_ports) = (proto, vec![], vec![name.to_owned()]);
+        RuleSet { isolated: vec![], rules: vec![r] }.validate()
+    };
+    assert!(named(RuleProto::Ports(Proto::Tcp), "http").is_ok());
+    assert!(named(RuleProto::Icmp, "http").unwrap_err().contains("ports need"));
+    assert!(named(RuleProto::Ports(Proto::Tcp), "HTTP").unwrap_err().contains("port name \"HTTP\""));
 }

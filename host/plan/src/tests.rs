@@ -269,6 +269,7 @@ fn policy_becomes_group_sets_and_rules() {
                 peers: vec![Peer::Group("web".into())],
                 proto: RuleProto::Ports(Proto::Tcp),
                 ports: vec![(5432, 5432), (6000, 6010)],
+                named_ports: vec![],
             },
             Rule {
                 name: "db-out".into(),
@@ -281,6 +282,7 @@ fn policy_becomes_group_sets_and_rules() {
                 }],
                 proto: RuleProto::Any,
                 ports: vec![],
+                named_ports: vec![],
             },
         ],
     };
@@ -396,6 +398,7 @@ fn policy_rules_do_not_grow_with_rules_or_peers() {
         peers,
         proto: RuleProto::Ports(Proto::Tcp),
         ports: vec![(port, port)],
+        named_ports: vec![],
     };
     let with =
         |rules: Vec<Rule>| RuleSet { isolated: vec![Isolation::new("srv", Direction::Ingress, "policy/srv")], rules };
@@ -440,4 +443,76 @@ fn policy_rules_do_not_grow_with_rules_or_peers() {
     let remote: Vec<String> =
         nft::remote_elements(&cli, &two).iter().filter(|e| e.set.starts_with('m')).map(|e| e.to_string()).collect();
     assert_eq!(remote.len(), 4);
+}
+
+#[test]
+fn named_ports_resolve_on_the_destination() {
+    use weft_model::policy::{Direction, Isolation, Peer, Rule, RuleProto};
+    use weft_model::ports::{NamedPort, Proto};
+    let net = network("p", &["10.89.0.0/24"], false);
+    let named = |dir: Direction, peers: Vec<Peer>| Rule {
+        name: format!("{dir:?}"),
+        source: "policy/srv".into(),
+        group: "srv".into(),
+        direction: dir,
+        peers,
+        proto: RuleProto::Ports(Proto::Tcp),
+        ports: vec![],
+        named_ports: vec!["http".into()],
+    };
+    let rs = RuleSet {
+        isolated: vec![
+            Isolation::new("srv", Direction::Ingress, "policy/srv"),
+            Isolation::new("srv", Direction::Egress, "policy/srv"),
+        ],
+        rules: vec![
+            named(
+                Direction::Ingress,
+                vec![
+                    Peer::Group("cli".into()),
+                    Peer::Cidr { prefix: "172.16.0.0/12".parse().unwrap(), except: vec![] },
+                ],
+            ),
+            named(Direction::Egress, vec![Peer::Group("cli".into())]),
+            named(Direction::Ingress, vec![]),
+        ],
+    };
+    let script = nft::render_ruleset(&[(&net, &rs)], []);
+    let lines: Vec<&str> = script.lines().filter(|l| l.contains("@n4_")).map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "meta nfproto ipv4 ip daddr . meta l4proto . th dport @n4_pxxxxxxxxxxx_0 ip saddr @q4_pxxxxxxxxxxx_0 return comment \"Ingress (policy/srv)\"",
+            "meta nfproto ipv4 ip daddr . meta l4proto . th dport @n4_pxxxxxxxxxxx_0 ip saddr @s4_pxxxxxxxxxxx_0 return comment \"Ingress (policy/srv)\"",
+            "meta nfproto ipv4 ip daddr . meta l4proto . th dport @n4_pxxxxxxxxxxx_2 return comment \"Ingress (policy/srv)\"",
+            "meta nfproto ipv4 ip saddr @g4_pxxxxxxxxxxx_0 ip daddr . meta l4proto . th dport @n4_pxxxxxxxxxxx_1 return comment \"Egress (policy/srv)\"",
+        ],
+        "{script}"
+    );
+    assert!(!script.contains("@p4_") && !script.contains("@m4_"), "no numeric part: {script}");
+    assert!(script.contains("172.16.0.0-172.31.255.255"), "{script}");
+    let declaring = |groups: &[&str], names: &[&str]| {
+        let mut e = endpoint(&net, &["10.89.0.5/24"]);
+        e.groups = groups.iter().map(|g| (*g).to_string()).collect();
+        e.spec.port_names = names.iter().map(|n| NamedPort::parse("port_names", n).unwrap()).collect();
+        nft::endpoint_elements(&e, &rs)
+            .iter()
+            .filter(|e| ["n4_", "s4_"].iter().any(|p| e.set.starts_with(p)))
+            .map(|e| format!("{} {e}", e.set))
+            .collect::<Vec<_>>()
+    };
+    // A member of srv declaring http=8080: its port in both ingress rules.
+    assert_eq!(
+        declaring(&["srv"], &["http=8080/tcp", "dns=53/udp"]),
+        ["n4_pxxxxxxxxxxx_0 10.89.0.5 . 6 . 8080", "n4_pxxxxxxxxxxx_2 10.89.0.5 . 6 . 8080"]
+    );
+    // A client declaring http: a destination of srv's egress and a source
+    // of its ingress.
+    assert_eq!(
+        declaring(&["cli"], &["http=80"]),
+        ["s4_pxxxxxxxxxxx_0 10.89.0.5", "n4_pxxxxxxxxxxx_1 10.89.0.5 . 6 . 80"]
+    );
+    // The name under another protocol, or not declared: matches nothing.
+    assert_eq!(declaring(&["srv"], &["http=8080/udp"]), Vec::<String>::new());
+    assert_eq!(declaring(&["cli"], &[]), ["s4_pxxxxxxxxxxx_0 10.89.0.5"]);
 }

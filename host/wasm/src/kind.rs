@@ -8,9 +8,13 @@ use std::fmt;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The version of the `weft:*` WIT packages this host speaks. A component
-/// built against any 0.1.x is compatible (semver: same 0.minor).
-const WIT_VERSION: &str = "0.1.0";
+/// The versions of the `weft:*` WIT packages this host speaks, newest
+/// first: `weft:types`, `weft:ipam` and `weft:naming` are at 0.1;
+/// `weft:policy` is at 0.2 (named ports) and 0.1 components still load. A
+/// component built against any 0.N.x of a version listed is compatible
+/// (semver: same 0.minor).
+const V01: &[&str] = &["0.1.0"];
+const POLICY: &[&str] = &["0.2.0", "0.1.0"];
 
 /// Which world a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,9 +50,25 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| name.starts_with(&format!("{}-", k.as_str())))
     }
 
-    /// The world, as `weft:ipam@0.1.0`.
+    /// The world at the newest version this host speaks, as
+    /// `weft:ipam@0.1.0`.
     pub fn world(self) -> String {
-        format!("weft:{}@{WIT_VERSION}", self.as_str())
+        format!("weft:{}@{}", self.as_str(), self.versions()[0])
+    }
+
+    /// The versions of the kind's world this host speaks, newest first.
+    fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::Policy => POLICY,
+            Kind::Ipam | Kind::Naming => V01,
+        }
+    }
+
+    /// The versions, for messages: `0.2.x or 0.1.x`.
+    fn versions_shown(self) -> String {
+        let shown: Vec<String> =
+            self.versions().iter().map(|v| format!("{}.x", v.rsplit_once('.').map_or(*v, |(mm, _)| mm))).collect();
+        shown.join(" or ")
     }
 
     /// The interface a component of this kind must export.
@@ -61,12 +81,12 @@ impl Kind {
     }
 
     /// The interfaces the world lets a component import (type-only
-    /// interfaces included).
-    fn grants(self) -> &'static [&'static str] {
+    /// interfaces included), with their versions.
+    fn grants(self) -> [(&'static str, &'static [&'static str]); 2] {
         match self {
-            Kind::Ipam => &["weft:types/types", "weft:ipam/leases"],
-            Kind::Policy => &["weft:types/types", "weft:policy/types"],
-            Kind::Naming => &["weft:types/types", "weft:naming/types"],
+            Kind::Ipam => [("weft:types/types", V01), ("weft:ipam/leases", V01)],
+            Kind::Policy => [("weft:types/types", V01), ("weft:policy/types", POLICY)],
+            Kind::Naming => [("weft:types/types", V01), ("weft:naming/types", V01)],
         }
     }
 }
@@ -100,13 +120,16 @@ pub fn check_header(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// `interface@version` split, and whether `version` is compatible with ours.
-fn compatible(name: &str, want: &str) -> Option<bool> {
+/// `interface@version` split: `None` if it is not `want`, else whether
+/// `version` is compatible with one of `ours`.
+fn compatible(name: &str, want: &str, ours: &[&str]) -> Option<bool> {
     let (iface, version) = name.split_once('@').unwrap_or((name, ""));
     (iface == want).then(|| {
-        let ours: Vec<&str> = WIT_VERSION.split('.').collect();
         let theirs: Vec<&str> = version.split('.').collect();
-        theirs.len() == 3 && theirs[0] == ours[0] && theirs[1] == ours[1]
+        ours.iter().any(|v| {
+            let ours: Vec<&str> = v.split('.').collect();
+            theirs.len() == 3 && theirs[0] == ours[0] && theirs[1] == ours[1]
+        })
     })
 }
 
@@ -118,14 +141,19 @@ pub fn check_world(engine: &Engine, component: &Component, kind: Kind) -> Result
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
     // The export first: a component of another world is named as such.
-    match exports.iter().find_map(|e| compatible(e, kind.export()).map(|ok| (e, ok))) {
+    let newest = kind.versions()[0];
+    match exports.iter().find_map(|e| compatible(e, kind.export(), kind.versions()).map(|ok| (e, ok))) {
         Some((_, true)) => {}
         Some((e, false)) => {
-            return Err(format!("exports {e}, but this weftd speaks {}@{WIT_VERSION} (0.1.x)", kind.export()));
+            return Err(format!(
+                "exports {e}, but this weftd speaks {}@{newest} ({})",
+                kind.export(),
+                kind.versions_shown()
+            ));
         }
         None => {
             return Err(format!(
-                "does not export {}@{WIT_VERSION}, so it is not a {} component (it exports: {})",
+                "does not export {}@{newest}, so it is not a {} component (it exports: {})",
                 kind.export(),
                 kind.world(),
                 if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
@@ -133,7 +161,7 @@ pub fn check_world(engine: &Engine, component: &Component, kind: Kind) -> Result
         }
     };
     for name in &imports {
-        if !kind.grants().iter().any(|g| compatible(name, g) == Some(true)) {
+        if !kind.grants().iter().any(|(g, versions)| compatible(name, g, versions) == Some(true)) {
             let hint = if name.starts_with("wasi:") {
                 " (weft grants no WASI: no files, sockets, clocks, randomness or environment)"
             } else {
@@ -151,10 +179,15 @@ mod tests {
 
     #[test]
     fn versions_and_headers() {
-        assert_eq!(compatible("weft:ipam/allocator@0.1.0", "weft:ipam/allocator"), Some(true));
-        assert_eq!(compatible("weft:ipam/allocator@0.1.7", "weft:ipam/allocator"), Some(true));
-        assert_eq!(compatible("weft:ipam/allocator@0.2.0", "weft:ipam/allocator"), Some(false));
-        assert_eq!(compatible("weft:ipam/allocatorx@0.1.0", "weft:ipam/allocator"), None);
+        assert_eq!(compatible("weft:ipam/allocator@0.1.0", "weft:ipam/allocator", V01), Some(true));
+        assert_eq!(compatible("weft:ipam/allocator@0.1.7", "weft:ipam/allocator", V01), Some(true));
+        assert_eq!(compatible("weft:ipam/allocator@0.2.0", "weft:ipam/allocator", V01), Some(false));
+        assert_eq!(compatible("weft:ipam/allocatorx@0.1.0", "weft:ipam/allocator", V01), None);
+        assert_eq!(compatible("weft:policy/engine@0.1.2", "weft:policy/engine", POLICY), Some(true));
+        assert_eq!(compatible("weft:policy/engine@0.2.0", "weft:policy/engine", POLICY), Some(true));
+        assert_eq!(compatible("weft:policy/engine@0.3.0", "weft:policy/engine", POLICY), Some(false));
+        assert_eq!(Kind::Policy.world(), "weft:policy@0.2.0");
+        assert_eq!(Kind::Policy.versions_shown(), "0.2.x or 0.1.x");
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
         assert!(check_header(b"\0asm\x01\0\0\0").unwrap_err().contains("core WebAssembly module"));
         assert!(check_header(b"hello world").unwrap_err().contains("not a WebAssembly binary"));

@@ -172,7 +172,7 @@ pub struct WasmHost {
     observer: std::sync::OnceLock<CallObserver>,
     engine: Engine,
     ipam: Modules<ipam::bindings::IpamPre<ipam::IpamState>>,
-    policy: Modules<policy::bindings::PolicyPre<CallState>>,
+    policy: Modules<policy::Pre>,
     naming: Modules<naming::bindings::NamingPre<CallState>>,
     share: share::Share,
 }
@@ -373,7 +373,7 @@ impl WasmHost {
         self.policy.has(name)
     }
 
-    fn policy_module(&self, name: &str) -> Result<Arc<Loaded<policy::bindings::PolicyPre<CallState>>>, PluginError> {
+    fn policy_module(&self, name: &str) -> Result<Arc<Loaded<policy::Pre>>, PluginError> {
         self.policy.get(name)
     }
 

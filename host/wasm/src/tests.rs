@@ -107,6 +107,22 @@ fn refuses_what_is_not_an_ipam_component() {
     assert!(e.to_string().contains("not loaded"), "{e}");
 }
 
+/// A policy component of the frozen 0.1 world still loads and answers
+/// beside 0.2 ones.
+#[test]
+fn policy_components_of_world_0_1_still_load() {
+    use weft_model::policy::{EndpointInfo, NetworkInfo, Policy};
+    let h = host();
+    let info = h.load(Kind::Policy, "old", &test_module("policy-hostile")).unwrap();
+    assert!(info.exports.iter().any(|e| e == "weft:policy/engine@0.1.0"), "{info:?}");
+    let net = NetworkInfo { name: "n".into(), tenant: "t".into(), internal: false, options: vec![], config: vec![] };
+    assert_eq!(h.compile("old", &net, &[]).unwrap().rules, Default::default());
+    let ep = EndpointInfo { name: "e".into(), network: "n".into(), labels: vec![] };
+    assert_eq!(h.classify("old", &net, "", &ep).unwrap(), ["all"]);
+    let k8s = h.load(Kind::Policy, "new", &std::fs::read(modules_dir().join("policy-k8s.wasm")).unwrap()).unwrap();
+    assert!(k8s.exports.iter().any(|e| e == "weft:policy/engine@0.2.0"), "{k8s:?}");
+}
+
 #[test]
 fn policy_isolation_compiles_docker_behaviour() {
     use weft_model::policy::{Direction, EndpointInfo, Isolation, NetworkInfo, Policy};
@@ -255,7 +271,7 @@ fn a_worker_compiled_artefact_loads_in_the_pooled_host() {
     let e = compile_untrusted(Kind::Ipam, &test_module("ipam-wasi")).unwrap_err();
     assert!(e.contains("imports wasi:") && e.contains("grants no WASI"), "{e}");
     let e = compile_untrusted(Kind::Policy, &bytes).unwrap_err();
-    assert!(e.contains("does not export weft:policy/engine@0.1.0"), "{e}");
+    assert!(e.contains("does not export weft:policy/engine@0.2.0"), "{e}");
     h.remove(Kind::Ipam, "t/pre");
     assert!(!h.has(Kind::Ipam, "t/pre"));
 }

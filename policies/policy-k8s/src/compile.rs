@@ -6,7 +6,9 @@
 //!   match `spec.podSelector`); for each of its `policyTypes` that group is
 //!   isolated in that direction — a selected pod is default-deny;
 //! - each ingress (egress) rule becomes one allow rule per protocol named
-//!   in its ports (one rule for every protocol when it has no ports), with
+//!   in its ports (one rule for every protocol when it has no ports; a
+//!   named port stays a name, which the host resolves per destination
+//!   endpoint from the ports it declares), with
 //!   one peer per `from` (`to`) entry: an `ipBlock` is a CIDR peer with its
 //!   excepts, a selector peer is a group of its own (pods matching the pod
 //!   selector in the policy's namespace, or in every namespace matching the
@@ -78,6 +80,8 @@ pub struct Rule {
     pub peers: Vec<Peer>,
     pub proto: Proto,
     pub ports: Vec<(u16, u16)>,
+    /// Named container ports, resolved per destination endpoint.
+    pub named_ports: Vec<String>,
 }
 
 /// A group isolated in one direction by one policy.
@@ -366,7 +370,7 @@ impl Builder {
             out_peers.push(Peer::Any);
         }
         let by_proto = port_ranges(&field, ports.unwrap_or_default())?;
-        for (proto, ranges) in by_proto {
+        for (proto, ranges, named) in by_proto {
             let suffix = match proto {
                 Proto::Any => String::new(),
                 Proto::Tcp => " tcp".into(),
@@ -381,6 +385,7 @@ impl Builder {
                 peers: out_peers.clone(),
                 proto,
                 ports: ranges,
+                named_ports: named,
             });
         }
         Ok(())
@@ -427,17 +432,25 @@ impl Builder {
     }
 }
 
-/// A rule's ports, grouped by protocol: no ports means every protocol and
-/// port; a port entry without `port` opens that whole protocol.
-/// Port ranges per protocol; an empty list of ranges means every port.
-type PortsByProto = Vec<(Proto, Vec<(u16, u16)>)>;
+/// A rule's ports, grouped by protocol: numeric ranges and names (a named
+/// port is resolved per destination endpoint by the host). No ports means
+/// every protocol and port; a port entry without `port` opens that whole
+/// protocol; empty ranges and names mean every port.
+type PortsByProto = Vec<(Proto, Vec<(u16, u16)>, Vec<String>)>;
+
+/// One port entry: a range, a name, or (`None`) the whole protocol.
+enum PortSpec {
+    Range(u16, u16),
+    Named(String),
+}
 
 fn port_ranges(field: &str, ports: &[PolicyPort]) -> Result<PortsByProto, String> {
     if ports.is_empty() {
-        return Ok(vec![(Proto::Any, Vec::new())]);
+        return Ok(vec![(Proto::Any, Vec::new(), Vec::new())]);
     }
     // None: the whole protocol.
-    let mut by: BTreeMap<Proto, Option<Vec<(u16, u16)>>> = BTreeMap::new();
+    type Slot = Option<(Vec<(u16, u16)>, Vec<String>)>;
+    let mut by: BTreeMap<Proto, Slot> = BTreeMap::new();
     for (k, p) in ports.iter().enumerate() {
         let f = format!("{field}.ports[{k}]");
         let proto = match p.protocol.as_deref() {
@@ -446,7 +459,7 @@ fn port_ranges(field: &str, ports: &[PolicyPort]) -> Result<PortsByProto, String
             Some("SCTP") => Proto::Sctp,
             Some(other) => return Err(format!("{f}.protocol: {other:?} must be TCP, UDP or SCTP")),
         };
-        let range = match &p.port {
+        let spec = match &p.port {
             None => {
                 if p.end_port.is_some() {
                     return Err(format!("{f}.endPort: may not be set without a numeric port"));
@@ -457,9 +470,11 @@ fn port_ranges(field: &str, ports: &[PolicyPort]) -> Result<PortsByProto, String
                 if let Ok(n) = s.parse::<i64>() {
                     return Err(format!("{f}.port: {n} must be a number, not the string {s:?}"));
                 }
-                return Err(format!(
-                    "{f}.port: named port {s:?} is not matched by this policy-k8s yet (endpoints can declare names with --port-name, rules over them are not compiled); use a number"
-                ));
+                if p.end_port.is_some() {
+                    return Err(format!("{f}.endPort: may not be set when port is the name {s:?}"));
+                }
+                check_port_name(s).map_err(|why| format!("{f}.port: {why}"))?;
+                Some(PortSpec::Named(s.clone()))
             }
             Some(IntOrString::Int(n)) => {
                 let first = port_number(&format!("{f}.port"), *n)?;
@@ -473,17 +488,47 @@ fn port_ranges(field: &str, ports: &[PolicyPort]) -> Result<PortsByProto, String
                         e
                     }
                 };
-                Some((first, last))
+                Some(PortSpec::Range(first, last))
             }
         };
-        let slot = by.entry(proto).or_insert_with(|| Some(Vec::new()));
-        match (slot.as_mut(), range) {
-            (Some(v), Some(r)) => v.push(r),
+        let slot = by.entry(proto).or_insert_with(|| Some((Vec::new(), Vec::new())));
+        match (slot.as_mut(), spec) {
+            (Some((ranges, _)), Some(PortSpec::Range(a, b))) => ranges.push((a, b)),
+            (Some((_, names)), Some(PortSpec::Named(n))) => {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
             (_, None) => *slot = None,
             (None, Some(_)) => {}
         }
     }
-    Ok(by.into_iter().map(|(p, r)| (p, r.unwrap_or_default())).collect())
+    Ok(by
+        .into_iter()
+        .map(|(p, s)| {
+            let (r, n) = s.unwrap_or_default();
+            (p, r, n)
+        })
+        .collect())
+}
+
+/// Kubernetes' rule for a port name (`IsValidPortName`, an IANA service
+/// name).
+fn check_port_name(name: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("named port {name:?} {why}"));
+    if name.is_empty() || name.len() > 15 {
+        return bad("must be 1 to 15 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return bad("may hold only lower-case letters, digits and '-'");
+    }
+    if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return bad("must contain a letter");
+    }
+    if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        return bad("may not start or end with '-' or hold \"--\"");
+    }
+    Ok(())
 }
 
 fn port_number(field: &str, n: i64) -> Result<u16, String> {

@@ -110,6 +110,28 @@ fn ports_group_by_protocol_with_ranges() {
 }
 
 #[test]
+fn named_ports_stay_names_per_protocol() {
+    let p = np(
+        "x",
+        "p",
+        r#"{"podSelector":{},"ingress":[{"ports":[
+            {"port":"http"},{"port":80},{"protocol":"UDP","port":"dns"},{"port":"http"},{"protocol":"SCTP","port":"s"},{"protocol":"SCTP"}]}]}"#,
+    );
+    let out = compile(&[p]).unwrap();
+    type Got = (Proto, Vec<(u16, u16)>, Vec<String>);
+    let got: Vec<Got> = out.rules.iter().map(|r| (r.proto, r.ports.clone(), r.named_ports.clone())).collect();
+    assert_eq!(
+        got,
+        [
+            (Proto::Tcp, vec![(80, 80)], vec!["http".to_string()]),
+            (Proto::Udp, vec![], vec!["dns".to_string()]),
+            // The whole protocol opened: the name adds nothing.
+            (Proto::Sctp, vec![], vec![]),
+        ]
+    );
+}
+
+#[test]
 fn ip_blocks_with_excepts() {
     let p = np(
         "x",
@@ -136,8 +158,12 @@ fn ip_blocks_with_excepts() {
 fn invalid_documents_name_the_field() {
     let cases = [
         (
-            np("x", "p", r#"{"podSelector":{},"ingress":[{"ports":[{"port":"http"}]}]}"#),
-            "ports[0].port: named port \"http\"",
+            np("x", "p", r#"{"podSelector":{},"ingress":[{"ports":[{"port":"Http"}]}]}"#),
+            "ports[0].port: named port \"Http\" may hold only lower-case",
+        ),
+        (
+            np("x", "p", r#"{"podSelector":{},"ingress":[{"ports":[{"port":"http","endPort":90}]}]}"#),
+            "ports[0].endPort: may not be set when port is the name \"http\"",
         ),
         (np("x", "p", r#"{"podSelector":{},"ingress":[{"ports":[{"port":0}]}]}"#), "between 1 and 65535"),
         (

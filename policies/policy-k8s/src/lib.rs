@@ -63,6 +63,7 @@ fn rule(r: compile::Rule) -> wit::Rule {
             compile::Proto::Sctp => wit::Protocol::Sctp,
         },
         ports: r.ports.into_iter().map(|(first, last)| wit::PortRange { first, last }).collect(),
+        named_ports: r.named_ports,
     }
 }
 

@@ -286,8 +286,8 @@ pub fn check_policy(st: &State, req: &CheckPolicy) -> Result<PolicyVerdict, Cont
     let explanation = explain::explain(
         &policy.rules,
         &subnets,
-        &Side { addr: fa, groups: &a.groups },
-        &Side { addr: ta, groups: &b.groups },
+        &Side { addr: fa, groups: &a.groups, port_names: &a.spec.port_names },
+        &Side { addr: ta, groups: &b.groups, port_names: &b.spec.port_names },
         flow,
     );
     Ok(PolicyVerdict { explanation, from: fa, to: ta })

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{Direction, Peer, Rule, RuleProto, RuleSet};
-use crate::ports::Proto;
+use crate::ports::{NamedPort, Proto};
 
 /// One side of a flow: an endpoint's address and policy groups.
 #[derive(Debug, Clone)]
@@ -25,6 +25,9 @@ pub struct Side<'a> {
     pub addr: IpAddr,
     /// The groups it was classified into.
     pub groups: &'a [String],
+    /// The container ports it declares by name (rules with named ports
+    /// resolve them on the flow's destination).
+    pub port_names: &'a [NamedPort],
 }
 
 /// What is being sent.
@@ -101,13 +104,22 @@ pub struct Explanation {
 /// Explain `flow` from `from` to `to`, both endpoints of a network whose
 /// subnets are `subnets`, under its compiled `rules`.
 pub fn explain(rules: &RuleSet, subnets: &[IpNet], from: &Side, to: &Side, flow: Flow) -> Explanation {
-    let egress = check(rules, subnets, Direction::Egress, from, to, flow);
-    let ingress = check(rules, subnets, Direction::Ingress, to, from, flow);
+    let egress = check(rules, subnets, Direction::Egress, from, to, to, flow);
+    let ingress = check(rules, subnets, Direction::Ingress, to, from, to, flow);
     Explanation { allowed: egress.passes() && ingress.passes(), egress, ingress }
 }
 
-/// The check of `me` in `dir` against a flow with `other` on the far side.
-fn check(rules: &RuleSet, subnets: &[IpNet], dir: Direction, me: &Side, other: &Side, flow: Flow) -> Check {
+/// The check of `me` in `dir` against a flow with `other` on the far side
+/// and `dest` (one of the two) receiving it.
+fn check(
+    rules: &RuleSet,
+    subnets: &[IpNet],
+    dir: Direction,
+    me: &Side,
+    other: &Side,
+    dest: &Side,
+    flow: Flow,
+) -> Check {
     let isolated_by: Vec<(String, String)> = rules
         .isolated
         .iter()
@@ -121,7 +133,7 @@ fn check(rules: &RuleSet, subnets: &[IpNet], dir: Direction, me: &Side, other: &
     match rules.rules.iter().find(|r| {
         r.direction == dir
             && me.groups.contains(&r.group)
-            && proto_matches(r, flow)
+            && proto_matches(r, flow, dest)
             && peer_matches(r, &known, subnets, other)
     }) {
         Some(r) => Check::Allowed { rule: r.name.clone(), source: r.source.clone() },
@@ -129,12 +141,20 @@ fn check(rules: &RuleSet, subnets: &[IpNet], dir: Direction, me: &Side, other: &
     }
 }
 
-fn proto_matches(r: &Rule, flow: Flow) -> bool {
+/// Whether `flow` to `dest` is of `r`'s protocol and ports; a named port
+/// is the port `dest` declares under that name and protocol, if any.
+fn proto_matches(r: &Rule, flow: Flow, dest: &Side) -> bool {
     match (r.proto, flow) {
         (RuleProto::Any, _) => true,
         (RuleProto::Icmp, Flow::Icmp) => true,
         (RuleProto::Ports(p), Flow::Port(q, port)) => {
-            p == q && (r.ports.is_empty() || r.ports.iter().any(|(a, b)| (*a..=*b).contains(&port)))
+            p == q
+                && (r.every_port()
+                    || r.ports.iter().any(|(a, b)| (*a..=*b).contains(&port))
+                    || dest
+                        .port_names
+                        .iter()
+                        .any(|n| n.proto == p && n.port == port && r.named_ports.contains(&n.name)))
         }
         _ => false,
     }

@@ -15,12 +15,13 @@ fn rs() -> RuleSet {
             ],
             proto: RuleProto::Ports(Proto::Tcp),
             ports: vec![(5432, 5432)],
+            named_ports: vec![],
         }],
     }
 }
 
 fn side<'a>(addr: &str, groups: &'a [String]) -> Side<'a> {
-    Side { addr: addr.parse().unwrap(), groups }
+    Side { addr: addr.parse().unwrap(), groups, port_names: &[] }
 }
 
 #[test]
@@ -50,6 +51,25 @@ fn verdicts_name_the_rule_or_the_isolation() {
     );
     // The unisolated side is never restricted.
     assert!(explain(&rs, &subnets, &side("10.0.0.2", &db), &side("10.0.0.9", &web), Flow::Port(Proto::Tcp, 1)).allowed);
+}
+
+#[test]
+fn named_ports_resolve_on_the_destination() {
+    use crate::ports::NamedPort;
+    let subnets: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+    let mut rs = rs();
+    rs.rules[0].ports = vec![];
+    rs.rules[0].named_ports = vec!["pg".into()];
+    let db = ["db".to_string()];
+    let web = ["web".to_string()];
+    let declares = [NamedPort::parse("p", "pg=6432").unwrap()];
+    let to = |port_names| Side { addr: "10.0.0.2".parse().unwrap(), groups: &db, port_names };
+    let flow = |p| Flow::Port(Proto::Tcp, p);
+    assert!(explain(&rs, &subnets, &side("10.0.0.9", &web), &to(&declares), flow(6432)).allowed);
+    assert!(!explain(&rs, &subnets, &side("10.0.0.9", &web), &to(&declares), flow(5432)).allowed);
+    assert!(!explain(&rs, &subnets, &side("10.0.0.9", &web), &to(&[]), flow(6432)).allowed, "not declared");
+    let udp = [NamedPort::parse("p", "pg=6432/udp").unwrap()];
+    assert!(!explain(&rs, &subnets, &side("10.0.0.9", &web), &to(&udp), flow(6432)).allowed, "another protocol");
 }
 
 #[test]

@@ -80,14 +80,19 @@ impl Shape {
     }
 }
 
-/// A rule's shape, protocol number and port ranges in family `fam`.
-fn shape_of(r: &Rule, fam: u8) -> (Shape, u8, Vec<(u16, u16)>) {
-    match r.proto {
+/// A rule's key shape, protocol number and port ranges.
+type Flows = (Shape, u8, Vec<(u16, u16)>);
+
+/// A rule's shape, protocol number and port ranges in family `fam`;
+/// `None` for a rule with only named ports ([`named`] renders those).
+fn shape_of(r: &Rule, fam: u8) -> Option<Flows> {
+    Some(match r.proto {
         RuleProto::Any => (Shape::Any, 0, vec![(0, 0)]),
         RuleProto::Icmp => (Shape::Proto, if fam == 4 { 1 } else { 58 }, vec![(0, 0)]),
-        RuleProto::Ports(p) if r.ports.is_empty() => (Shape::Proto, proto_number(p), vec![(0, 0)]),
+        RuleProto::Ports(p) if r.every_port() => (Shape::Proto, proto_number(p), vec![(0, 0)]),
+        RuleProto::Ports(_) if r.ports.is_empty() => return None,
         RuleProto::Ports(p) => (Shape::Ports, proto_number(p), r.ports.clone()),
-    }
+    })
 }
 
 /// A box of flows: peer addresses `lo..=hi`, a protocol, ports
@@ -286,7 +291,7 @@ pub(super) fn compile(net: &Network, rs: &RuleSet) -> Compiled {
         let any = [Peer::Any];
         let peers: &[Peer] = if r.peers.is_empty() { &any } else { &r.peers };
         for fam in [4u8, 6] {
-            let (shape, proto, ports) = shape_of(r, fam);
+            let Some((shape, proto, ports)) = shape_of(r, fam) else { continue };
             let acc = fams.entry((gidx, dir_tag(r.direction), fam, shape)).or_default();
             let before = (acc.cells.len(), acc.members);
             for peer in peers {
@@ -360,6 +365,7 @@ pub(super) fn compile(net: &Network, rs: &RuleSet) -> Compiled {
             });
         }
     }
+    named::compile(net, rs, &groups, &mut out);
     out
 }
 
@@ -406,8 +412,9 @@ fn comment(names: &[String]) -> String {
 
 /// The member-set elements endpoint `ep` brings: its `addrs` (the first of
 /// each family) with the protocols and ports of every rule of `rs` that
-/// names one of its groups as a peer, merged per set. `groups` is
-/// `rs.groups()`, which the caller has already worked out.
+/// names one of its groups as a peer, merged per set, and what it brings
+/// to the sets of rules over named ports ([`named::elements`]). `groups`
+/// is `rs.groups()`, which the caller has already worked out.
 pub(super) fn member_elements(
     ep: &Endpoint,
     addrs: [Option<IpAddr>; 2],
@@ -423,7 +430,7 @@ pub(super) fn member_elements(
             continue;
         }
         for fam in [4u8, 6] {
-            let (shape, proto, ports) = shape_of(r, fam);
+            let Some((shape, proto, ports)) = shape_of(r, fam) else { continue };
             acc.entry(((gidx, dir_tag(r.direction), fam, shape), proto)).or_default().extend(ports);
         }
     }
@@ -451,13 +458,16 @@ pub(super) fn member_elements(
             }
         }
     }
+    named::elements(ep, addrs, rs, out);
 }
 
 /// Whether `set` is one of a network's member sets (elements that an
 /// endpoint on another node brings too).
 pub(super) fn is_member_set(set: &str) -> bool {
-    set.starts_with("m4_") || set.starts_with("m6_")
+    set.starts_with("m4_") || set.starts_with("m6_") || named::is_named_set(set)
 }
+
+mod named;
 
 #[cfg(test)]
 mod tests;

@@ -2,10 +2,11 @@
 //! compiles every network to an empty rule set, and `classify` spins
 //! forever for an endpoint labelled `spin=classify` (the host stops it at
 //! its deadline); any other endpoint is put in the group `all`. Never
-//! loaded as a built-in.
+//! loaded as a built-in. Built against the frozen `weft:policy@0.1` world,
+//! so the host's 0.1 bindings are exercised (host/wasm tests).
 
 wit_bindgen::generate!({
-    path: ["../../../wit/types", "../../../wit/policy"],
+    path: ["../../../wit/types", "../../../wit/policy-0.1"],
     world: "weft:policy/policy",
     generate_all,
 });
