@@ -190,18 +190,36 @@ pub fn run(sizes: &[usize], peer_budget: Duration) -> Result<(Vec<Series>, Vec<R
         eprintln!("attach: N = {n}: making {n} container namespaces");
         let containers: Vec<Netns> = (0..n).map(|i| Netns::new("b", &format!("c{i}"))).collect();
         let (weft, r) = rt.block_on(weft_series(n, &containers))?;
+        weft.iter().for_each(progress);
         all.extend(weft);
         res.push(r);
-        eprintln!("attach: N = {n}: netavark");
-        all.push(netavark(&containers, peer_budget)?);
-        eprintln!("attach: N = {n}: CNI");
-        all.push(cni(&containers, peer_budget)?);
-        eprintln!("attach: N = {n}: floor (processes)");
-        all.push(crate::floor::processes(&containers)?);
-        eprintln!("attach: N = {n}: floor (batched)");
-        all.push(crate::floor::batched(&containers)?);
+        let peers: [(&str, &dyn Fn() -> Result<Series>); 4] = [
+            ("netavark", &|| netavark(&containers, peer_budget)),
+            ("CNI", &|| cni(&containers, peer_budget)),
+            ("floor (processes)", &|| crate::floor::processes(&containers)),
+            ("floor (batched)", &|| crate::floor::batched(&containers)),
+        ];
+        for (what, run) in peers {
+            eprintln!("attach: N = {n}: {what}");
+            let s = run()?;
+            progress(&s);
+            all.push(s);
+        }
     }
     Ok((all, res))
+}
+
+/// One finished series on stderr, so a run that fails later still shows
+/// what it measured.
+fn progress(s: &Series) {
+    eprintln!(
+        "attach: N = {}: {}: attach {:.3} ms, detach {:.3} ms per endpoint{}",
+        s.n,
+        s.system,
+        s.per_endpoint().as_secs_f64() * 1e3,
+        s.per_endpoint_teardown().as_secs_f64() * 1e3,
+        if s.partial() { format!(" ({} of {} in the time budget)", s.done, s.n) } else { String::new() }
+    );
 }
 
 /// Ping `to` from `from` (proof the system did the work).

@@ -200,8 +200,13 @@ fn index_of(ns: &Netns, name: &str) -> Result<u32> {
     String::from_utf8_lossy(&out.stdout).trim().parse().with_context(|| format!("ifindex of {name}"))
 }
 
-/// Send `msgs` (each asking for an acknowledgement), as many per send as
-/// fit in 64 KiB, and read every answer; the first refusal fails.
+/// Messages per send: each answer costs the receive buffer a whole socket
+/// buffer (~1 KiB of truesize), and the default 208 KiB overflows (ENOBUFS)
+/// at a few hundred.
+const BATCH: usize = 64;
+
+/// Send `msgs` (each asking for an acknowledgement), [`BATCH`] per send,
+/// and read every answer; the first refusal fails.
 fn exchange(sock: &Socket, msgs: Vec<RouteNetlinkMessage>, flags: u16) -> Result<()> {
     let mut buf = Vec::new();
     let mut waiting = 0usize;
@@ -215,7 +220,7 @@ fn exchange(sock: &Socket, msgs: Vec<RouteNetlinkMessage>, flags: u16) -> Result
         buf.resize(at + nl.buffer_len(), 0);
         nl.serialize(&mut buf[at..]);
         waiting += 1;
-        if buf.len() > 60_000 || i + 1 == total {
+        if waiting == BATCH || i + 1 == total {
             sock.send(&buf, 0)?;
             buf.clear();
             while waiting > 0 {

@@ -234,7 +234,9 @@ pub fn latency_svg(series: &[Series], phase: Phase) -> String {
     const COLORS: [&str; 8] = ["#1f77b4", "#17becf", "#9467bd", "#d62728", "#ff7f0e", "#2ca02c", "#8c564b", "#7f7f7f"];
     let ns = sizes(series);
     let vals: Vec<f64> = series.iter().map(|x| phase.of(x).as_secs_f64() * 1e3).filter(|v| *v > 0.0).collect();
+    // No values (every series failed): an empty plot from 1 ms.
     let lo = vals.iter().copied().fold(f64::INFINITY, f64::min).max(1e-3);
+    let lo = if lo.is_finite() { lo } else { 1.0 };
     let hi = vals.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
     let (ylo, yhi) = (lo.log10().floor(), hi.log10().ceil());
     let (xlo, xhi) = (
