@@ -70,6 +70,11 @@ pub struct Series {
     pub setup: Vec<Duration>,
     /// Per-endpoint teardown times (one per call; empty for bulk).
     pub teardown: Vec<Duration>,
+    /// Bulk only: each concurrent attach call's own latency (the series'
+    /// per-endpoint figure stays wall time / N).
+    pub calls: Vec<Duration>,
+    /// Bulk only: the same for the concurrent detach calls.
+    pub teardown_calls: Vec<Duration>,
     /// Wall time of all N teardowns (bulk and batched systems).
     pub teardown_total: Duration,
     /// Wall time of all N setups.
@@ -109,6 +114,10 @@ pub struct Resources {
     pub rss_kib: u64,
     pub cpu: Duration,
     pub phases: Vec<pb::PhaseStat>,
+    /// The same counters over the sequential attaches alone.
+    pub attach_phases: Vec<pb::PhaseStat>,
+    /// The same over the 32-client attaches alone.
+    pub bulk_phases: Vec<pb::PhaseStat>,
     /// One Prometheus scrape of weftd with the N endpoints (p50 of 20,
     /// the whole HTTP exchange over loopback).
     pub scrape: Duration,
@@ -275,7 +284,7 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
         n,
         rss_kib: attached.rss_bytes / 1024,
         cpu: cpu(&attached).saturating_sub(cpu(&before)),
-        phases: Vec::new(),
+        attach_phases: delta(&before.phases, attached.phases.clone()),
         scrape: scrape_time(&host)?,
         ..Default::default()
     };
@@ -322,17 +331,20 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
     let mut s = Series { system: SYSTEMS[2], n, done: n, ..Default::default() };
     let reqs: Arc<Vec<pb::AttachEndpointRequest>> =
         Arc::new(containers.iter().enumerate().map(|(i, ns)| attach_req(i, ns)).collect());
+    let before = stats(&host).await?;
     let t0 = Instant::now();
-    clients(&host, n, move |mut c, i| {
+    s.calls = clients(&host, n, move |mut c, i| {
         let r = reqs[i].clone();
         async move { c.attach_endpoint(r).await.map(|_| ()) }
     })
     .await?;
     s.setup_total = t0.elapsed();
+    res.bulk_phases = delta(&before.phases, stats(&host).await?.phases);
     check_ping("weft bulk", &containers[0], ping_target([10, 91], n))?;
     // And the N detaches by 32 clients.
     let t0 = Instant::now();
-    clients(&host, n, |mut c, i| async move { c.detach_endpoint(detach_req(i)).await.map(|_| ()) }).await?;
+    s.teardown_calls =
+        clients(&host, n, |mut c, i| async move { c.detach_endpoint(detach_req(i)).await.map(|_| ()) }).await?;
     s.teardown_total = t0.elapsed();
     res.bulk_retired_gone = retired_gone(&host)?;
     out.push(s);
@@ -358,7 +370,8 @@ async fn weft_series(n: usize, containers: &[Netns]) -> Result<(Vec<Series>, Res
 }
 
 /// Calls 0..n shared by 32 clients, each on its own connection: `call(client, i)`.
-async fn clients<F, Fut>(host: &Host, n: usize, call: F) -> Result<()>
+/// Returns each call's latency.
+async fn clients<F, Fut>(host: &Host, n: usize, call: F) -> Result<Vec<Duration>>
 where
     F: Fn(EndpointServiceClient<tonic::transport::Channel>, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
@@ -369,19 +382,23 @@ where
         let (next, call, sock) = (next.clone(), call.clone(), host.socket());
         tasks.push(tokio::spawn(async move {
             let c = EndpointServiceClient::new(connect_unix(sock).await?);
+            let mut took = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= n {
-                    return Ok::<(), anyhow::Error>(());
+                    return Ok::<_, anyhow::Error>(took);
                 }
+                let t = Instant::now();
                 call(c.clone(), i).await.with_context(|| format!("weft bulk call e{i}"))?;
+                took.push(t.elapsed());
             }
         }));
     }
+    let mut took = Vec::new();
     for t in tasks {
-        t.await??;
+        took.extend(t.await??);
     }
-    Ok(())
+    Ok(took)
 }
 
 /// How long after the last detach returned weftd's retired links (the

@@ -150,7 +150,43 @@ pub fn attach_markdown(series: &[Series], res: &[Resources]) -> String {
         }
         s.push('\n');
     }
+    group_commit(&mut s, series, res);
     s
+}
+
+/// Sequential against 32-client attaches: each call's latency and what the
+/// store cost per attach (concurrent attaches share transactions).
+fn group_commit(s: &mut String, series: &[Series], res: &[Resources]) {
+    s.push_str(
+        "\nGroup commit: the store step of sequential and of 32 concurrent attaches (weftd's counters over the \
+         attaches alone; an attach is answered only after the transaction holding its record is durable):\n\n\
+         | N | attaches | attach p50 ms | p99 | store transactions per attach | one transaction µs (mean) | \
+         transaction time per attach µs | an attach waits for its record µs (mean) |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in res {
+        let rows =
+            [(SYSTEMS[0], "sequential", &r.attach_phases, false), (SYSTEMS[2], "32 clients", &r.bulk_phases, true)];
+        for (system, how, phases, bulk) in rows {
+            let Some(x) = series.iter().find(|x| x.n == r.n && x.system == system) else { continue };
+            let lat = Summary::of(if bulk { &x.calls } else { &x.setup });
+            let phase = |name: &str| phases.iter().find(|p| p.name == name).map(|p| (p.count, p.total_us));
+            let (txns, txn_us) = phase("store.txn").unwrap_or((0, 0));
+            let (waits, wait_us) = phase("attach.store").unwrap_or((0, 0));
+            let per = |v: u64, by: u64| if by == 0 { "—".to_owned() } else { format!("{:.0}", v as f64 / by as f64) };
+            let _ = writeln!(
+                s,
+                "| {} | {how} | {} | {} | {:.2} | {} | {} | {} |",
+                r.n,
+                ms(lat.p50),
+                ms(lat.p99),
+                txns as f64 / r.n.max(1) as f64,
+                per(txn_us, txns),
+                per(txn_us, r.n as u64),
+                per(wait_us, waits),
+            );
+        }
+    }
 }
 
 /// The throughput table.

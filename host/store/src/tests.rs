@@ -93,3 +93,20 @@ fn a_batch_lands_whole_and_documents_round_trip() {
     assert_eq!(snap.documents, vec![b]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn trimming_drops_only_the_events_below_the_cut() {
+    let dir = tmpdir("trim");
+    let event = |rev: u64| {
+        let mut ev = weft_model::event::Event::new(weft_model::event::EventKind::EndpointAttached, "t", "n1", "e");
+        ev.revision = rev;
+        ev
+    };
+    let s = RedbStore::open(&dir).unwrap();
+    s.commit(&Batch { revision: Some(5), events: (1..=5).map(event).collect(), ..Default::default() }).unwrap();
+    s.commit(&Batch { revision: Some(6), events: vec![event(6)], trim_events_below: Some(3), ..Default::default() })
+        .unwrap();
+    let kept: Vec<u64> = s.load().unwrap().events.iter().map(|e| e.revision).collect();
+    assert_eq!(kept, vec![3, 4, 5, 6]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
