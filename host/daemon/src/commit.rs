@@ -34,6 +34,8 @@ use crate::record::{Recorder, apply_to_index};
 use crate::retire::Retired;
 use crate::timings::{Phase, Timings};
 
+mod released;
+
 /// How often a failing teardown op is tried before the change fails.
 const TEARDOWN_TRIES: u32 = 3;
 
@@ -90,6 +92,9 @@ pub struct Committer {
     nft_lock: tokio::sync::Mutex<()>,
     /// Step 3, group-committed.
     recorder: Arc<Recorder>,
+    /// Commits between their kernel work and their record hold it shared;
+    /// a whole-table render and a settle take it alone (`released.rs`).
+    flight: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Committer {
@@ -112,6 +117,7 @@ impl Committer {
             etcd: None,
             timings,
             nft_lock: tokio::sync::Mutex::new(()),
+            flight: Arc::new(tokio::sync::RwLock::new(())),
         }
     }
 
@@ -132,7 +138,15 @@ impl Committer {
             self.retired.settle(ep.netns_id).await;
         }
         let retiring = self.retiring(&change);
-        let result = self.apply_and_record(&change).await;
+        // A render reads the index whole: no commit may be between its
+        // kernel work and its record meanwhile.
+        let result = if change.render_nft {
+            let _alone = self.flight.write().await;
+            self.apply_and_record(&change).await
+        } else {
+            let _shared = self.flight.read().await;
+            self.apply_and_record(&change).await
+        };
         if result.is_err() {
             self.unshare(&change).await;
             self.release_claims(&change);
@@ -142,15 +156,14 @@ impl Committer {
             self.retired.retired(netns_ids);
         }
         if let Some(slot) = slot {
-            for l in &change.leases {
-                let pool = slot.pool(&l.pool);
-                if l.reserve {
-                    pool.reserve(l.addr, &l.endpoint);
-                } else {
-                    pool.release(l.addr, &l.endpoint);
-                }
-            }
+            apply_leases(slot, &change, false);
         }
+        self.dns_step(&change).await;
+        result
+    }
+
+    /// Step 4's DNS table update, timed.
+    async fn dns_step(&self, change: &Change) {
         let t = Instant::now();
         self.apply_dns(&change.dns).await;
         if let Some(p) = change.phases.dns
@@ -158,7 +171,6 @@ impl Committer {
         {
             self.timings.record(p, t.elapsed());
         }
-        result
     }
 
     /// If the change retires links: the namespaces of the endpoints it
@@ -267,23 +279,28 @@ impl Committer {
             self.undo(&change.ops).await;
             return Err(CommitError::Kernel(e));
         }
-        let t = Instant::now();
-        let recorded = self.recorder.record(change.clone()).await;
-        if let Some(p) = change.phases.store {
-            self.timings.record(p, t.elapsed());
-        }
-        match recorded {
+        match self.record(change).await {
             Ok(rev) => Ok(rev),
             Err(e) => {
                 self.undo(&change.ops).await;
                 if change.render_nft
-                    && let Err(e) = self.render_current().await
+                    && let Err(e) = self.render_index().await
                 {
                     warn!(error = %e, "restoring nftables after a failed store commit");
                 }
                 Err(CommitError::Store(e))
             }
         }
+    }
+
+    /// Step 3, timed.
+    async fn record(&self, change: &Arc<Change>) -> Result<u64, weft_store::StoreError> {
+        let t = Instant::now();
+        let recorded = self.recorder.record(change.clone()).await;
+        if let Some(p) = change.phases.store {
+            self.timings.record(p, t.elapsed());
+        }
+        recorded
     }
 
     /// Apply the change's ops; on failure undo the applied prefix.
@@ -360,8 +377,15 @@ impl Committer {
         r
     }
 
-    /// Render weft's table from the index as it is.
+    /// Render weft's table from the index as it is, once no commit is
+    /// between its kernel work and its record.
     pub async fn render_current(&self) -> Result<(), KernelError> {
+        let _alone = self.flight.write().await;
+        self.render_index().await
+    }
+
+    /// The same, by a caller that holds `flight` alone already.
+    async fn render_index(&self) -> Result<(), KernelError> {
         let _g = self.nft_lock.lock().await;
         let script = self.index.lock().render_nft();
         self.kernel.apply(&[Op::Nft { script }]).await.map_err(|e| e.error)
@@ -396,6 +420,19 @@ impl Committer {
     /// Record `d` under `p`.
     pub fn time(&self, p: Phase, d: Duration) {
         self.timings.record(p, d);
+    }
+}
+
+/// Put the change's lease changes in `slot`'s view (`undo`: take them
+/// back).
+fn apply_leases(slot: &mut NetSlot, change: &Change, undo: bool) {
+    for l in &change.leases {
+        let pool = slot.pool(&l.pool);
+        if l.reserve != undo {
+            pool.reserve(l.addr, &l.endpoint);
+        } else {
+            pool.release(l.addr, &l.endpoint);
+        }
     }
 }
 

@@ -25,7 +25,9 @@ use weft_store::Store;
 
 use crate::change::Change;
 use crate::commit::Committer;
-use crate::decide::endpoint::{Netns, attached_before, detach, endpoint_in, find_endpoint, reelect_default_route};
+use crate::decide::endpoint::{
+    Netns, attached_before, detach, endpoint_in, find_endpoint, in_flight, reelect_default_route,
+};
 use crate::decide::network::{bridge_rule, delete_network, find_network};
 use crate::decide::policy::check_policy;
 use crate::decide::{Decider, Deciders};
@@ -113,12 +115,13 @@ impl Ctl {
         let index = Arc::new(Index::default());
         let mut commit = Committer::new(p.kernel, p.store, index.clone(), events, p.dns);
         commit.etcd = p.cluster.as_ref().map(|c| c.etcd.clone());
+        let locks = Locks::new(commit.flight());
         let ctl = Ctl {
             commit,
             index,
             decider: Decider { deciders: p.deciders, builtins: p.builtins },
             modules: p.modules,
-            locks: Locks::default(),
+            locks,
             reconciling: tokio::sync::Mutex::new(()),
             repairs: Mutex::new(BTreeMap::new()),
             access: p.access,
@@ -247,7 +250,16 @@ impl Ctl {
         };
         self.commit.time(Phase::AttachValidate, t.elapsed());
         let net_id = self.network_id(&req.tenant, &req.network, "network")?;
-        let mut slot = self.locks.network(&net_id).await;
+        let mut slot = loop {
+            let slot = self.locks.for_attach(&net_id).await;
+            if !self.index.read(|st| in_flight(st, &net_id, &spec)) {
+                break slot;
+            }
+            // An attach of the same name or key is recording: its outcome
+            // decides this one's (a retry's answer, or a name taken).
+            drop(slot);
+            self.commit.settle().await;
+        };
         let before = self.index.read(|st| {
             let net = st.networks.get(&net_id).cloned();
             attached_before(st, &net_id, &spec).map(|ep| ep.map(|ep| (view_of(net.as_ref(), &ep), st.revision)))
@@ -276,6 +288,13 @@ impl Ctl {
                         Some(o) => o,
                         None => continue,
                     }
+                }
+                (None, false) if Committer::releasable(&change) => {
+                    let what = change.what.clone();
+                    let revision =
+                        self.commit.commit_released(change, slot).await.map_err(|e| e.into_control(&what))?;
+                    info!(endpoint = %ep.spec.name, network = %req.network, addresses = ?ep.addresses, revision, "attached");
+                    return Ok((view_of(Some(&net), &ep), Outcome { revision, plan: None }));
                 }
                 _ => self.carry_out(change, req.dry_run, Some(&mut slot)).await?,
             };

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, RwLock};
 use weft_model::ipam::PoolLeases;
 
 /// What a network's lock guards: its address pools.
@@ -34,10 +34,11 @@ pub fn pool_key(network_id: &str, addr: IpAddr) -> String {
 pub type NetGuard = OwnedMutexGuard<NetSlot>;
 
 /// Per-network and per-scope locks.
-#[derive(Default)]
 pub struct Locks {
     nets: Mutex<HashMap<String, Arc<AsyncMutex<NetSlot>>>>,
     scopes: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    /// The committer's `flight` (`commit/released.rs`).
+    flight: Arc<RwLock<()>>,
 }
 
 impl Locks {
@@ -46,8 +47,23 @@ impl Locks {
         m.entry(network_id.to_owned()).or_default().clone()
     }
 
-    /// Lock network `network_id` (its slot is made on first use).
+    /// Locks over the committer's `flight`.
+    pub fn new(flight: Arc<RwLock<()>>) -> Locks {
+        Locks { nets: Mutex::default(), scopes: Mutex::default(), flight }
+    }
+
+    /// Lock network `network_id` (its slot is made on first use), once no
+    /// attach that let go of it early is still recording: the holder sees
+    /// every endpoint of the network in the index.
     pub async fn network(&self, network_id: &str) -> NetGuard {
+        let guard = self.for_attach(network_id).await;
+        drop(self.flight.write().await);
+        guard
+    }
+
+    /// Lock network `network_id` for an attach, which does not wait for
+    /// earlier attaches' records (only for one of its own name or key).
+    pub async fn for_attach(&self, network_id: &str) -> NetGuard {
         self.slot(network_id).lock_owned().await
     }
 
@@ -58,8 +74,9 @@ impl Locks {
         ids.dedup();
         let mut out = Vec::with_capacity(ids.len());
         for id in &ids {
-            out.push(self.network(id).await);
+            out.push(self.for_attach(id).await);
         }
+        drop(self.flight.write().await);
         out
     }
 

@@ -438,3 +438,35 @@ async fn the_default_network_is_made_once_and_a_failure_is_not_fatal() {
     r.ctl.ensure_default_network(network("other", "172.17.5.0/24")).await;
     assert_eq!(names(&r), [("bridge".to_owned(), 1)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_attaches_to_one_network_share_store_transactions() {
+    let r = rig("group-commit").await;
+    r.ctl.create_network(&op(), network("web", "10.4.0.0/24")).await.unwrap();
+    let txns = |r: &Rig| r.ctl.commit.timings.snapshot().iter().find(|p| p.name == "store.txn").map_or(0, |p| p.count);
+    let before = txns(&r);
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let c = r.ctl.clone();
+            tokio::spawn(async move {
+                let req = AttachEndpoint { publish: vec![format!("{}:80", 19000 + i)], ..attach(&format!("e{i}")) };
+                c.attach(&op(), req).await.map(|(v, _)| v.endpoint.addresses)
+            })
+        })
+        .collect();
+    let mut addresses = std::collections::BTreeSet::new();
+    for t in tasks {
+        for a in t.await.unwrap().expect("every attach succeeds") {
+            assert!(addresses.insert(a), "{a} given twice");
+        }
+    }
+    assert_eq!(addresses.len(), 32);
+    let shared = txns(&r) - before;
+    assert!(shared < 32, "32 concurrent attaches to one network took {shared} store transactions");
+    // All durable, and what a detach (which waits for records) sees.
+    assert_eq!(r.store.load().unwrap().endpoints.len(), 32);
+    for i in 0..32 {
+        r.ctl.detach(detaching(&format!("e{i}"))).await.unwrap();
+    }
+    assert!(r.store.load().unwrap().endpoints.is_empty());
+}

@@ -76,6 +76,15 @@ pub fn attached_before(st: &State, net_id: &str, spec: &EndpointSpec) -> Result<
     }
 }
 
+/// Whether an attach of the same name or request key as `spec` to network
+/// `net_id` is between its kernel work and its record.
+pub fn in_flight(st: &State, net_id: &str, spec: &EndpointSpec) -> bool {
+    st.pending_endpoints.values().any(|e| {
+        e.network_id == net_id
+            && (e.spec.name == spec.name || (spec.request_key.is_some() && e.spec.request_key == spec.request_key))
+    })
+}
+
 /// The namespace an attach goes into.
 #[derive(Debug, Clone, Copy)]
 pub struct Netns {
