@@ -11,8 +11,9 @@
 //!    share one, `record.rs`), update the index, publish the events;
 //! 4. update the caller's lease view and the DNS table, record timings.
 //!
-//! The caller holds the network lock(s) the change needs; this holds the
-//! index lock only for checks and updates, never across an await.
+//! The caller holds the network lock(s) the change needs (a plain attach
+//! lets go of its lock after step 2: `released.rs`); this holds the index
+//! lock only for checks and updates, never across an await.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -60,8 +60,10 @@ impl Committer {
         drop(guard);
         match self.record(&change).await {
             Ok(revision) => {
-                drop(shared);
+                // Before letting go: a detach of this endpoint waits for
+                // it, so its names cannot outlive it.
                 self.dns_step(&change).await;
+                drop(shared);
                 Ok(revision)
             }
             Err(e) => {
