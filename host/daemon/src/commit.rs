@@ -135,9 +135,7 @@ impl Committer {
             self.release_claims(&change);
             return Err(e);
         }
-        for ep in &change.new_endpoints {
-            self.retired.settle(ep.netns_id).await;
-        }
+        self.settle_namespaces(&change).await;
         let retiring = self.retiring(&change);
         // A render reads the index whole: no commit may be between its
         // kernel work and its record meanwhile.
@@ -171,6 +169,14 @@ impl Committer {
             && !change.dns.is_empty()
         {
             self.timings.record(p, t.elapsed());
+        }
+    }
+
+    /// Force the pending deletion of retired links in the namespaces the
+    /// change attaches to (their interface names are to be reused).
+    async fn settle_namespaces(&self, change: &Change) {
+        for ep in &change.new_endpoints {
+            self.retired.settle(ep.netns_id).await;
         }
     }
 

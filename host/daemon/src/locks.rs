@@ -57,7 +57,7 @@ impl Locks {
     /// every endpoint of the network in the index.
     pub async fn network(&self, network_id: &str) -> NetGuard {
         let guard = self.for_attach(network_id).await;
-        drop(self.flight.write().await);
+        settle(&self.flight).await;
         guard
     }
 
@@ -76,7 +76,7 @@ impl Locks {
         for id in &ids {
             out.push(self.for_attach(id).await);
         }
-        drop(self.flight.write().await);
+        settle(&self.flight).await;
         out
     }
 
@@ -93,4 +93,10 @@ impl Locks {
         };
         lock.lock_owned().await
     }
+}
+
+/// Wait until no commit holds `flight` (is between its kernel work and its
+/// record).
+pub async fn settle(flight: &RwLock<()>) {
+    drop(flight.write().await);
 }

@@ -33,9 +33,7 @@ use crate::locks::NetGuard;
 impl Committer {
     /// Whether `change` may be committed by [`Committer::commit_released`].
     pub fn releasable(change: &Change) -> bool {
-        !change.render_nft
-            && change.cluster.is_none()
-            && !change.ops.iter().any(|o| matches!(o, Op::RetireLink { .. } | Op::DeleteRetired))
+        !change.render_nft && change.cluster.is_none() && !change.ops.iter().any(|o| matches!(o, Op::RetireLink { .. }))
     }
 
     /// Commit `change` (see [`Committer::releasable`]) holding `guard`,
@@ -46,9 +44,7 @@ impl Committer {
         }
         let change = Arc::new(change);
         self.claim(&change)?;
-        for ep in &change.new_endpoints {
-            self.retired.settle(ep.netns_id).await;
-        }
+        self.settle_namespaces(&change).await;
         let shared = self.flight.clone().read_owned().await;
         if let Err(e) = self.apply_ops(&change).await {
             drop(shared);
@@ -80,7 +76,7 @@ impl Committer {
 
     /// Wait until no commit is between its kernel work and its record.
     pub async fn settle(&self) {
-        drop(self.flight.write().await);
+        crate::locks::settle(&self.flight).await;
     }
 
     /// The lock [`Committer::settle`] takes, for the network locks.
